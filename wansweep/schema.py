@@ -1,0 +1,215 @@
+"""Wan 2.6 image-to-video input/output schema: the one place its limits live.
+
+Both the local fal-compatible server and the planner validate through
+:func:`check_input` and :func:`check_image` / :func:`check_audio`, so a row the
+planner accepts is a row the server accepts.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from dataclasses import dataclass
+from typing import Any
+
+ENDPOINTS = ("wan/v2.6/image-to-video", "wan/v2.6/image-to-video/flash")
+ENDPOINT_ALIASES = {"standard": ENDPOINTS[0], "flash": ENDPOINTS[1]}
+
+PROMPT_MAX = 800
+NEGATIVE_PROMPT_MAX = 500
+DURATIONS = ("5", "10", "15")
+RESOLUTIONS = ("720p", "1080p")
+SHORT_SIDE = {"720p": 720, "1080p": 1080}
+FAL_DEFAULTS: dict[str, Any] = {
+    "resolution": "1080p",
+    "duration": "5",
+    "negative_prompt": "",
+    "enable_prompt_expansion": True,
+    "multi_shots": False,
+    "enable_safety_checker": True,
+}
+IMAGE_SIDE_MIN, IMAGE_SIDE_MAX = 240, 7680  # hard limit (schema, upstream errors)
+IMAGE_SIDE_SOFT = (360, 2000)  # the page text's range: a warning only
+IMAGE_MAX_BYTES = 25 * 1024 * 1024
+IMAGE_FORMATS = ("JPEG", "PNG", "BMP", "WEBP")
+AUDIO_MAX_BYTES = 15 * 1024 * 1024
+AUDIO_SECONDS = (3.0, 30.0)
+AUDIO_FORMATS = ("wav", "mp3")
+
+INPUT_FIELDS = {
+    "prompt",
+    "image_url",
+    "audio_url",
+    "resolution",
+    "duration",
+    "negative_prompt",
+    "enable_prompt_expansion",
+    "multi_shots",
+    "seed",
+    "enable_safety_checker",
+}
+SETTING_FIELDS = INPUT_FIELDS - {"prompt", "image_url", "audio_url", "seed"}
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One broken rule: which field, which rule, what was found."""
+
+    field: str
+    rule: str
+    msg: str
+    severity: str = "error"  # or "warning"
+
+    def fal_detail(self) -> dict[str, Any]:
+        return {"loc": ["body", self.field], "msg": self.msg, "type": self.rule}
+
+
+def check_input(payload: dict[str, Any]) -> list[Problem]:
+    """Check a request payload's fields (not the media it points at)."""
+    problems: list[Problem] = []
+    for name in sorted(set(payload) - INPUT_FIELDS):
+        problems.append(Problem(name, "extra_forbidden", "Extra inputs are not permitted"))
+    for name in ("prompt", "image_url"):
+        if not isinstance(payload.get(name), str) or not payload.get(name):
+            problems.append(Problem(name, "missing", "Field required"))
+    prompt = payload.get("prompt")
+    if isinstance(prompt, str) and len(prompt) > PROMPT_MAX:
+        problems.append(
+            Problem("prompt", "string_too_long",
+                    f"String should have at most {PROMPT_MAX} characters (got {len(prompt)})")
+        )
+    neg = payload.get("negative_prompt", "")
+    if not isinstance(neg, str):
+        problems.append(Problem("negative_prompt", "string_type", "Input should be a valid string"))
+    elif len(neg) > NEGATIVE_PROMPT_MAX:
+        problems.append(
+            Problem("negative_prompt", "string_too_long",
+                    f"String should have at most {NEGATIVE_PROMPT_MAX} characters (got {len(neg)})")
+        )
+    for name, allowed in (("duration", DURATIONS), ("resolution", RESOLUTIONS)):
+        if name in payload and payload[name] not in allowed:
+            opts = ", ".join(f"'{a}'" for a in allowed)
+            problems.append(
+                Problem(name, "enum", f"Input should be {opts} (got {payload[name]!r})")
+            )
+    for name in ("enable_prompt_expansion", "multi_shots", "enable_safety_checker"):
+        if name in payload and not isinstance(payload[name], bool):
+            problems.append(Problem(name, "bool_type", "Input should be a valid boolean"))
+    seed = payload.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        problems.append(Problem("seed", "int_type", f"Input should be a non-negative integer (got {seed!r})"))
+    audio = payload.get("audio_url")
+    if audio is not None and not isinstance(audio, str):
+        problems.append(Problem("audio_url", "string_type", "Input should be a valid string"))
+    if payload.get("multi_shots") and not payload.get("enable_prompt_expansion", True):
+        problems.append(
+            Problem("multi_shots", "inactive",
+                    "multi_shots only acts when enable_prompt_expansion is true", "warning")
+        )
+    return problems
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    format: str
+    width: int
+    height: int
+    size: int
+    has_alpha: bool
+
+
+def check_image(data: bytes, field: str = "image_url") -> tuple[ImageInfo | None, list[Problem]]:
+    """Check image bytes against the endpoint's rules."""
+    from PIL import Image
+
+    problems: list[Problem] = []
+    if len(data) > IMAGE_MAX_BYTES:
+        problems.append(
+            Problem(field, "file_too_large",
+                    f"Image is {len(data) / 2**20:.1f} MB; the limit is 25 MB")
+        )
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            fmt = (img.format or "").upper()
+            width, height = img.size
+            has_alpha = img.mode in ("RGBA", "LA", "PA") or (
+                img.mode == "P" and "transparency" in img.info
+            )
+    except Exception:
+        problems.append(Problem(field, "image_unreadable", "Could not read the image: not an image"))
+        return None, problems
+    info = ImageInfo(fmt, width, height, len(data), has_alpha)
+    if fmt not in IMAGE_FORMATS:
+        problems.append(
+            Problem(field, "image_format",
+                    f"Image format {fmt or 'unknown'} is not supported; use JPEG, PNG, BMP or WEBP")
+        )
+    if has_alpha:
+        problems.append(
+            Problem(field, "image_alpha",
+                    "Image has an alpha channel; flatten it (PNG without alpha)", "warning")
+        )
+    for side, value in (("width", width), ("height", height)):
+        if not IMAGE_SIDE_MIN <= value <= IMAGE_SIDE_MAX:
+            problems.append(
+                Problem(field, "image_dimensions",
+                        f"Image {side} {value}px is outside {IMAGE_SIDE_MIN}-{IMAGE_SIDE_MAX}px")
+            )
+        elif not IMAGE_SIDE_SOFT[0] <= value <= IMAGE_SIDE_SOFT[1]:
+            problems.append(
+                Problem(field, "image_dimensions_advised",
+                        f"Image {side} {value}px is outside the advised "
+                        f"{IMAGE_SIDE_SOFT[0]}-{IMAGE_SIDE_SOFT[1]}px", "warning")
+            )
+    return info, problems
+
+
+def check_audio(data: bytes, field: str = "audio_url") -> list[Problem]:
+    """Check audio bytes: WAV or MP3, 3-30 s, at most 15 MB."""
+    import av
+
+    problems: list[Problem] = []
+    if len(data) > AUDIO_MAX_BYTES:
+        problems.append(
+            Problem(field, "file_too_large",
+                    f"Audio is {len(data) / 2**20:.1f} MB; the limit is 15 MB")
+        )
+    try:
+        with av.open(io.BytesIO(data)) as container:
+            fmt = container.format.name
+            seconds = container.duration / 1e6 if container.duration else None
+            if seconds is None and container.streams.audio:
+                stream = container.streams.audio[0]
+                if stream.duration and stream.time_base:
+                    seconds = float(stream.duration * stream.time_base)
+            has_audio = bool(container.streams.audio)
+    except Exception:
+        return problems + [Problem(field, "audio_unreadable", "Could not read the audio file")]
+    if not has_audio or not any(f in fmt.split(",") for f in AUDIO_FORMATS):
+        problems.append(
+            Problem(field, "audio_format", f"Audio format {fmt} is not supported; use WAV or MP3")
+        )
+    if seconds is None or not AUDIO_SECONDS[0] <= seconds <= AUDIO_SECONDS[1]:
+        got = "unknown" if seconds is None else f"{seconds:.1f} s"
+        problems.append(
+            Problem(field, "audio_duration", f"Audio lasts {got}; it must last 3-30 s")
+        )
+    return problems
+
+
+SHOT_RE = re.compile(r"Shot\s+(\d+)\s*\[\s*(\d+(?:\.\d+)?)\s*-\s*(\d+(?:\.\d+)?)\s*s\s*\]", re.I)
+
+
+def shot_starts(prompt: str) -> list[float]:
+    """Start times (s) of shots marked like ``Shot 2 [4-8s]`` in a prompt, first shot excluded."""
+    return sorted({float(m.group(2)) for m in SHOT_RE.finditer(prompt)} - {0.0})
+
+
+def output_size(image_w: int, image_h: int, resolution: str) -> tuple[int, int]:
+    """Output frame size: the resolution names the short side; the aspect follows the image."""
+    short = SHORT_SIDE[resolution]
+    if image_w >= image_h:
+        w, h = round(short * image_w / image_h), short
+    else:
+        w, h = short, round(short * image_h / image_w)
+    return w - w % 2, h - h % 2
