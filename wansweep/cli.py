@@ -53,6 +53,151 @@ def fal_server(
           announce=not quiet)
 
 
+def _use_fal(console) -> "object | None":
+    """Which fal: host variables set -> that server; FAL_KEY alone -> fal.ai; neither -> start ours."""
+    import os
+
+    if os.environ.get("FAL_RUN_HOST") or os.environ.get("FAL_QUEUE_RUN_HOST"):
+        console.print(f"fal: {os.environ.get('FAL_QUEUE_RUN_HOST') or os.environ['FAL_RUN_HOST']} "
+                      "(from FAL_RUN_HOST / FAL_QUEUE_RUN_HOST)")
+        return None
+    if os.environ.get("FAL_KEY"):
+        console.print("fal: fal.ai (FAL_KEY set): every job is paid")
+        return None
+    from wansweep.localfal.runner import start_local_fal
+
+    server = start_local_fal(latency="demo", workdir=Path(".wansweep/localfal"))
+    os.environ.update(server.env)
+    console.print(f"fal: no FAL_KEY and no fal host set, so started the local fal-compatible "
+                  f"server at {server.url} (free, synthetic videos)")
+    return server
+
+
+@app.command()
+def run(
+    spec: Path = typer.Argument(..., help="Sweep spec (YAML), e.g. configs/quickstart.yaml."),
+    manifest: Optional[str] = typer.Option(None, help="Manifest URI; overrides the spec's."),
+    store: Optional[str] = typer.Option(None, help="Archive: s3://bucket/prefix or a folder."),
+    concurrency: Optional[int] = typer.Option(None, min=1, help="Jobs in flight at once."),
+    budget: Optional[float] = typer.Option(None, help="Most USD this run may commit."),
+    skip_invalid: bool = typer.Option(False, help="Leave invalid rows out instead of stopping."),
+    report_dir: Optional[Path] = typer.Option(None, help="Also write the report files here."),
+) -> None:
+    """Run a sweep: validate, skip what is archived, generate the rest, archive, report."""
+    import json
+
+    from rich.console import Console
+
+    console = Console()
+    server = _use_fal(console)
+    try:
+        from flows.sweep import OverBudget, PlanInvalid, sweep
+        from wansweep.manifest import ManifestError
+        from wansweep.sweep import SpecError
+
+        try:
+            result = sweep(str(spec), manifest=manifest, store=store, concurrency=concurrency,
+                           budget_usd=budget, skip_invalid=skip_invalid,
+                           report_dir=str(report_dir) if report_dir else None)
+        except (PlanInvalid, OverBudget, SpecError, ManifestError) as exc:
+            console.print(f"[red]{exc}[/red]", highlight=False)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            from tasks.runtime import STOP
+
+            STOP.set()
+            console.print("[yellow]interrupted: in-flight fal requests were cancelled and recorded "
+                          "in the ledger[/yellow]")
+            raise typer.Exit(130) from None
+        console.print(json.dumps(result, indent=2, default=str), highlight=False)
+        console.print(f"videos:  {result['videos']}\nreport:  {result['report']['jobs_csv']}")
+        if result["failed"]:
+            raise typer.Exit(1)
+    finally:
+        if server is not None:
+            stats = server.stats()
+            console.print(f"local fal server: {stats['submits_accepted']} submits accepted, "
+                          f"{stats['status_polls']} status polls, {stats['result_fetches']} result fetches")
+            server.stop()
+
+
+@app.command("plan")
+def plan_cmd(
+    spec: Path = typer.Argument(..., help="Sweep spec (YAML)."),
+    manifest: Optional[str] = typer.Option(None, help="Manifest URI; overrides the spec's."),
+    store: Optional[str] = typer.Option(None, help="Archive to compare with (what it already holds)."),
+) -> None:
+    """Validate every row and price the sweep; nothing is submitted."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from flows.sweep import DEFAULT_STORE
+    from wansweep.archive import archived_keys
+    from wansweep.manifest import ManifestError, plan
+    from wansweep.store import open_store
+    from wansweep.sweep import SpecError, load_spec
+
+    console = Console()
+    try:
+        cfg = load_spec(spec, manifest=manifest, store=store)
+        if not cfg.manifest:
+            raise SpecError("no manifest: give one in the spec or with --manifest")
+        result = plan(cfg, cfg.manifest)
+    except (SpecError, ManifestError) as exc:
+        console.print(f"[red]{exc}[/red]", highlight=False)
+        raise typer.Exit(2) from None
+    done = archived_keys(open_store(cfg.store or DEFAULT_STORE))
+    table = Table(title=f"sweep {cfg.name}: {result.rows} rows, {len(result.jobs)} jobs")
+    for col in ("arm", "jobs", "video s", "estimated $", "archived", "to run", "to run $"):
+        table.add_column(col, justify="left" if col == "arm" else "right")
+    arms: dict[str, list] = {}
+    for j in result.jobs:
+        arms.setdefault(j.arm, []).append(j)
+    for arm, jobs in arms.items():
+        todo = [j for j in jobs if j.job_key not in done]
+        table.add_row(arm, str(len(jobs)), str(sum(j.video_seconds for j in jobs)),
+                      f"{sum(j.estimated_usd for j in jobs):.2f}", str(len(jobs) - len(todo)),
+                      str(len(todo)), f"{sum(j.estimated_usd for j in todo):.2f}")
+    todo_all = [j for j in result.jobs if j.job_key not in done]
+    table.add_row("total", str(len(result.jobs)), str(sum(j.video_seconds for j in result.jobs)),
+                  f"{result.estimated_usd:.2f}", str(len(result.jobs) - len(todo_all)),
+                  str(len(todo_all)), f"{sum(j.estimated_usd for j in todo_all):.2f}", style="bold")
+    console.print(table)
+    if cfg.budget_usd is not None:
+        console.print(f"budget: ${cfg.budget_usd:.2f}")
+    for p in result.problems:
+        console.print(f"[{'red' if p.severity == 'error' else 'yellow'}]{p.severity}: {p}[/]",
+                      highlight=False)
+    if result.errors:
+        console.print(f"[red]{len(result.errors)} error(s): a run would submit nothing[/red]")
+        raise typer.Exit(2)
+
+
+@app.command()
+def report(
+    store: str = typer.Argument(..., help="Archive URI (s3://bucket/prefix or a folder)."),
+    sweep: Optional[str] = typer.Option(None, help="Sweep name (default: every sweep in the archive)."),
+    by: list[str] = typer.Option([], help="Group the summary by these columns (default: arm)."),
+    out: Optional[Path] = typer.Option(None, help="Also write the report files to this folder."),
+) -> None:
+    """Build the report of a sweep from its archive alone (no Prefect server needed)."""
+    from rich.console import Console
+
+    from wansweep.report import sweeps, write_report
+    from wansweep.store import open_store
+
+    console = Console()
+    archive = open_store(store)
+    names = [sweep] if sweep else sweeps(archive)
+    if not names:
+        console.print(f"[red]{archive.uri} holds no sweep[/red]")
+        raise typer.Exit(2)
+    for name in names:
+        _, summ, files = write_report(archive, name, (out / name) if out else None, by or None)
+        console.print(summ.to_string(index=False))
+        console.print(f"report of {name}: {files.jobs_csv}")
+
+
 def main() -> None:
     app()
 

@@ -12,10 +12,6 @@ import yaml
 DEFAULT_PATH = Path(__file__).resolve().parents[1] / "configs" / "pricing.yaml"
 
 
-class BudgetExceeded(RuntimeError):
-    """Raised when starting a job would commit spend beyond the sweep's budget."""
-
-
 @dataclass(frozen=True)
 class PriceTable:
     prices: dict[str, dict[str, Any]]

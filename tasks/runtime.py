@@ -1,0 +1,54 @@
+"""Per-process shared state for tasks: one store client, one fal connection pool, one budget."""
+
+from __future__ import annotations
+
+import threading
+
+from pydantic import BaseModel
+
+from wansweep.archive import Budget
+from wansweep.execute import Runtime
+from wansweep.falqueue import FalConfig, FalQueue
+from wansweep.store import open_store
+from wansweep.sweep import PollSpec
+
+STOP = threading.Event()  # set on cancellation: every waiting job cancels its fal request
+_runtimes: dict[str, Runtime] = {}
+_lock = threading.Lock()
+
+
+class RunSettings(BaseModel):
+    """What a generation task needs to know about its run (serialisable: it crosses processes)."""
+
+    run_id: str
+    store: str
+    budget_usd: float | None = None
+    poll: PollSpec = PollSpec()
+    max_attempts: int = 2
+    endpoint_concurrency: int = 8
+    connections: int = 64
+    resubmit_expired: bool = False
+
+
+def runtime_for(settings: RunSettings) -> Runtime:
+    with _lock:
+        rt = _runtimes.get(settings.run_id)
+        if rt is None:
+            rt = Runtime(
+                store=open_store(settings.store),
+                fal=FalQueue(FalConfig.from_env(), max_connections=settings.connections, stop=STOP),
+                budget=Budget(settings.budget_usd),
+                poll=settings.poll,
+                max_attempts=settings.max_attempts,
+                endpoint_concurrency=settings.endpoint_concurrency,
+                resubmit_expired=settings.resubmit_expired,
+            )
+            _runtimes[settings.run_id] = rt
+        return rt
+
+
+def close_runtime(run_id: str) -> None:
+    with _lock:
+        rt = _runtimes.pop(run_id, None)
+    if rt is not None:
+        rt.fal.close()

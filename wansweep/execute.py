@@ -1,0 +1,231 @@
+"""One job, start to archive: the steps that spend money, written so none happens twice.
+
+    sidecar exists             -> done, nothing to do (the archive is the cache)
+    ledger has a result        -> archive from it (no new submit)
+    ledger has a request_id    -> resume: poll that request
+    ledger says "submitting"   -> the answer was lost: look the request up in fal's listing
+    otherwise                  -> reserve budget, ledger "submitting", submit once, ledger request_id
+"""
+
+from __future__ import annotations
+
+import base64
+import mimetypes
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from wansweep import __version__, media
+from wansweep.archive import SIDECAR, THUMB, VIDEO, Budget, BudgetExceeded, Ledger, job_file
+from wansweep.falqueue import AmbiguousSubmit, FalError, FalQueue, Handle, Stopped, body_digest
+from wansweep.manifest import load_media
+from wansweep.store import Store, presign
+from wansweep.sweep import Job, PollSpec
+
+
+@dataclass
+class Runtime:
+    """What every job of a run shares (one per process)."""
+
+    store: Store
+    fal: FalQueue
+    budget: Budget
+    poll: PollSpec = field(default_factory=PollSpec)
+    max_attempts: int = 2
+    endpoint_slots: dict[str, threading.BoundedSemaphore] = field(default_factory=dict)
+    endpoint_concurrency: int = 8
+    resubmit_expired: bool = False
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def ledger(self) -> Ledger:
+        return Ledger(self.store)
+
+    def slot(self, endpoint: str) -> threading.BoundedSemaphore:
+        with self._lock:
+            if endpoint not in self.endpoint_slots:
+                self.endpoint_slots[endpoint] = threading.BoundedSemaphore(self.endpoint_concurrency)
+            return self.endpoint_slots[endpoint]
+
+
+def outcome(job: Job, status: str, **extra: Any) -> dict[str, Any]:
+    return {"job_key": job.job_key, "arm": job.arm, "row_id": job.row_id, "status": status,
+            "estimated_usd": job.estimated_usd, **extra}
+
+
+def media_url(uri: str) -> str:
+    """What fal is given for an image or audio: URLs pass through, s3:// is presigned,
+    a local file goes inline as a data URI (fal accepts them; nothing is made public)."""
+    if uri.startswith(("http://", "https://", "data:")):
+        return uri
+    if uri.startswith("s3://"):
+        return presign(uri, expires_s=3600)
+    data = load_media(uri)
+    mime = mimetypes.guess_type(uri)[0] or "application/octet-stream"
+    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
+
+
+def request_body(job: Job) -> dict[str, Any]:
+    body = {**job.request_fields(), "image_url": media_url(job.image_uri)}
+    if job.audio_uri:
+        body["audio_url"] = media_url(job.audio_uri)
+    return body
+
+
+def run_job(job: Job, rt: Runtime) -> dict[str, Any]:
+    """Run one job to its archive; never raises for a job-level failure (returns its outcome)."""
+    if rt.store.exists(job_file(job.job_key, SIDECAR)):
+        return outcome(job, "cached")
+    ledger = rt.ledger
+    entry = ledger.get(job.job_key) or {}
+    resumed = bool(entry.get("request_id") or entry.get("result"))
+    try:
+        with rt.slot(job.endpoint):
+            entry = _generate(job, rt, ledger, entry)
+        _archive(job, rt, ledger, entry)
+    except Stopped:
+        return outcome(job, "cancelled", request_id=entry.get("request_id"))
+    except BudgetExceeded as exc:
+        return outcome(job, "skipped", error=str(exc))
+    except FalError as exc:
+        entry = ledger.get(job.job_key) or entry
+        ledger.put(job.job_key, entry, status="failed" if exc.kind != "expired" else "expired",
+                   error=str(exc), error_kind=exc.kind)
+        return outcome(job, "failed" if exc.kind != "expired" else "expired", error=str(exc),
+                       error_kind=exc.kind, request_id=entry.get("request_id"))
+    return outcome(job, "resumed" if resumed else "archived", request_id=entry.get("request_id"),
+                   submits=entry.get("submits", 0))
+
+
+def _generate(job: Job, rt: Runtime, ledger: Ledger, entry: dict[str, Any]) -> dict[str, Any]:
+    """Make sure fal has produced this job's result, paying at most once per attempt."""
+    attempts = entry.get("attempts", 0)
+    reserved = False  # this process's budget holds this job's estimate
+    while True:
+        if entry.get("result"):
+            return entry
+        handle = Handle(**entry["handle"]) if entry.get("handle") else None
+        if handle is None and entry.get("status") == "submitting":
+            # A submit whose answer was lost: did fal take it?
+            handle = rt.fal.find_submitted(job.endpoint, entry["body_digest"], entry["submitted_at"])
+            if handle is not None:
+                entry = ledger.put(job.job_key, entry, status="submitted", request_id=handle.request_id,
+                                   handle=handle.__dict__, reconciled=True)
+        if handle is None:
+            if attempts >= rt.max_attempts:
+                raise FalError(entry.get("error") or "no attempts left", entry.get("error_kind", "failed"))
+            body = request_body(job)
+            digest = body_digest(body)
+            if not reserved:
+                rt.budget.reserve(job.estimated_usd, f"job {job.job_key} (row {job.row_index}, {job.arm})")
+                reserved = True
+            attempts += 1
+            entry = ledger.put(job.job_key, entry, status="submitting", endpoint=job.endpoint,
+                               body_digest=digest, submitted_at=time.time(), attempts=attempts,
+                               handle=None, request_id=None)
+            try:
+                handle = rt.fal.submit(job.endpoint, body)
+            except AmbiguousSubmit as exc:
+                entry = ledger.put(job.job_key, entry, status="submitting", ambiguous=str(exc))
+                continue  # reconcile through the listing above
+            except FalError:
+                rt.budget.release(job.estimated_usd)  # not accepted: nothing was spent
+                raise
+            entry = ledger.put(job.job_key, entry, status="submitted", request_id=handle.request_id,
+                               handle=handle.__dict__, submits=entry.get("submits", 0) + 1)
+        first = rt.poll.first
+        try:
+            done = rt.fal.wait(handle, first, rt.poll.factor, rt.poll.max)
+            result = rt.fal.result(handle, generation_failed=bool(done.error))
+        except Stopped:
+            rt.fal.cancel(handle)
+            ledger.put(job.job_key, entry, status="cancelled")
+            raise
+        except FalError as exc:
+            if exc.kind == "failed" and attempts < rt.max_attempts:
+                rt.budget.release(job.estimated_usd)  # fal does not bill failed (5xx) generations
+                reserved = False
+                entry = ledger.put(job.job_key, entry, status="retrying", error=str(exc), handle=None)
+                continue
+            if exc.kind == "expired" and rt.resubmit_expired and attempts < rt.max_attempts:
+                entry = ledger.put(job.job_key, entry, status="retrying", error=str(exc), handle=None)
+                continue
+            raise
+        return ledger.put(job.job_key, entry, status="completed", result=result,
+                          completed_at=time.time(), inference_seconds=done.metrics.get("inference_time"))
+
+
+def _archive(job: Job, rt: Runtime, ledger: Ledger, entry: dict[str, Any]) -> None:
+    """Video first, checksum verified, thumbnail, then the sidecar last."""
+    result = entry["result"]
+    video = result["video"]
+    store = rt.store
+    with tempfile.TemporaryDirectory(prefix="wansweep-") as tmp:
+        local = Path(tmp) / VIDEO
+        stored = store.size(job_file(job.job_key, VIDEO))
+        size = sha = None
+        if stored is not None and entry.get("video_sha256") and stored == entry.get("video_size"):
+            # Killed between upload and sidecar: the stored copy is checked, not fetched from fal again.
+            store.download_file(job_file(job.job_key, VIDEO), local)
+            from wansweep.store import sha256_file
+
+            if sha256_file(local) == entry["video_sha256"]:
+                size, sha = stored, entry["video_sha256"]
+        if sha is None:
+            size, sha = rt.fal.download(video["url"], local, video.get("file_size"))
+            entry = ledger.put(job.job_key, entry, video_size=size, video_sha256=sha)
+            store.put_file(job_file(job.job_key, VIDEO), local, "video/mp4")
+            if store.size(job_file(job.job_key, VIDEO)) != size:
+                raise FalError(f"archive check failed for {job.job_key}: stored size differs", "transient")
+        probe = media.probe(local)
+        first = media.frames_at(local, (0.0,))[0]
+        store.put_bytes(job_file(job.job_key, THUMB), media.thumbnail_jpeg(first), "image/jpeg")
+        try:
+            from PIL import Image
+            import io
+
+            fidelity = media.similarity(Image.open(io.BytesIO(load_media(job.image_uri))), first)
+        except Exception:
+            fidelity = None
+    archived_at = time.time()
+    submitted = entry.get("submitted_at")
+    completed = entry.get("completed_at")
+    inference = entry.get("inference_seconds")
+    meta = {
+        "job_key": job.job_key,
+        "arm": job.arm,
+        "endpoint": job.endpoint,
+        "row": {"index": job.row_index, "id": job.row_id, **job.extra},
+        "input": {**job.request_fields(), "image": {"uri": _public_uri(job.image_uri),
+                                                    "sha256": job.image_sha256},
+                  **({"audio": {"uri": _public_uri(job.audio_uri), "sha256": job.audio_sha256}}
+                     if job.audio_uri else {})},
+        "request_id": entry.get("request_id"),
+        "seed_requested": job.seed,
+        "seed": result.get("seed"),
+        "actual_prompt": result.get("actual_prompt"),
+        "fal_video": {k: v for k, v in video.items() if k != "url"},
+        "timings": {
+            "submitted_at": submitted, "completed_at": completed, "archived_at": archived_at,
+            "inference_seconds": inference,
+            "queue_seconds": round(completed - submitted - inference, 3)
+            if submitted and completed and inference is not None else None,
+            "wall_seconds": round(completed - submitted, 3) if submitted and completed else None,
+        },
+        "video": {"key": job_file(job.job_key, VIDEO), "sha256": sha, "size": size, **probe.as_dict()},
+        "first_frame_similarity": fidelity,
+        "estimated_usd": job.estimated_usd,
+        "tool_version": __version__,
+    }
+    store.put_json(job_file(job.job_key, SIDECAR), meta)
+    ledger.put(job.job_key, entry, status="archived", archived_at=archived_at)
+
+
+def _public_uri(uri: str | None) -> str | None:
+    """Never inline data in metadata: data URIs are recorded by kind only."""
+    if uri and uri.startswith("data:"):
+        return uri.split(",", 1)[0] + ",..."
+    return uri

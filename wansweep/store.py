@@ -1,0 +1,206 @@
+"""Object store: ``s3://bucket/prefix`` through boto3, or a local folder, behind one interface.
+
+Credentials and endpoint come from the standard AWS configuration (``AWS_ENDPOINT_URL``,
+profiles, ...), so AWS S3, MinIO, R2 and SeaweedFS all work. Only this module imports boto3.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, BinaryIO, Iterator
+from urllib.parse import urlparse
+
+
+class StoreError(RuntimeError):
+    pass
+
+
+class Store:
+    """Keys are '/'-separated paths below the store's root."""
+
+    uri: str
+
+    def url(self, key: str) -> str:
+        return f"{self.uri.rstrip('/')}/{key}"
+
+    def put_bytes(self, key: str, data: bytes, content_type: str | None = None) -> None: ...
+    def put_file(self, key: str, path: Path, content_type: str | None = None) -> None: ...
+    def get_bytes(self, key: str) -> bytes | None: ...
+    def size(self, key: str) -> int | None: ...
+    def list(self, prefix: str) -> Iterator[str]: ...
+    def delete(self, key: str) -> None: ...
+    def download_file(self, key: str, path: Path) -> None: ...
+
+    def exists(self, key: str) -> bool:
+        return self.size(key) is not None
+
+    def put_json(self, key: str, value: Any) -> None:
+        self.put_bytes(key, json.dumps(value, indent=1, sort_keys=True, default=str).encode(),
+                       "application/json")
+
+    def get_json(self, key: str) -> Any | None:
+        data = self.get_bytes(key)
+        return None if data is None else json.loads(data)
+
+
+class LocalStore(Store):
+    def __init__(self, root: str | Path):
+        self.root = Path(root).expanduser().resolve()
+        self.uri = str(self.root)
+
+    def _path(self, key: str) -> Path:
+        return self.root / key
+
+    def put_bytes(self, key: str, data: bytes, content_type: str | None = None) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)  # readers see the old object or the whole new one
+
+    def put_file(self, key: str, path: Path, content_type: str | None = None) -> None:
+        dest = self._path(key)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".tmp-")
+        os.close(fd)
+        shutil.copyfile(path, tmp)
+        os.replace(tmp, dest)
+
+    def get_bytes(self, key: str) -> bytes | None:
+        try:
+            return self._path(key).read_bytes()
+        except (FileNotFoundError, IsADirectoryError):
+            return None
+
+    def size(self, key: str) -> int | None:
+        try:
+            return self._path(key).stat().st_size
+        except FileNotFoundError:
+            return None
+
+    def list(self, prefix: str) -> Iterator[str]:
+        base = self._path(prefix)
+        if not base.exists():
+            return
+        for dirpath, _, files in os.walk(base):
+            for name in files:
+                if not name.startswith(".tmp-"):
+                    yield str(Path(dirpath, name).relative_to(self.root).as_posix())
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+    def download_file(self, key: str, path: Path) -> None:
+        shutil.copyfile(self._path(key), path)
+
+
+class S3Store(Store):
+    def __init__(self, bucket: str, prefix: str = "", client: Any = None):
+        self.bucket, self.prefix = bucket, prefix.strip("/")
+        self.uri = f"s3://{bucket}/{self.prefix}".rstrip("/")
+        self.client = client or s3_client()
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def put_bytes(self, key: str, data: bytes, content_type: str | None = None) -> None:
+        extra = {"ContentType": content_type} if content_type else {}
+        self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, **extra)
+
+    def put_file(self, key: str, path: Path, content_type: str | None = None) -> None:
+        from boto3.s3.transfer import TransferConfig
+
+        extra = {"ContentType": content_type} if content_type else {}
+        # Multipart above 16 MB, so a large video never sits whole in memory.
+        cfg = TransferConfig(multipart_threshold=16 * 2**20, multipart_chunksize=16 * 2**20)
+        self.client.upload_file(str(path), self.bucket, self._key(key), ExtraArgs=extra, Config=cfg)
+
+    def get_bytes(self, key: str) -> bytes | None:
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+        except self.client.exceptions.NoSuchKey:
+            return None
+
+    def size(self, key: str) -> int | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            return self.client.head_object(Bucket=self.bucket, Key=self._key(key))["ContentLength"]
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+
+    def list(self, prefix: str) -> Iterator[str]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix)):
+            for obj in page.get("Contents", []):
+                yield obj["Key"][strip:]
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+
+    def download_file(self, key: str, path: Path) -> None:
+        self.client.download_file(self.bucket, self._key(key), str(path))
+
+
+def s3_client() -> Any:
+    import boto3
+    from botocore.config import Config
+
+    return boto3.session.Session().client(
+        "s3", config=Config(retries={"max_attempts": 8, "mode": "standard"},
+                            max_pool_connections=64, s3={"addressing_style": "path"}))
+
+
+def open_store(uri: str) -> Store:
+    """``s3://bucket/prefix`` or a local folder path (``file://`` accepted)."""
+    if uri.startswith("s3://"):
+        parsed = urlparse(uri)
+        if not parsed.netloc:
+            raise StoreError(f"store URI {uri!r} names no bucket; use s3://BUCKET/PREFIX")
+        return S3Store(parsed.netloc, parsed.path)
+    if uri.startswith("file://"):
+        uri = uri[len("file://"):]
+    if "://" in uri:
+        raise StoreError(f"store URI {uri!r}: only s3://bucket/prefix and local folders are supported")
+    return LocalStore(uri)
+
+
+def read_uri(uri: str) -> bytes:
+    """Bytes of a local path or an s3:// object (manifests, images, audio)."""
+    if uri.startswith("s3://"):
+        parsed = urlparse(uri)
+        client = s3_client()
+        try:
+            return client.get_object(Bucket=parsed.netloc, Key=parsed.path.lstrip("/"))["Body"].read()
+        except client.exceptions.NoSuchKey:
+            raise FileNotFoundError(f"{uri}: no such object") from None
+        except client.exceptions.NoSuchBucket:
+            raise FileNotFoundError(f"{uri}: no such bucket") from None
+    return Path(uri.removeprefix("file://")).read_bytes()
+
+
+def presign(uri: str, expires_s: int = 3600) -> str:
+    """A short-lived HTTPS GET URL for a private s3:// object (never made public)."""
+    parsed = urlparse(uri)
+    return s3_client().generate_presigned_url(
+        "get_object", Params={"Bucket": parsed.netloc, "Key": parsed.path.lstrip("/")},
+        ExpiresIn=expires_s)
+
+
+def sha256_file(path: Path, f: BinaryIO | None = None) -> str:
+    h = hashlib.sha256()
+    with (f or path.open("rb")) as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

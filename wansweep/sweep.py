@@ -1,0 +1,256 @@
+"""Sweep specs (YAML), arms, seeds and the job grid."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from wansweep import schema
+
+
+class SpecError(ValueError):
+    """A sweep spec that cannot be used; the message names the key."""
+
+
+class Seeds(BaseModel):
+    """Seeds as a list, a range, or N random ones drawn from a fixed master seed."""
+
+    model_config = ConfigDict(extra="forbid")
+    values: list[int] | None = None
+    range: tuple[int, int] | None = Field(None, description="[start, stop) like Python's range")
+    random: int | None = Field(None, ge=1, le=10_000)
+    master_seed: int = 0
+
+    @model_validator(mode="after")
+    def _one_form(self) -> "Seeds":
+        if sum(x is not None for x in (self.values, self.range, self.random)) != 1:
+            raise ValueError("give exactly one of values, range or random")
+        return self
+
+    def expand(self) -> list[int]:
+        if self.values is not None:
+            return list(dict.fromkeys(self.values))
+        if self.range is not None:
+            return list(range(*self.range))
+        rng = random.Random(self.master_seed)
+        return [rng.randrange(2**31) for _ in range(self.random or 0)]
+
+
+class Arm(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    endpoint: str
+    settings: dict[str, Any] = {}
+
+
+class PollSpec(BaseModel):
+    """Status polling: first wait, growth factor, longest wait (seconds)."""
+
+    model_config = ConfigDict(extra="forbid")
+    first: float = Field(2.0, gt=0, le=600)
+    factor: float = Field(1.5, ge=1, le=4)
+    max: float = Field(15.0, gt=0, le=600)
+
+
+class SweepSpec(BaseModel):
+    """A sweep: which endpoints and settings, on which manifest, for how much."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$", description="lowercase letters, digits, dashes")
+    manifest: str | None = None
+    store: str | None = None
+    endpoints: list[str] = []
+    defaults: dict[str, Any] = {}
+    grid: dict[str, list[Any]] = {}
+    zip: dict[str, list[Any]] = {}
+    per_endpoint: dict[str, dict[str, Any]] = {}
+    arms: list[Arm] = []
+    seeds: Seeds | list[int] | None = None
+    budget_usd: float | None = Field(None, gt=0)
+    concurrency: int = Field(8, ge=1, le=1000)
+    endpoint_concurrency: int = Field(8, ge=1, le=1000)
+    max_attempts: int = Field(2, ge=1, le=10, description="generations tried per job (fal failures)")
+    poll: PollSpec = PollSpec()
+
+    @field_validator("endpoints")
+    @classmethod
+    def _endpoints(cls, value: list[str]) -> list[str]:
+        return [resolve_endpoint(e) for e in value]
+
+    @field_validator("defaults", "grid", "zip", "per_endpoint")
+    @classmethod
+    def _known_settings(cls, value: dict[str, Any], info) -> dict[str, Any]:
+        keys = value.keys()
+        if info.field_name == "per_endpoint":
+            for ep, settings in value.items():
+                resolve_endpoint(ep)
+                _check_setting_names(settings, f"per_endpoint.{ep}")
+            return {resolve_endpoint(k): v for k, v in value.items()}
+        _check_setting_names(dict.fromkeys(keys), info.field_name)
+        return value
+
+    @model_validator(mode="after")
+    def _shape(self) -> "SweepSpec":
+        if not self.arms and not self.endpoints:
+            raise ValueError("give endpoints (with an optional grid) or named arms")
+        lengths = {len(v) for v in self.zip.values()}
+        if len(lengths) > 1:
+            raise ValueError(f"zip: all lists must have the same length (got {sorted(lengths)})")
+        overlap = set(self.zip) & set(self.grid)
+        if overlap:
+            raise ValueError(f"zip and grid both set {sorted(overlap)}; use one")
+        names = [a.name for a in self.arms]
+        if len(names) != len(set(names)):
+            raise ValueError("arms: names must be unique")
+        return self
+
+    def seed_list(self) -> list[int | None]:
+        if self.seeds is None:
+            return [None]
+        if isinstance(self.seeds, list):
+            return list(dict.fromkeys(self.seeds))
+        return self.seeds.expand()
+
+    def expand_arms(self) -> list[Arm]:
+        """Named arms as given, or endpoints x grid (x zip), each named from its settings."""
+        if self.arms:
+            return [Arm(name=a.name, endpoint=resolve_endpoint(a.endpoint),
+                        settings=self._settings(resolve_endpoint(a.endpoint), a.settings))
+                    for a in self.arms]
+        grid_keys = list(self.grid)
+        zipped = [dict(zip(self.zip, values)) for values in zip(*self.zip.values())] or [{}]
+        arms = []
+        for endpoint in self.endpoints:
+            for combo in itertools.product(*(self.grid[k] for k in grid_keys)):
+                for z in zipped:
+                    varied = {**dict(zip(grid_keys, combo)), **z}
+                    name = "-".join([endpoint_alias(endpoint), *(_label(k, v) for k, v in varied.items())])
+                    arms.append(Arm(name=name, endpoint=endpoint, settings=self._settings(endpoint, varied)))
+        return arms
+
+    def _settings(self, endpoint: str, varied: dict[str, Any]) -> dict[str, Any]:
+        """Explicit settings: fal defaults < spec defaults < per-endpoint < the arm's own."""
+        merged = {**schema.FAL_DEFAULTS, **self.defaults, **self.per_endpoint.get(endpoint, {}), **varied}
+        return normalise_settings(merged)
+
+
+def _check_setting_names(settings: dict[str, Any], where: str) -> None:
+    unknown = set(settings) - schema.SETTING_FIELDS
+    if unknown:
+        raise ValueError(
+            f"{where}: unknown setting(s) {sorted(unknown)}; known: {sorted(schema.SETTING_FIELDS)}"
+        )
+
+
+def normalise_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """Coerce spreadsheet-ish values (5 -> "5", "true" -> True) to the schema's types."""
+    out = dict(settings)
+    if "duration" in out and isinstance(out["duration"], (int, float)) and not isinstance(out["duration"], bool):
+        out["duration"] = str(int(out["duration"]))
+    if isinstance(out.get("resolution"), int):
+        out["resolution"] = f"{out['resolution']}p"
+    for key in ("enable_prompt_expansion", "multi_shots", "enable_safety_checker"):
+        value = out.get(key)
+        if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0", "yes", "no"):
+            out[key] = value.strip().lower() in ("true", "1", "yes")
+    return out
+
+
+def _label(key: str, value: Any) -> str:
+    short = {"resolution": "", "duration": "s", "enable_prompt_expansion": "expand",
+             "multi_shots": "multishot", "negative_prompt": "neg", "enable_safety_checker": "safety"}
+    if key == "duration":
+        return f"{value}s"
+    if key == "resolution":
+        return str(value)
+    if isinstance(value, bool):
+        return f"{short.get(key, key)}-{'on' if value else 'off'}"
+    return f"{short.get(key, key)}-{hashlib.sha1(str(value).encode()).hexdigest()[:6]}"
+
+
+def resolve_endpoint(name: str) -> str:
+    name = name.strip()
+    if name in schema.ENDPOINT_ALIASES:
+        return schema.ENDPOINT_ALIASES[name]
+    if name in schema.ENDPOINTS:
+        return name
+    raise ValueError(
+        f"unknown endpoint {name!r}; use one of {list(schema.ENDPOINTS)} or {list(schema.ENDPOINT_ALIASES)}"
+    )
+
+
+def endpoint_alias(endpoint: str) -> str:
+    return {v: k for k, v in schema.ENDPOINT_ALIASES.items()}[endpoint]
+
+
+def load_spec(path: str | Path, **overrides: Any) -> SweepSpec:
+    """Read and validate a spec; errors name the key and what was expected."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise SpecError(f"sweep spec {path} not found") from None
+    except yaml.YAMLError as exc:
+        raise SpecError(f"sweep spec {path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise SpecError(f"sweep spec {path}: expected a mapping at the top level")
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    if data.get("manifest") and not str(data["manifest"]).startswith(("s3://", "/", "http")):
+        data["manifest"] = str((path.parent / data["manifest"]).resolve())
+    try:
+        return SweepSpec.model_validate(data)
+    except ValidationError as exc:
+        lines = [f"sweep spec {path} is invalid:"]
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            lines.append(f"  - {key}: {err['msg']}")
+        raise SpecError("\n".join(lines)) from None
+
+
+@dataclass
+class Job:
+    """One (manifest row, arm, seed): the unit that is paid for once."""
+
+    job_key: str
+    arm: str
+    endpoint: str
+    row_index: int  # 1-based data row of the manifest
+    row_id: str
+    prompt: str
+    settings: dict[str, Any]
+    seed: int | None
+    image_uri: str
+    image_sha256: str
+    audio_uri: str | None = None
+    audio_sha256: str | None = None
+    estimated_usd: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def request_fields(self) -> dict[str, Any]:
+        """The request body without the media URLs (they are resolved at submit time)."""
+        body = {"prompt": self.prompt, **self.settings}
+        if self.seed is not None:
+            body["seed"] = self.seed
+        return body
+
+    @property
+    def video_seconds(self) -> int:
+        return int(self.settings["duration"])
+
+
+def job_key(endpoint: str, request_fields: dict[str, Any], image_sha256: str,
+            audio_sha256: str | None) -> str:
+    """Stable across runs, machines and row order; the image counts by its bytes, not its path."""
+    canonical = json.dumps(
+        {"endpoint": endpoint, "input": request_fields, "image": image_sha256, "audio": audio_sha256},
+        sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()[:24]
