@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -114,7 +115,7 @@ class LocalFalProcess:
         return self.env["WANSWEEP_LOCAL_FAL"]
 
     def _client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, verify=self.env["SSL_CERT_FILE"], timeout=30)
+        return httpx.Client(base_url=self.url, verify=ssl.create_default_context(cafile=self.env["SSL_CERT_FILE"]), timeout=30)
 
     def stats(self) -> dict[str, Any]:
         with self._client() as c:

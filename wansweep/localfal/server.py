@@ -15,6 +15,7 @@ import hashlib
 import json
 import random
 import secrets
+import ssl
 import time
 import uuid
 from collections import Counter, deque
@@ -35,9 +36,9 @@ from wansweep.localfal.config import Faults, Latency, ServerConfig
 from wansweep.localfal.video import render
 
 
-def input_key(payload: dict[str, Any]) -> str:
-    """Digest of a request body as submitted: the key of the per-input submit counter."""
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+def input_key(endpoint: str, payload: dict[str, Any]) -> str:
+    """Digest of (endpoint, request body): the key of the per-input submit counter."""
+    return hashlib.sha256(json.dumps([endpoint, payload], sort_keys=True).encode()).hexdigest()[:16]
 
 
 class _Dropped(Exception):
@@ -79,6 +80,9 @@ class LocalFal:
         self._started = 0
         self.reset_stats()
         self.app = Starlette(routes=self._routes())
+
+    def _ssl(self) -> ssl.SSLContext | bool:
+        return ssl.create_default_context(cafile=self.ssl_bundle) if self.ssl_bundle else True
 
     # ----------------------------------------------------------------- stats
     def reset_stats(self) -> None:
@@ -196,7 +200,7 @@ class LocalFal:
         job = Job(rid, endpoint, payload, request.query_params.get("fal_webhook"), time.time(), self._seq)
         self.jobs[rid] = job
         self.stats["submits_accepted"] += 1
-        self.stats["submits_by_input"][input_key(payload)] += 1
+        self.stats["submits_by_input"][input_key(endpoint, payload)] += 1
         job.task = asyncio.get_running_loop().create_task(self._run(job, self._base_url(request)))
 
         app = "/".join(endpoint.split("/")[:2])
@@ -428,7 +432,7 @@ class LocalFal:
             own = "/_local/files/"
             if own in url:
                 return (self.media_dir / "files" / url.split(own, 1)[1].split("?")[0]).read_bytes()
-            async with httpx.AsyncClient(verify=self.ssl_bundle or True, timeout=30,
+            async with httpx.AsyncClient(verify=self._ssl(), timeout=30,
                                          follow_redirects=True) as client:
                 response = await client.get(url)
                 response.raise_for_status()
@@ -441,7 +445,7 @@ class LocalFal:
                 "payload": job.output if not job.error else job.error["body"],
                 "error": None if not job.error else f"Request failed ({job.status_code})"}
         try:
-            async with httpx.AsyncClient(verify=self.ssl_bundle or True, timeout=10) as client:
+            async with httpx.AsyncClient(verify=self._ssl(), timeout=10) as client:
                 (await client.post(job.webhook, json=body)).raise_for_status()
             self.stats["webhooks_sent"] += 1
         except Exception:

@@ -1,0 +1,116 @@
+"""Shared fixtures: one real local fal server per session (HTTPS, unmodified fal-client),
+a real local S3 server (moto), and Prefect's test harness.
+
+fal-client reads FAL_RUN_HOST / FAL_QUEUE_RUN_HOST when it is first imported, so the
+server is started and the environment set in pytest_configure, before any test module
+imports fal_client.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+_server = None
+
+
+def pytest_configure(config):
+    global _server
+    from wansweep.localfal.runner import start_local_fal
+
+    workdir = Path(tempfile.mkdtemp(prefix="wansweep-test-fal-"))
+    _server = start_local_fal(latency="zero", workdir=workdir, state_dir=workdir / "state")
+    os.environ.update(_server.env)
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+
+def pytest_unconfigure(config):
+    if _server is not None:
+        _server.stop()
+
+
+@pytest.fixture(scope="session")
+def local_fal():
+    return _server
+
+
+@pytest.fixture
+def fal(local_fal):
+    """The session's server with zero latency, no faults and fresh counters."""
+    local_fal.configure(latency="zero", faults="", concurrency=10, media="full", fault_seed=0)
+    local_fal.reset()
+    yield local_fal
+    local_fal.configure(latency="zero", faults="", concurrency=10, media="full")
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    env = {"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "test",
+           "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    yield env
+    server.stop()
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture
+def bucket(s3_server, request):
+    import boto3
+
+    name = "t-" + request.node.name.lower().replace("_", "-")[:40].strip("-[]")
+    name = "".join(c for c in name if c.isalnum() or c == "-")
+    boto3.client("s3").create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+def make_image(width=640, height=360, colour=(200, 60, 40), fmt="PNG", mode="RGB", seed=0) -> bytes:
+    from PIL import Image, ImageDraw
+
+    img = Image.new(mode, (width, height), colour if mode == "RGB" else (*colour, 128))
+    d = ImageDraw.Draw(img)
+    d.ellipse((width // 4 + seed, height // 4, width // 2 + seed, height // 2), fill=(20, 200, 90))
+    d.rectangle((width // 2, height // 2, width - 10, height - 10), fill=(30, 30, 220))
+    buf = io.BytesIO()
+    img.save(buf, fmt)
+    return buf.getvalue()
+
+
+def data_uri(data: bytes, mime="image/png") -> str:
+    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
+
+
+def make_wav(seconds: float, rate: int = 16000) -> bytes:
+    import struct
+    import wave
+
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        n = int(seconds * rate)
+        w.writeframes(b"".join(struct.pack("<h", int(8000 * ((i // 40) % 2 * 2 - 1))) for i in range(n)))
+    return buf.getvalue()

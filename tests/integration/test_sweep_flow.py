@@ -1,0 +1,149 @@
+"""The sweep flow end to end: real fal-client -> local fal server, real S3 (moto), real Prefect."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections import Counter
+from pathlib import Path
+
+import boto3
+import pandas as pd
+import pytest
+import yaml
+
+from flows.sweep import OverBudget, PlanInvalid, sweep
+from tests.conftest import make_image
+from wansweep.archive import Ledger, archived_keys
+from wansweep.execute import request_body
+from wansweep.localfal.server import input_key
+from wansweep.manifest import plan
+from wansweep.store import open_store
+from wansweep.sweep import load_spec
+
+FAST_POLL = {"first": 0.05, "factor": 1.5, "max": 0.5}
+
+
+def write_case(tmp: Path, rows: int = 3, **spec) -> Path:
+    """A manifest of ``rows`` generated images and a spec beside it."""
+    lines = ["id,image,prompt,group"]
+    for i in range(rows):
+        (tmp / f"img{i}.png").write_bytes(make_image(640, 360, colour=(40 * i % 255, 90, 200), seed=i))
+        lines.append(f"r{i},img{i}.png,prompt number {i},g{i % 2}")
+    (tmp / "manifest.csv").write_text("\n".join(lines) + "\n")
+    cfg = {"name": "t", "manifest": "manifest.csv", "store": str(tmp / "archive"),
+           "endpoints": ["standard", "flash"], "defaults": {"duration": 5},
+           "grid": {"resolution": ["720p", "1080p"]}, "seeds": [1, 2], "concurrency": 8,
+           "poll": FAST_POLL, **spec}
+    (tmp / "spec.yaml").write_text(yaml.safe_dump(cfg))
+    return tmp / "spec.yaml"
+
+
+def test_sweep_archives_every_job_and_a_rerun_pays_nothing(fal, prefect_harness, tmp_path):
+    spec = write_case(tmp_path)
+    result = sweep(str(spec))
+    assert result["planned"] == 24 and result["outcomes"] == {"archived": 24} and result["failed"] == 0
+    stats = fal.stats()
+    assert stats["submits_accepted"] == 24
+
+    store = open_store(str(tmp_path / "archive"))
+    keys = archived_keys(store)
+    assert len(keys) == 24
+    for key in keys:
+        meta = store.get_json(f"jobs/{key}/meta.json")
+        assert store.size(f"jobs/{key}/video.mp4") == meta["video"]["size"]
+        assert store.exists(f"jobs/{key}/thumb.jpg")
+        short = min(meta["video"]["width"], meta["video"]["height"])
+        assert short == int(meta["input"]["resolution"][:-1])
+        assert meta["video"]["duration"] == pytest.approx(5.0, abs=0.1)
+        assert meta["seed"] == meta["seed_requested"]
+        assert "data:" not in json.dumps(meta["input"]).replace("data:image/png;base64,...", "")
+        assert meta["row"]["group"] in ("g0", "g1")
+
+    report = pd.read_csv(result["report"]["jobs_csv"])
+    assert len(report) == 24 and set(report["status"]) == {"succeeded"}
+    expected_usd = sum(j.estimated_usd for j in plan(load_spec(spec), load_spec(spec).manifest).jobs)
+    assert report["cost_usd"].sum() == pytest.approx(expected_usd)
+    assert sorted(report["arm"].unique()) == ["flash-1080p", "flash-720p", "standard-1080p", "standard-720p"]
+
+    fal.reset()
+    again = sweep(str(spec))
+    assert again["already_archived"] == 24 and again["ran"] == 0
+    assert fal.stats()["submits_accepted"] == 0 and fal.stats()["status_polls"] == 0
+
+
+def test_sweep_with_manifest_images_and_archive_on_s3(fal, prefect_harness, tmp_path, bucket):
+    s3 = boto3.client("s3")
+    lines = ["id,image,prompt"]
+    for i in range(2):
+        s3.put_object(Bucket=bucket, Key=f"in/img{i}.png", Body=make_image(seed=i))
+        lines.append(f"r{i},img{i}.png,on s3 {i}")  # relative to the manifest, inside the bucket
+    s3.put_object(Bucket=bucket, Key="in/manifest.csv", Body="\n".join(lines).encode())
+    spec = write_case(tmp_path, rows=0, manifest=f"s3://{bucket}/in/manifest.csv",
+                      store=f"s3://{bucket}/archive", endpoints=["flash"], grid={"resolution": ["720p"]},
+                      seeds=[3])
+    result = sweep(str(spec))
+    assert result["outcomes"] == {"archived": 2}
+    listed = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="archive/jobs/")["Contents"]}
+    assert sum(k.endswith("/meta.json") for k in listed) == 2
+    assert sum(k.endswith("/video.mp4") for k in listed) == 2
+    meta_key = next(k for k in listed if k.endswith("meta.json"))
+    meta = json.loads(s3.get_object(Bucket=bucket, Key=meta_key)["Body"].read())
+    assert meta["input"]["image"]["uri"].startswith(f"s3://{bucket}/in/img")
+    assert "X-Amz-Signature" not in json.dumps(meta)  # no presigned URL kept
+    frame = pd.read_parquet(io.BytesIO(s3.get_object(
+        Bucket=bucket, Key="archive/sweeps/t/report/jobs.parquet")["Body"].read()))
+    assert len(frame) == 2
+
+
+def test_invalid_rows_stop_the_run_before_any_submit(fal, prefect_harness, tmp_path):
+    spec = write_case(tmp_path, rows=2)
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text(manifest.read_text() + f"bad,img0.png,{'x' * 801},g0\nmissing,nope.png,hello,g1\n")
+    with pytest.raises(PlanInvalid) as err:
+        sweep(str(spec))
+    text = str(err.value)
+    assert "row 3 (id bad): prompt" in text and "string_too_long" in text
+    assert "row 4 (id missing): image" in text and "file_missing" in text
+    assert fal.stats()["submits_accepted"] == 0
+
+    result = sweep(str(spec), skip_invalid=True)
+    assert result["skipped_rows"] == 2 and result["ran"] == 16
+    report = pd.read_csv(result["report"]["jobs_csv"])
+    skipped = report[report["status"] == "skipped"]
+    assert set(skipped["row_id"]) == {"bad", "missing"}
+    assert skipped["error"].str.contains("800 characters").any()
+
+
+def test_a_sweep_over_its_budget_does_not_start(fal, prefect_harness, tmp_path):
+    spec = write_case(tmp_path, rows=1, budget_usd=1.0)  # 8 jobs, $3.75
+    with pytest.raises(OverBudget):
+        sweep(str(spec))
+    assert fal.stats()["submits_accepted"] == 0
+
+
+def test_faults_never_pay_twice(fal, prefect_harness, tmp_path):
+    """429s, 5xx, dropped answers after accepted submits and failed generations: every job that
+    can complete does, and no input is accepted twice except to retry a failed generation."""
+    fal.configure(media="tiny", fault_seed=7, faults=(
+        "submit_429=0.1,submit_5xx=0.05,drop_after_accept=0.05,failed=0.05,"
+        "status_429=0.05,status_5xx=0.05,result_5xx=0.05,download_fail=0.05"))
+    spec = write_case(tmp_path, rows=5, seeds={"range": [0, 5]}, max_attempts=3)  # 5x4x5 = 100 jobs
+    result = sweep(str(spec))
+    stats = fal.stats()
+    cfg = load_spec(spec)
+    jobs = plan(cfg, cfg.manifest).jobs
+    assert len(jobs) == 100
+    ledger = Ledger(open_store(cfg.store)).all()
+    failed_generation = {k for k, e in ledger.items()
+                         if any(s == "retrying" for s, _ in e.get("history", []))}
+    per_input = Counter({k: v for k, v in stats["submits_by_input"].items()})
+    for job in jobs:
+        n = per_input[input_key(job.endpoint, request_body(job))]
+        if job.job_key in failed_generation:
+            assert 1 <= n <= cfg.max_attempts
+        else:
+            assert n == 1, f"job {job.job_key} was accepted {n} times"
+    assert stats["faults"].get("drop_after_accept", 0) >= 1
+    assert any(e.get("reconciled") for e in ledger.values())
+    assert result["failed"] == 0 and result["outcomes"].get("archived") == 100
