@@ -1,0 +1,128 @@
+"""Planning: every validation rule caught before any submit, with row, id, field, rule and value."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+import yaml
+
+from tests.conftest import data_uri, make_image, make_wav
+from wansweep.manifest import ManifestError, plan
+from wansweep.sweep import load_spec
+
+
+@pytest.fixture
+def case(tmp_path):
+    (tmp_path / "a.png").write_bytes(make_image(640, 360))
+    (tmp_path / "copy-of-a.png").write_bytes(make_image(640, 360))
+    (tmp_path / "b.jpg").write_bytes(make_image(480, 640, fmt="JPEG"))
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump({
+        "name": "u", "endpoints": ["flash"], "grid": {"resolution": ["720p"]}, "seeds": [1, 2],
+        "defaults": {"duration": 5}}))
+    return tmp_path
+
+
+def run_plan(case, rows, suffix=".csv", **kw):
+    frame = pd.DataFrame(rows)
+    path = case / f"m{suffix}"
+    if suffix == ".csv":
+        frame.to_csv(path, index=False)
+    elif suffix == ".parquet":
+        frame.to_parquet(path)
+    else:
+        path.write_text("\n".join(json.dumps(r) for r in rows))
+    return plan(load_spec(case / "spec.yaml"), str(path), **kw)
+
+
+def ok(**extra):
+    return {"id": "ok", "image": "a.png", "prompt": "fine", **extra}
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet", ".jsonl"])
+def test_formats_and_extra_columns(case, suffix):
+    p = run_plan(case, [ok(scene="beach"), {"id": "two", "image": "b.jpg", "prompt": "also", "scene": "x"}],
+                 suffix)
+    assert not p.problems and len(p.jobs) == 4
+    assert p.jobs[0].extra == {"scene": "beach"} and p.jobs[0].image_uri == str(case / "a.png")
+
+
+RULES = {
+    "prompt length": ({"prompt": "p" * 801}, "prompt", "string_too_long"),
+    "negative prompt length": ({"negative_prompt": "n" * 501}, "negative_prompt", "string_too_long"),
+    "duration enum": ({"duration": "7"}, "duration", "enum"),
+    "resolution enum": ({"resolution": "4k"}, "resolution", "enum"),
+    "missing file": ({"image": "nope.png"}, "image", "file_missing"),
+    "unreadable image": ({"image": data_uri(b"junk")}, "image", "image_unreadable"),
+    "format": ({"image": data_uri(make_image(fmt="GIF"), "image/gif")}, "image", "image_format"),
+    "too small": ({"image": data_uri(make_image(200, 300))}, "image", "image_dimensions"),
+    "too large": ({"image": data_uri(make_image(7700, 260, fmt="JPEG"))}, "image", "image_dimensions"),
+    "audio too short": ({"audio": data_uri(make_wav(1.0), "audio/wav")}, "audio", "audio_duration"),
+    "audio format": ({"audio": data_uri(make_image(), "audio/wav")}, "audio", "audio_format"),
+    "bad seed": ({"seed": "abc"}, "seed", "int_type"),
+    "unreachable s3": ({"image": "s3://no-such-bucket-here/x.png"}, "image", "file_unreadable"),
+}
+
+
+@pytest.mark.parametrize("rule", list(RULES))
+def test_each_rule_names_row_id_field_rule_and_value(case, rule, monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # no S3 here: unreachable
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "x")
+    change, field, code = RULES[rule]
+    p = run_plan(case, [ok(), {**ok(), "id": "bad", **change}])
+    errors = [e for e in p.errors if e.row == 2]
+    assert errors, p.problems
+    e = errors[0]
+    assert (e.id, e.field, e.rule) == ("bad", field, code)
+    assert f"row 2 (id bad): {field}:" in str(e) and "value" in str(e)
+    assert {j.row_id for j in p.jobs} == {"ok"}  # the bad row yields no job
+
+
+def test_all_errors_are_reported_at_once(case):
+    p = run_plan(case, [ok(prompt="p" * 900, negative_prompt="n" * 600), {**ok(), "id": "x", "image": "nope.png"}])
+    assert {(e.row, e.field) for e in p.errors} == {(1, "prompt"), (1, "negative_prompt"), (2, "image")}
+
+
+def test_warnings_do_not_block(case):
+    (case / "rgba.png").write_bytes(make_image(300, 300, mode="RGBA"))
+    p = run_plan(case, [ok(image="rgba.png", multi_shots="true", enable_prompt_expansion="false")])
+    assert not p.errors and len(p.jobs) == 2
+    assert {w.rule for w in p.warnings} == {"image_alpha", "image_dimensions_advised", "inactive"}
+
+
+def test_duplicate_ids(case):
+    p = run_plan(case, [ok(), ok()])
+    assert [(e.row, e.rule) for e in p.errors] == [(2, "duplicate_id")]
+
+
+def test_row_overrides_and_row_seed(case):
+    p = run_plan(case, [ok(resolution="1080p", duration=10, seed=77)])
+    assert len(p.jobs) == 1
+    job = p.jobs[0]
+    assert (job.settings["resolution"], job.settings["duration"], job.seed) == ("1080p", "10", 77)
+    assert job.estimated_usd == pytest.approx(0.075 * 10)
+
+
+def test_job_keys_ignore_row_order_and_paths_but_not_prompt_whitespace(case):
+    a = run_plan(case, [ok(id="1"), {"id": "2", "image": "b.jpg", "prompt": "other"}])
+    b = run_plan(case, [{"id": "2", "image": "b.jpg", "prompt": "other"}, ok(id="1", image="copy-of-a.png")])
+    assert {j.job_key for j in a.jobs} == {j.job_key for j in b.jobs}
+    c = run_plan(case, [ok(id="1", prompt="fine ")])
+    assert not {j.job_key for j in c.jobs} & {j.job_key for j in a.jobs}
+
+
+def test_estimate_is_the_sum_of_job_estimates(case):
+    p = run_plan(case, [ok()])
+    assert p.estimated_usd == pytest.approx(2 * 0.05 * 5)
+
+
+def test_unreadable_manifest_is_one_clear_error(case):
+    (case / "m.csv").write_text("name,what\nx,y\n")
+    with pytest.raises(ManifestError, match=r"lacks column\(s\) \['image', 'prompt'\]"):
+        plan(load_spec(case / "spec.yaml"), str(case / "m.csv"))
+    with pytest.raises(ManifestError, match="not found"):
+        plan(load_spec(case / "spec.yaml"), str(case / "missing.csv"))
+    with pytest.raises(ManifestError, match="unknown format"):
+        plan(load_spec(case / "spec.yaml"), str(case / "spec.yaml"))
