@@ -17,7 +17,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from tasks.generate import generate
 from tasks.report import build_report
-from tasks.runtime import RunSettings, close_runtime
+from tasks.runtime import RunSettings, close_runtime, stop_event
 from wansweep.archive import archived_keys
 from wansweep.manifest import plan
 from wansweep.report import save_plan
@@ -57,7 +57,9 @@ def sweep(
         report_dir: also write the report files to this local folder.
     """
     log = get_run_logger()
-    cfg = load_spec(spec, manifest=manifest, store=store, concurrency=concurrency, budget_usd=budget_usd)
+    cfg = load_spec(
+        spec, manifest=manifest, store=store, concurrency=concurrency, budget_usd=budget_usd
+    )
     if not cfg.manifest:
         raise PlanInvalid("no manifest: give one in the spec or with --manifest")
     store_uri = cfg.store or DEFAULT_STORE
@@ -70,47 +72,79 @@ def sweep(
         more = len(the_plan.errors) - 50
         raise PlanInvalid(
             f"{len(the_plan.errors)} problem(s) in {cfg.manifest}; nothing was submitted:\n{shown}"
-            + (f"\n  ... and {more} more (wansweep plan lists them all)" if more > 0 else ""))
+            + (f"\n  ... and {more} more (wansweep plan lists them all)" if more > 0 else "")
+        )
 
     archive = open_store(store_uri)
     save_plan(archive, cfg.name, the_plan.jobs, the_plan.skipped)
     done = archived_keys(archive)
     todo = [j for j in the_plan.jobs if j.job_key not in done]
     todo_usd = round(sum(j.estimated_usd for j in todo), 6)
-    log.info("%d jobs planned, %d already archived, %d to run (estimated $%.2f)",
-             len(the_plan.jobs), len(the_plan.jobs) - len(todo), len(todo), todo_usd)
+    log.info(
+        "%d jobs planned, %d already archived, %d to run (estimated $%.2f)",
+        len(the_plan.jobs),
+        len(the_plan.jobs) - len(todo),
+        len(todo),
+        todo_usd,
+    )
     if cfg.budget_usd is not None and todo_usd > cfg.budget_usd + 1e-9:
-        raise OverBudget(f"the {len(todo)} jobs to run are estimated at ${todo_usd:.2f}, over the "
-                         f"budget of ${cfg.budget_usd:.2f}; nothing was submitted")
+        raise OverBudget(
+            f"the {len(todo)} jobs to run are estimated at ${todo_usd:.2f}, over the "
+            f"budget of ${cfg.budget_usd:.2f}; nothing was submitted"
+        )
 
     settings = RunSettings(
-        run_id=uuid.uuid4().hex, store=archive.uri, budget_usd=cfg.budget_usd, poll=cfg.poll,
-        max_attempts=cfg.max_attempts, endpoint_concurrency=cfg.endpoint_concurrency,
-        connections=min(256, 2 * cfg.concurrency + 8))
+        run_id=uuid.uuid4().hex,
+        store=archive.uri,
+        budget_usd=cfg.budget_usd,
+        poll=cfg.poll,
+        max_attempts=cfg.max_attempts,
+        endpoint_concurrency=cfg.endpoint_concurrency,
+        connections=min(256, 2 * cfg.concurrency + 8),
+    )
     counts: dict[str, int] = {}
     started = time.monotonic()
     try:
         with ThreadPoolTaskRunner(max_workers=cfg.concurrency) as runner:
             futures = [runner.submit(generate, {"job": job, "settings": settings}) for job in todo]
-            step = max(1, len(todo) // 20)
-            for n, future in enumerate(as_completed(futures), start=1):
-                result = future.result(raise_on_failure=False)
-                status = result["status"] if isinstance(result, dict) else "crashed"
-                counts[status] = counts.get(status, 0) + 1
-                if status in ("failed", "expired", "crashed"):
-                    log.warning("job failed: %s", result if isinstance(result, dict) else repr(result))
-                if n % step == 0 or n == len(todo):
-                    log.info("progress %d/%d (%.0f%%) %s, %.0f s", n, len(todo), 100 * n / len(todo),
-                             ", ".join(f"{v} {k}" for k, v in sorted(counts.items())),
-                             time.monotonic() - started)
+            try:
+                step = max(1, len(todo) // 20)
+                for n, future in enumerate(as_completed(futures), start=1):
+                    result = future.result(raise_on_failure=False)
+                    status = result["status"] if isinstance(result, dict) else "crashed"
+                    counts[status] = counts.get(status, 0) + 1
+                    if status in ("failed", "expired", "crashed"):
+                        log.warning(
+                            "job failed: %s", result if isinstance(result, dict) else repr(result)
+                        )
+                    if n % step == 0 or n == len(todo):
+                        log.info(
+                            "progress %d/%d (%.0f%%) %s, %.0f s",
+                            n,
+                            len(todo),
+                            100 * n / len(todo),
+                            ", ".join(f"{v} {k}" for k, v in sorted(counts.items())),
+                            time.monotonic() - started,
+                        )
+            except BaseException:
+                # Ctrl-C, flow-run cancellation or a crash: before the pool shuts down, every
+                # waiting job cancels its fal request and records that in the ledger.
+                stop_event(settings.run_id).set()
+                raise
     finally:
         close_runtime(settings.run_id)
 
     files = build_report(archive.uri, cfg.name, report_dir)
     failed = sum(counts.get(k, 0) for k in ("failed", "expired", "crashed"))
     return {
-        "sweep": cfg.name, "store": archive.uri, "planned": len(the_plan.jobs),
-        "already_archived": len(the_plan.jobs) - len(todo), "ran": len(todo), "outcomes": counts,
-        "failed": failed, "skipped_rows": len({p.row for p in the_plan.skipped}),
-        "report": files, "videos": archive.url("jobs/"),
+        "sweep": cfg.name,
+        "store": archive.uri,
+        "planned": len(the_plan.jobs),
+        "already_archived": len(the_plan.jobs) - len(todo),
+        "ran": len(todo),
+        "outcomes": counts,
+        "failed": failed,
+        "skipped_rows": len({p.row for p in the_plan.skipped}),
+        "report": files,
+        "videos": archive.url("jobs/"),
     }

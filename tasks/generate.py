@@ -17,8 +17,16 @@ from tasks.runtime import RunSettings, runtime_for
 from wansweep.execute import run_job
 from wansweep.sweep import Job
 
-TRANSIENT = ("ConnectionError", "TimeoutError", "EndpointConnectionError", "ReadTimeoutError",
-             "ConnectTimeoutError", "TransportError", "ReadError", "OSError")
+TRANSIENT = (
+    "ConnectionError",
+    "TimeoutError",
+    "EndpointConnectionError",
+    "ReadTimeoutError",
+    "ConnectTimeoutError",
+    "TransportError",
+    "ReadError",
+    "OSError",
+)
 
 
 def retry_transient(task, task_run, state) -> bool:
@@ -30,8 +38,15 @@ def retry_transient(task, task_run, state) -> bool:
     return False
 
 
-@task(name="generate", task_run_name="{job.arm}/{job.row_id}", cache_policy=NO_CACHE,
-      retries=3, retry_delay_seconds=[2, 10, 30], retry_condition_fn=retry_transient,
-      persist_result=False, log_prints=False)
+@task(
+    name="generate",
+    task_run_name="{job.arm}/{job.row_id}",
+    cache_policy=NO_CACHE,
+    retries=3,
+    retry_delay_seconds=[2, 10, 30],
+    retry_condition_fn=retry_transient,
+    persist_result=False,
+    log_prints=False,
+)
 def generate(job: Job, settings: RunSettings) -> dict[str, Any]:
     return run_job(job, runtime_for(settings))

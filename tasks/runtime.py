@@ -12,8 +12,8 @@ from wansweep.falqueue import FalConfig, FalQueue
 from wansweep.store import open_store
 from wansweep.sweep import PollSpec
 
-STOP = threading.Event()  # set on cancellation: every waiting job cancels its fal request
 _runtimes: dict[str, Runtime] = {}
+_stops: dict[str, threading.Event] = {}
 _lock = threading.Lock()
 
 
@@ -30,13 +30,20 @@ class RunSettings(BaseModel):
     resubmit_expired: bool = False
 
 
+def stop_event(run_id: str) -> threading.Event:
+    """Set on cancellation: every waiting job of the run cancels its fal request."""
+    with _lock:
+        return _stops.setdefault(run_id, threading.Event())
+
+
 def runtime_for(settings: RunSettings) -> Runtime:
+    stop = stop_event(settings.run_id)
     with _lock:
         rt = _runtimes.get(settings.run_id)
         if rt is None:
             rt = Runtime(
                 store=open_store(settings.store),
-                fal=FalQueue(FalConfig.from_env(), max_connections=settings.connections, stop=STOP),
+                fal=FalQueue(FalConfig.from_env(), max_connections=settings.connections, stop=stop),
                 budget=Budget(settings.budget_usd),
                 poll=settings.poll,
                 max_attempts=settings.max_attempts,
@@ -50,5 +57,6 @@ def runtime_for(settings: RunSettings) -> Runtime:
 def close_runtime(run_id: str) -> None:
     with _lock:
         rt = _runtimes.pop(run_id, None)
+        _stops.pop(run_id, None)
     if rt is not None:
         rt.fal.close()

@@ -92,7 +92,8 @@ class Budget:
             if self.limit is not None and self.committed + usd > self.limit + 1e-9:
                 raise BudgetExceeded(
                     f"{what}: submitting would commit ${self.committed + usd:.2f}, past the budget "
-                    f"of ${self.limit:.2f}; raise budget_usd to go on")
+                    f"of ${self.limit:.2f}; raise budget_usd to go on"
+                )
             self.committed = round(self.committed + usd, 6)
 
     def release(self, usd: float) -> None:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Wan 2.6 image-to-video sweeps and datasets on fal.ai, with Prefect.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Wan 2.6 image-to-video sweeps and datasets on fal.ai, with Prefect.",
+)
 
 
 @app.callback()
@@ -20,21 +22,33 @@ def _root() -> None:
 def fal_server(
     host: str = typer.Option("127.0.0.1", help="Address to bind (loopback unless told otherwise)."),
     port: int = typer.Option(8443, help="Port; 0 picks a free one (the env file says which)."),
-    env_file: Optional[Path] = typer.Option(
-        None, help="Write the client environment (FAL_KEY, FAL_RUN_HOST, FAL_QUEUE_RUN_HOST, "
-                   "SSL_CERT_FILE, ...) as KEY=VALUE lines here once the server is ready."),
+    env_file: Path | None = typer.Option(
+        None,
+        help="Write the client environment (FAL_KEY, FAL_RUN_HOST, FAL_QUEUE_RUN_HOST, "
+        "SSL_CERT_FILE, ...) as KEY=VALUE lines here once the server is ready.",
+    ),
     latency: str = typer.Option(
-        "demo", help="Latency model: zero, demo, realistic, or queue=S,standard=S,flash=S "
-                     "(inference seconds per second of video), or fixed=S (whole job)."),
+        "demo",
+        help="Latency model: zero, demo, realistic, or queue=S,standard=S,flash=S "
+        "(inference seconds per second of video), or fixed=S (whole job).",
+    ),
     faults: str = typer.Option(
-        "", help="Fault rates, e.g. submit_429=0.1,submit_5xx=0.05,drop_after_accept=0.05,"
-                 "failed=0.05,status_429=0.1,status_5xx=0.05,result_5xx=0.05,download_fail=0.05,"
-                 "download_slow=0.1,retention=360 (seconds a result stays fetchable)."),
-    concurrency: int = typer.Option(10, min=1, help="Requests IN_PROGRESS at once; the rest queue."),
-    media: str = typer.Option("full", help="full: real-size clips; tiny: 64 px clips (benchmarks)."),
-    media_dir: Optional[Path] = typer.Option(None, help="Where rendered clips are kept."),
-    state_dir: Optional[Path] = typer.Option(None, help="Where the local CA and certificate live."),
-    key: Optional[str] = typer.Option(None, help="Require this FAL_KEY (any key is accepted if unset)."),
+        "",
+        help="Fault rates, e.g. submit_429=0.1,submit_5xx=0.05,drop_after_accept=0.05,"
+        "failed=0.05,status_429=0.1,status_5xx=0.05,result_5xx=0.05,download_fail=0.05,"
+        "download_slow=0.1,retention=360 (seconds a result stays fetchable).",
+    ),
+    concurrency: int = typer.Option(
+        10, min=1, help="Requests IN_PROGRESS at once; the rest queue."
+    ),
+    media: str = typer.Option(
+        "full", help="full: real-size clips; tiny: 64 px clips (benchmarks)."
+    ),
+    media_dir: Path | None = typer.Option(None, help="Where rendered clips are kept."),
+    state_dir: Path | None = typer.Option(None, help="Where the local CA and certificate live."),
+    key: str | None = typer.Option(
+        None, help="Require this FAL_KEY (any key is accepted if unset)."
+    ),
     fault_seed: int = typer.Option(0, help="Seed of the fault injector (repeatable runs)."),
     quiet: bool = typer.Option(False, help="Do not print the client environment."),
 ) -> None:
@@ -45,21 +59,36 @@ def fal_server(
     if media not in ("full", "tiny"):
         raise typer.BadParameter("--media must be full or tiny")
     try:
-        config = ServerConfig(latency=Latency.parse(latency), faults=Faults.parse(faults),
-                              concurrency=concurrency, media=media, fault_seed=fault_seed, key=key)
+        config = ServerConfig(
+            latency=Latency.parse(latency),
+            faults=Faults.parse(faults),
+            concurrency=concurrency,
+            media=media,
+            fault_seed=fault_seed,
+            key=key,
+        )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
-    serve(host, port, env_file, config, state_dir or default_state_dir(), media_dir,
-          announce=not quiet)
+    serve(
+        host,
+        port,
+        env_file,
+        config,
+        state_dir or default_state_dir(),
+        media_dir,
+        announce=not quiet,
+    )
 
 
-def _use_fal(console) -> "object | None":
+def _use_fal(console) -> object | None:
     """Which fal: host variables set -> that server; FAL_KEY alone -> fal.ai; neither -> start ours."""
     import os
 
     if os.environ.get("FAL_RUN_HOST") or os.environ.get("FAL_QUEUE_RUN_HOST"):
-        console.print(f"fal: {os.environ.get('FAL_QUEUE_RUN_HOST') or os.environ['FAL_RUN_HOST']} "
-                      "(from FAL_RUN_HOST / FAL_QUEUE_RUN_HOST)")
+        console.print(
+            f"fal: {os.environ.get('FAL_QUEUE_RUN_HOST') or os.environ['FAL_RUN_HOST']} "
+            "(from FAL_RUN_HOST / FAL_QUEUE_RUN_HOST)"
+        )
         return None
     if os.environ.get("FAL_KEY"):
         console.print("fal: fal.ai (FAL_KEY set): every job is paid")
@@ -68,20 +97,22 @@ def _use_fal(console) -> "object | None":
 
     server = start_local_fal(latency="demo", workdir=Path(".wansweep/localfal"))
     os.environ.update(server.env)
-    console.print(f"fal: no FAL_KEY and no fal host set, so started the local fal-compatible "
-                  f"server at {server.url} (free, synthetic videos)")
+    console.print(
+        f"fal: no FAL_KEY and no fal host set, so started the local fal-compatible "
+        f"server at {server.url} (free, synthetic videos)"
+    )
     return server
 
 
 @app.command()
 def run(
     spec: Path = typer.Argument(..., help="Sweep spec (YAML), e.g. configs/quickstart.yaml."),
-    manifest: Optional[str] = typer.Option(None, help="Manifest URI; overrides the spec's."),
-    store: Optional[str] = typer.Option(None, help="Archive: s3://bucket/prefix or a folder."),
-    concurrency: Optional[int] = typer.Option(None, min=1, help="Jobs in flight at once."),
-    budget: Optional[float] = typer.Option(None, help="Most USD this run may commit."),
+    manifest: str | None = typer.Option(None, help="Manifest URI; overrides the spec's."),
+    store: str | None = typer.Option(None, help="Archive: s3://bucket/prefix or a folder."),
+    concurrency: int | None = typer.Option(None, min=1, help="Jobs in flight at once."),
+    budget: float | None = typer.Option(None, help="Most USD this run may commit."),
     skip_invalid: bool = typer.Option(False, help="Leave invalid rows out instead of stopping."),
-    report_dir: Optional[Path] = typer.Option(None, help="Also write the report files here."),
+    report_dir: Path | None = typer.Option(None, help="Also write the report files here."),
 ) -> None:
     """Run a sweep: validate, skip what is archived, generate the rest, archive, report."""
     import json
@@ -96,18 +127,23 @@ def run(
         from wansweep.sweep import SpecError
 
         try:
-            result = sweep(str(spec), manifest=manifest, store=store, concurrency=concurrency,
-                           budget_usd=budget, skip_invalid=skip_invalid,
-                           report_dir=str(report_dir) if report_dir else None)
+            result = sweep(
+                str(spec),
+                manifest=manifest,
+                store=store,
+                concurrency=concurrency,
+                budget_usd=budget,
+                skip_invalid=skip_invalid,
+                report_dir=str(report_dir) if report_dir else None,
+            )
         except (PlanInvalid, OverBudget, SpecError, ManifestError) as exc:
             console.print(f"[red]{exc}[/red]", highlight=False)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
-            from tasks.runtime import STOP
-
-            STOP.set()
-            console.print("[yellow]interrupted: in-flight fal requests were cancelled and recorded "
-                          "in the ledger[/yellow]")
+            console.print(
+                "[yellow]interrupted: in-flight fal requests were cancelled and recorded "
+                "in the ledger[/yellow]"
+            )
             raise typer.Exit(130) from None
         console.print(json.dumps(result, indent=2, default=str), highlight=False)
         console.print(f"videos:  {result['videos']}\nreport:  {result['report']['jobs_csv']}")
@@ -116,16 +152,18 @@ def run(
     finally:
         if server is not None:
             stats = server.stats()
-            console.print(f"local fal server: {stats['submits_accepted']} submits accepted, "
-                          f"{stats['status_polls']} status polls, {stats['result_fetches']} result fetches")
+            console.print(
+                f"local fal server: {stats['submits_accepted']} submits accepted, "
+                f"{stats['status_polls']} status polls, {stats['result_fetches']} result fetches"
+            )
             server.stop()
 
 
 @app.command("plan")
 def plan_cmd(
     spec: Path = typer.Argument(..., help="Sweep spec (YAML)."),
-    manifest: Optional[str] = typer.Option(None, help="Manifest URI; overrides the spec's."),
-    store: Optional[str] = typer.Option(None, help="Archive to compare with (what it already holds)."),
+    manifest: str | None = typer.Option(None, help="Manifest URI; overrides the spec's."),
+    store: str | None = typer.Option(None, help="Archive to compare with (what it already holds)."),
 ) -> None:
     """Validate every row and price the sweep; nothing is submitted."""
     from rich.console import Console
@@ -155,19 +193,33 @@ def plan_cmd(
         arms.setdefault(j.arm, []).append(j)
     for arm, jobs in arms.items():
         todo = [j for j in jobs if j.job_key not in done]
-        table.add_row(arm, str(len(jobs)), str(sum(j.video_seconds for j in jobs)),
-                      f"{sum(j.estimated_usd for j in jobs):.2f}", str(len(jobs) - len(todo)),
-                      str(len(todo)), f"{sum(j.estimated_usd for j in todo):.2f}")
+        table.add_row(
+            arm,
+            str(len(jobs)),
+            str(sum(j.video_seconds for j in jobs)),
+            f"{sum(j.estimated_usd for j in jobs):.2f}",
+            str(len(jobs) - len(todo)),
+            str(len(todo)),
+            f"{sum(j.estimated_usd for j in todo):.2f}",
+        )
     todo_all = [j for j in result.jobs if j.job_key not in done]
-    table.add_row("total", str(len(result.jobs)), str(sum(j.video_seconds for j in result.jobs)),
-                  f"{result.estimated_usd:.2f}", str(len(result.jobs) - len(todo_all)),
-                  str(len(todo_all)), f"{sum(j.estimated_usd for j in todo_all):.2f}", style="bold")
+    table.add_row(
+        "total",
+        str(len(result.jobs)),
+        str(sum(j.video_seconds for j in result.jobs)),
+        f"{result.estimated_usd:.2f}",
+        str(len(result.jobs) - len(todo_all)),
+        str(len(todo_all)),
+        f"{sum(j.estimated_usd for j in todo_all):.2f}",
+        style="bold",
+    )
     console.print(table)
     if cfg.budget_usd is not None:
         console.print(f"budget: ${cfg.budget_usd:.2f}")
     for p in result.problems:
-        console.print(f"[{'red' if p.severity == 'error' else 'yellow'}]{p.severity}: {p}[/]",
-                      highlight=False)
+        console.print(
+            f"[{'red' if p.severity == 'error' else 'yellow'}]{p.severity}: {p}[/]", highlight=False
+        )
     if result.errors:
         console.print(f"[red]{len(result.errors)} error(s): a run would submit nothing[/red]")
         raise typer.Exit(2)
@@ -176,9 +228,11 @@ def plan_cmd(
 @app.command()
 def report(
     store: str = typer.Argument(..., help="Archive URI (s3://bucket/prefix or a folder)."),
-    sweep: Optional[str] = typer.Option(None, help="Sweep name (default: every sweep in the archive)."),
+    sweep: str | None = typer.Option(
+        None, help="Sweep name (default: every sweep in the archive)."
+    ),
     by: list[str] = typer.Option([], help="Group the summary by these columns (default: arm)."),
-    out: Optional[Path] = typer.Option(None, help="Also write the report files to this folder."),
+    out: Path | None = typer.Option(None, help="Also write the report files to this folder."),
 ) -> None:
     """Build the report of a sweep from its archive alone (no Prefect server needed)."""
     from rich.console import Console

@@ -1,10 +1,10 @@
 """One job, start to archive: the steps that spend money, written so none happens twice.
 
-    sidecar exists             -> done, nothing to do (the archive is the cache)
-    ledger has a result        -> archive from it (no new submit)
-    ledger has a request_id    -> resume: poll that request
-    ledger says "submitting"   -> the answer was lost: look the request up in fal's listing
-    otherwise                  -> reserve budget, ledger "submitting", submit once, ledger request_id
+sidecar exists             -> done, nothing to do (the archive is the cache)
+ledger has a result        -> archive from it (no new submit)
+ledger has a request_id    -> resume: poll that request
+ledger says "submitting"   -> the answer was lost: look the request up in fal's listing
+otherwise                  -> reserve budget, ledger "submitting", submit once, ledger request_id
 """
 
 from __future__ import annotations
@@ -47,13 +47,21 @@ class Runtime:
     def slot(self, endpoint: str) -> threading.BoundedSemaphore:
         with self._lock:
             if endpoint not in self.endpoint_slots:
-                self.endpoint_slots[endpoint] = threading.BoundedSemaphore(self.endpoint_concurrency)
+                self.endpoint_slots[endpoint] = threading.BoundedSemaphore(
+                    self.endpoint_concurrency
+                )
             return self.endpoint_slots[endpoint]
 
 
 def outcome(job: Job, status: str, **extra: Any) -> dict[str, Any]:
-    return {"job_key": job.job_key, "arm": job.arm, "row_id": job.row_id, "status": status,
-            "estimated_usd": job.estimated_usd, **extra}
+    return {
+        "job_key": job.job_key,
+        "arm": job.arm,
+        "row_id": job.row_id,
+        "status": status,
+        "estimated_usd": job.estimated_usd,
+        **extra,
+    }
 
 
 def media_url(uri: str) -> str:
@@ -92,12 +100,26 @@ def run_job(job: Job, rt: Runtime) -> dict[str, Any]:
         return outcome(job, "skipped", error=str(exc))
     except FalError as exc:
         entry = ledger.get(job.job_key) or entry
-        ledger.put(job.job_key, entry, status="failed" if exc.kind != "expired" else "expired",
-                   error=str(exc), error_kind=exc.kind)
-        return outcome(job, "failed" if exc.kind != "expired" else "expired", error=str(exc),
-                       error_kind=exc.kind, request_id=entry.get("request_id"))
-    return outcome(job, "resumed" if resumed else "archived", request_id=entry.get("request_id"),
-                   submits=entry.get("submits", 0))
+        ledger.put(
+            job.job_key,
+            entry,
+            status="failed" if exc.kind != "expired" else "expired",
+            error=str(exc),
+            error_kind=exc.kind,
+        )
+        return outcome(
+            job,
+            "failed" if exc.kind != "expired" else "expired",
+            error=str(exc),
+            error_kind=exc.kind,
+            request_id=entry.get("request_id"),
+        )
+    return outcome(
+        job,
+        "resumed" if resumed else "archived",
+        request_id=entry.get("request_id"),
+        submits=entry.get("submits", 0),
+    )
 
 
 def _generate(job: Job, rt: Runtime, ledger: Ledger, entry: dict[str, Any]) -> dict[str, Any]:
@@ -110,22 +132,42 @@ def _generate(job: Job, rt: Runtime, ledger: Ledger, entry: dict[str, Any]) -> d
         handle = Handle(**entry["handle"]) if entry.get("handle") else None
         if handle is None and entry.get("status") == "submitting":
             # A submit whose answer was lost: did fal take it?
-            handle = rt.fal.find_submitted(job.endpoint, entry["body_digest"], entry["submitted_at"])
+            handle = rt.fal.find_submitted(
+                job.endpoint, entry["body_digest"], entry["submitted_at"]
+            )
             if handle is not None:
-                entry = ledger.put(job.job_key, entry, status="submitted", request_id=handle.request_id,
-                                   handle=handle.__dict__, reconciled=True)
+                entry = ledger.put(
+                    job.job_key,
+                    entry,
+                    status="submitted",
+                    request_id=handle.request_id,
+                    handle=handle.__dict__,
+                    reconciled=True,
+                )
         if handle is None:
             if attempts >= rt.max_attempts:
-                raise FalError(entry.get("error") or "no attempts left", entry.get("error_kind", "failed"))
+                raise FalError(
+                    entry.get("error") or "no attempts left", entry.get("error_kind", "failed")
+                )
             body = request_body(job)
             digest = body_digest(body)
             if not reserved:
-                rt.budget.reserve(job.estimated_usd, f"job {job.job_key} (row {job.row_index}, {job.arm})")
+                rt.budget.reserve(
+                    job.estimated_usd, f"job {job.job_key} (row {job.row_index}, {job.arm})"
+                )
                 reserved = True
             attempts += 1
-            entry = ledger.put(job.job_key, entry, status="submitting", endpoint=job.endpoint,
-                               body_digest=digest, submitted_at=time.time(), attempts=attempts,
-                               handle=None, request_id=None)
+            entry = ledger.put(
+                job.job_key,
+                entry,
+                status="submitting",
+                endpoint=job.endpoint,
+                body_digest=digest,
+                submitted_at=time.time(),
+                attempts=attempts,
+                handle=None,
+                request_id=None,
+            )
             try:
                 handle = rt.fal.submit(job.endpoint, body)
             except AmbiguousSubmit as exc:
@@ -134,28 +176,52 @@ def _generate(job: Job, rt: Runtime, ledger: Ledger, entry: dict[str, Any]) -> d
             except FalError:
                 rt.budget.release(job.estimated_usd)  # not accepted: nothing was spent
                 raise
-            entry = ledger.put(job.job_key, entry, status="submitted", request_id=handle.request_id,
-                               handle=handle.__dict__, submits=entry.get("submits", 0) + 1)
+            entry = ledger.put(
+                job.job_key,
+                entry,
+                status="submitted",
+                request_id=handle.request_id,
+                handle=handle.__dict__,
+                submits=entry.get("submits", 0) + 1,
+            )
         first = rt.poll.first
         try:
             done = rt.fal.wait(handle, first, rt.poll.factor, rt.poll.max)
             result = rt.fal.result(handle, generation_failed=bool(done.error))
         except Stopped:
-            rt.fal.cancel(handle)
-            ledger.put(job.job_key, entry, status="cancelled")
+            try:
+                rt.fal.cancel(handle)
+            finally:
+                ledger.put(job.job_key, entry, status="cancelled", cancelled_at=time.time())
             raise
         except FalError as exc:
             if exc.kind == "failed" and attempts < rt.max_attempts:
                 rt.budget.release(job.estimated_usd)  # fal does not bill failed (5xx) generations
                 reserved = False
-                entry = ledger.put(job.job_key, entry, status="retrying", error=str(exc), handle=None)
+                entry = ledger.put(
+                    job.job_key, entry, status="retrying", error=str(exc), handle=None
+                )
+                continue
+            if exc.kind == "cancelled" and attempts < rt.max_attempts:
+                # cancelled by an earlier run (Ctrl-C, flow cancel) before fal finished it
+                entry = ledger.put(
+                    job.job_key, entry, status="retrying", error=str(exc), handle=None
+                )
                 continue
             if exc.kind == "expired" and rt.resubmit_expired and attempts < rt.max_attempts:
-                entry = ledger.put(job.job_key, entry, status="retrying", error=str(exc), handle=None)
+                entry = ledger.put(
+                    job.job_key, entry, status="retrying", error=str(exc), handle=None
+                )
                 continue
             raise
-        return ledger.put(job.job_key, entry, status="completed", result=result,
-                          completed_at=time.time(), inference_seconds=done.metrics.get("inference_time"))
+        return ledger.put(
+            job.job_key,
+            entry,
+            status="completed",
+            result=result,
+            completed_at=time.time(),
+            inference_seconds=done.metrics.get("inference_time"),
+        )
 
 
 def _archive(job: Job, rt: Runtime, ledger: Ledger, entry: dict[str, Any]) -> None:
@@ -179,13 +245,16 @@ def _archive(job: Job, rt: Runtime, ledger: Ledger, entry: dict[str, Any]) -> No
             entry = ledger.put(job.job_key, entry, video_size=size, video_sha256=sha)
             store.put_file(job_file(job.job_key, VIDEO), local, "video/mp4")
             if store.size(job_file(job.job_key, VIDEO)) != size:
-                raise FalError(f"archive check failed for {job.job_key}: stored size differs", "transient")
+                raise FalError(
+                    f"archive check failed for {job.job_key}: stored size differs", "transient"
+                )
         probe = media.probe(local)
         first = media.frames_at(local, (0.0,))[0]
         store.put_bytes(job_file(job.job_key, THUMB), media.thumbnail_jpeg(first), "image/jpeg")
         try:
-            from PIL import Image
             import io
+
+            from PIL import Image
 
             fidelity = media.similarity(Image.open(io.BytesIO(load_media(job.image_uri))), first)
         except Exception:
@@ -199,23 +268,36 @@ def _archive(job: Job, rt: Runtime, ledger: Ledger, entry: dict[str, Any]) -> No
         "arm": job.arm,
         "endpoint": job.endpoint,
         "row": {"index": job.row_index, "id": job.row_id, **job.extra},
-        "input": {**job.request_fields(), "image": {"uri": _public_uri(job.image_uri),
-                                                    "sha256": job.image_sha256},
-                  **({"audio": {"uri": _public_uri(job.audio_uri), "sha256": job.audio_sha256}}
-                     if job.audio_uri else {})},
+        "input": {
+            **job.request_fields(),
+            "image": {"uri": _public_uri(job.image_uri), "sha256": job.image_sha256},
+            **(
+                {"audio": {"uri": _public_uri(job.audio_uri), "sha256": job.audio_sha256}}
+                if job.audio_uri
+                else {}
+            ),
+        },
         "request_id": entry.get("request_id"),
         "seed_requested": job.seed,
         "seed": result.get("seed"),
         "actual_prompt": result.get("actual_prompt"),
         "fal_video": {k: v for k, v in video.items() if k != "url"},
         "timings": {
-            "submitted_at": submitted, "completed_at": completed, "archived_at": archived_at,
+            "submitted_at": submitted,
+            "completed_at": completed,
+            "archived_at": archived_at,
             "inference_seconds": inference,
             "queue_seconds": round(completed - submitted - inference, 3)
-            if submitted and completed and inference is not None else None,
+            if submitted and completed and inference is not None
+            else None,
             "wall_seconds": round(completed - submitted, 3) if submitted and completed else None,
         },
-        "video": {"key": job_file(job.job_key, VIDEO), "sha256": sha, "size": size, **probe.as_dict()},
+        "video": {
+            "key": job_file(job.job_key, VIDEO),
+            "sha256": sha,
+            "size": size,
+            **probe.as_dict(),
+        },
         "first_frame_similarity": fidelity,
         "estimated_usd": job.estimated_usd,
         "tool_version": __version__,

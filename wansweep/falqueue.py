@@ -16,11 +16,11 @@ import json
 import os
 import random
 import threading
-import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 import fal_client
 import httpx
@@ -33,7 +33,7 @@ TRANSIENT_CODES = {408, 429, 500, 502, 503, 504}
 
 class FalError(Exception):
     """A job-level failure. ``kind``: invalid (422, never retried), failed (generation failed,
-    not billed, may be retried), expired (result gone), rejected (other 4xx), transient."""
+    not billed, may be retried), expired (result gone), cancelled, rejected (other 4xx), transient."""
 
     def __init__(self, message: str, kind: str, status_code: int | None = None):
         super().__init__(message)
@@ -55,12 +55,16 @@ class FalConfig:
     key: str
 
     @classmethod
-    def from_env(cls) -> "FalConfig":
+    def from_env(cls) -> FalConfig:
         key = os.environ.get("FAL_KEY") or (
             f"{os.environ['FAL_KEY_ID']}:{os.environ['FAL_KEY_SECRET']}"
-            if os.environ.get("FAL_KEY_ID") and os.environ.get("FAL_KEY_SECRET") else "")
+            if os.environ.get("FAL_KEY_ID") and os.environ.get("FAL_KEY_SECRET")
+            else ""
+        )
         if not key:
-            raise RuntimeError("FAL_KEY is not set: export FAL_KEY, or run against the local server")
+            raise RuntimeError(
+                "FAL_KEY is not set: export FAL_KEY, or run against the local server"
+            )
         run_host = os.environ.get("FAL_RUN_HOST", "fal.run")
         queue_host = os.environ.get("FAL_QUEUE_RUN_HOST", f"queue.{run_host}")
         api = os.environ.get("WANSWEEP_FAL_API_URL", "https://api.fal.ai/v1")
@@ -81,7 +85,9 @@ class Handle:
 
 def body_digest(body: dict[str, Any]) -> str:
     """Digest of a request body; matches a listed request's json_input to our submit."""
-    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    return hashlib.sha256(
+        json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    ).hexdigest()
 
 
 def _retry_after(response: httpx.Response | None) -> float | None:
@@ -103,23 +109,38 @@ def _detail(response: httpx.Response) -> str:
     if isinstance(detail, list):
         return "; ".join(
             f"{'.'.join(str(x) for x in d.get('loc', [])[1:]) or 'input'}: {d.get('msg')}"
-            if isinstance(d, dict) else str(d) for d in detail)
+            if isinstance(d, dict)
+            else str(d)
+            for d in detail
+        )
     return str(detail)
 
 
 class FalQueue:
     """Thread-safe: one per process, shared by every job."""
 
-    def __init__(self, config: FalConfig, *, max_connections: int = 64, stop: threading.Event | None = None,
-                 attempts: int = 8, backoff: float = 0.5, max_backoff: float = 30.0):
+    def __init__(
+        self,
+        config: FalConfig,
+        *,
+        max_connections: int = 64,
+        stop: threading.Event | None = None,
+        attempts: int = 8,
+        backoff: float = 0.5,
+        max_backoff: float = 30.0,
+    ):
         self.config = config
         self.stop = stop or threading.Event()
         self.attempts, self.backoff, self.max_backoff = attempts, backoff, max_backoff
         self.http = httpx.Client(
-            headers={"Authorization": f"Key {config.key}",
-                     "User-Agent": f"wansweep/{__version__} fal-client/{fal_client.__version__}"},
+            headers={
+                "Authorization": f"Key {config.key}",
+                "User-Agent": f"wansweep/{__version__} fal-client/{fal_client.__version__}",
+            },
             timeout=httpx.Timeout(60.0, connect=10.0),
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+            limits=httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            ),
             follow_redirects=True,
         )
 
@@ -153,8 +174,12 @@ class FalQueue:
 
     def _handle(self, h: Handle) -> fal_client.SyncRequestHandle:
         return fal_client.SyncRequestHandle(
-            request_id=h.request_id, response_url=h.response_url, status_url=h.status_url,
-            cancel_url=h.cancel_url, client=self.http)
+            request_id=h.request_id,
+            response_url=h.response_url,
+            status_url=h.status_url,
+            cancel_url=h.cancel_url,
+            client=self.http,
+        )
 
     def handle_for(self, endpoint: str, request_id: str) -> Handle:
         app = "/".join(endpoint.split("/")[:2])
@@ -178,8 +203,9 @@ class FalQueue:
                 raise AmbiguousSubmit(f"{type(exc).__name__}: {exc}") from exc
             if response.status_code == 200:
                 data = response.json()
-                return Handle(data["request_id"], data["response_url"], data["status_url"],
-                              data["cancel_url"])
+                return Handle(
+                    data["request_id"], data["response_url"], data["status_url"], data["cancel_url"]
+                )
             if response.status_code == 504:  # a gateway timeout may hide an accepted job
                 raise AmbiguousSubmit(f"504 from {url}: {_detail(response)}")
             if response.status_code in TRANSIENT_CODES:
@@ -187,29 +213,39 @@ class FalQueue:
                 self._sleep(self._delay(attempt, response))
                 continue
             kind = "invalid" if response.status_code == 422 else "rejected"
-            raise FalError(f"submit rejected ({response.status_code}): {_detail(response)}", kind,
-                           response.status_code)
+            raise FalError(
+                f"submit rejected ({response.status_code}): {_detail(response)}",
+                kind,
+                response.status_code,
+            )
         raise FalError(f"submit not accepted after {self.attempts} attempts ({last})", "transient")
 
     def find_submitted(self, endpoint: str, digest: str, since: float) -> Handle | None:
         """Look for our request in fal's request listing (Platform API), by input digest."""
-        start = datetime.fromtimestamp(since - 120, timezone.utc).isoformat().replace("+00:00", "Z")
+        start = datetime.fromtimestamp(since - 120, UTC).isoformat().replace("+00:00", "Z")
         cursor: str | None = None
         while True:
             params = {"endpoint_id": endpoint, "start": start, "limit": 100, "expand": "payloads"}
             if cursor:
                 params["cursor"] = cursor
 
-            def get() -> httpx.Response:
-                r = self.http.get(f"{self.config.api_base}/models/requests/by-endpoint", params=params)
+            def get(params: dict[str, Any] = params) -> httpx.Response:
+                r = self.http.get(
+                    f"{self.config.api_base}/models/requests/by-endpoint", params=params
+                )
                 if r.status_code in TRANSIENT_CODES:
-                    raise fal_client.client.FalClientHTTPError(_detail(r), r.status_code, dict(r.headers), r)
+                    raise fal_client.client.FalClientHTTPError(
+                        _detail(r), r.status_code, dict(r.headers), r
+                    )
                 return r
 
             response = self._retrying("request listing", get)
             if response.status_code != 200:
-                raise FalError(f"request listing failed ({response.status_code}): {_detail(response)}",
-                               "transient", response.status_code)
+                raise FalError(
+                    f"request listing failed ({response.status_code}): {_detail(response)}",
+                    "transient",
+                    response.status_code,
+                )
             page = response.json()
             for item in page.get("items", []):
                 if item.get("json_input") is not None and body_digest(item["json_input"]) == digest:
@@ -219,8 +255,14 @@ class FalQueue:
                 return None
 
     # ---------------------------------------------------------- wait/result
-    def wait(self, handle: Handle, first: float, factor: float, longest: float,
-             on_status: Callable[[Any], None] | None = None) -> fal_client.Completed:
+    def wait(
+        self,
+        handle: Handle,
+        first: float,
+        factor: float,
+        longest: float,
+        on_status: Callable[[Any], None] | None = None,
+    ) -> fal_client.Completed:
         """Poll politely: first after ``first`` s, then each wait ``factor`` times longer."""
         fh = self._handle(handle)
         delay = first
@@ -230,8 +272,12 @@ class FalQueue:
                 status = self._retrying("status", fh.status)
             except fal_client.client.FalClientHTTPError as exc:
                 if exc.status_code == 404:
-                    raise FalError(f"fal no longer knows request {handle.request_id}", "expired", 404)
-                raise FalError(f"status failed ({exc.status_code}): {exc}", "transient", exc.status_code)
+                    raise FalError(
+                        f"fal no longer knows request {handle.request_id}", "expired", 404
+                    ) from exc
+                raise FalError(
+                    f"status failed ({exc.status_code}): {exc}", "transient", exc.status_code
+                ) from exc
             if on_status:
                 on_status(status)
             if isinstance(status, fal_client.Completed):
@@ -244,24 +290,35 @@ class FalQueue:
 
         def get() -> httpx.Response:
             r = self.http.get(handle.response_url)
-            if r.status_code in (408, 429, 502, 503, 504) or (r.status_code >= 500 and not generation_failed):
-                raise fal_client.client.FalClientHTTPError(_detail(r), r.status_code, dict(r.headers), r)
+            if r.status_code in (408, 429, 502, 503, 504) or (
+                r.status_code >= 500 and not generation_failed
+            ):
+                raise fal_client.client.FalClientHTTPError(
+                    _detail(r), r.status_code, dict(r.headers), r
+                )
             return r
 
         try:
             response = self._retrying("result", get)
         except fal_client.client.FalClientHTTPError as exc:
-            raise FalError(f"result failed ({exc.status_code}): {exc}", "transient", exc.status_code)
+            raise FalError(
+                f"result failed ({exc.status_code}): {exc}", "transient", exc.status_code
+            ) from exc
         code = response.status_code
         if code == 200:
             return response.json()
         if code == 422:
             raise FalError(_detail(response), "invalid", 422)
         if code in (404, 410):
-            raise FalError(f"result of {handle.request_id} is gone ({code}): {_detail(response)}",
-                           "expired", code)
+            raise FalError(
+                f"result of {handle.request_id} is gone ({code}): {_detail(response)}",
+                "expired",
+                code,
+            )
         if code >= 500:
             raise FalError(f"generation failed ({code}): {_detail(response)}", "failed", code)
+        if code == 400 and "cancel" in response.text.lower():
+            raise FalError(f"request {handle.request_id} was cancelled", "cancelled", code)
         raise FalError(f"result rejected ({code}): {_detail(response)}", "rejected", code)
 
     def cancel(self, handle: Handle) -> None:
@@ -280,12 +337,15 @@ class FalQueue:
             try:
                 with self.http.stream("GET", url) as response:
                     if response.status_code in TRANSIENT_CODES:
-                        raise httpx.HTTPStatusError("transient", request=response.request,
-                                                    response=response)
+                        raise httpx.HTTPStatusError(
+                            "transient", request=response.request, response=response
+                        )
                     if response.status_code != 200:
-                        raise FalError(f"video download failed ({response.status_code}) from {url}",
-                                       "expired" if response.status_code in (403, 404, 410) else "rejected",
-                                       response.status_code)
+                        raise FalError(
+                            f"video download failed ({response.status_code}) from {url}",
+                            "expired" if response.status_code in (403, 404, 410) else "rejected",
+                            response.status_code,
+                        )
                     with dest.open("wb") as f:
                         for chunk in response.iter_bytes(1 << 20):
                             f.write(chunk)

@@ -22,7 +22,14 @@ from wansweep.pricing import PriceTable
 from wansweep.store import read_uri
 from wansweep.sweep import Job, SweepSpec, job_key, normalise_settings
 
-KNOWN_COLUMNS = {"id", "image", "prompt", "negative_prompt", "audio", "seed"} | schema.SETTING_FIELDS
+KNOWN_COLUMNS = {
+    "id",
+    "image",
+    "prompt",
+    "negative_prompt",
+    "audio",
+    "seed",
+} | schema.SETTING_FIELDS
 COLUMN_ALIASES = {"image_url": "image", "image_path": "image", "audio_url": "audio"}
 
 
@@ -79,7 +86,9 @@ def read_manifest(uri: str) -> pd.DataFrame:
         elif suffix in (".jsonl", ".ndjson"):
             df = pd.read_json(io.BytesIO(data), lines=True, dtype=False)
         else:
-            raise ManifestError(f"manifest {uri}: unknown format {suffix!r}; use .csv, .parquet or .jsonl")
+            raise ManifestError(
+                f"manifest {uri}: unknown format {suffix!r}; use .csv, .parquet or .jsonl"
+            )
     except ManifestError:
         raise
     except Exception as exc:
@@ -125,9 +134,13 @@ class MediaCache:
         try:
             data = load_media(uri)
         except FileNotFoundError as exc:
-            return _Media(uri, None, [schema.Problem(field, "file_missing", f"file not found: {exc}")])
+            return _Media(
+                uri, None, [schema.Problem(field, "file_missing", f"file not found: {exc}")]
+            )
         except Exception as exc:
-            return _Media(uri, None, [schema.Problem(field, "file_unreadable", f"could not read it: {exc}")])
+            return _Media(
+                uri, None, [schema.Problem(field, "file_unreadable", f"could not read it: {exc}")]
+            )
         if kind == "image":
             _, problems = schema.check_image(data, field)
         else:
@@ -149,8 +162,11 @@ def load_media(uri: str) -> bytes:
     if uri.startswith("data:"):
         header, _, payload = uri.partition(",")
         try:
-            return base64.b64decode(payload, validate=True) if header.endswith(";base64") \
+            return (
+                base64.b64decode(payload, validate=True)
+                if header.endswith(";base64")
                 else unquote_to_bytes(payload)
+            )
         except binascii.Error:
             raise ValueError("data URI is not valid base64") from None
     if uri.startswith(("http://", "https://")):
@@ -164,8 +180,9 @@ def load_media(uri: str) -> bytes:
     return read_uri(uri)
 
 
-def plan(spec: SweepSpec, manifest_uri: str, prices: PriceTable | None = None,
-         skip_invalid: bool = False) -> Plan:
+def plan(
+    spec: SweepSpec, manifest_uri: str, prices: PriceTable | None = None, skip_invalid: bool = False
+) -> Plan:
     """Validate every row and expand rows x arms x seeds into priced jobs."""
     prices = prices or PriceTable.load()
     df = read_manifest(manifest_uri)
@@ -185,7 +202,7 @@ def plan(spec: SweepSpec, manifest_uri: str, prices: PriceTable | None = None,
         image_ref = str(rec["image"]).strip()
         row_id = str(rec.get("id") or "").strip() or f"row{idx}"
 
-        def report(p: schema.Problem, value: Any) -> None:
+        def report(p: schema.Problem, value: Any, idx: int = idx, row_id: str = row_id) -> None:
             text = str(value)
             if len(text) > 60:
                 text = text[:57] + "..."
@@ -194,7 +211,10 @@ def plan(spec: SweepSpec, manifest_uri: str, prices: PriceTable | None = None,
                 bad_rows.add(idx)
 
         if row_id in seen_ids:
-            report(schema.Problem("id", "duplicate_id", f"id also used by row {seen_ids[row_id]}"), row_id)
+            report(
+                schema.Problem("id", "duplicate_id", f"id also used by row {seen_ids[row_id]}"),
+                row_id,
+            )
         seen_ids.setdefault(row_id, idx)
         if not image_ref:
             report(schema.Problem("image", "missing", "no image given"), image_ref)
@@ -233,19 +253,38 @@ def plan(spec: SweepSpec, manifest_uri: str, prices: PriceTable | None = None,
             if idx in bad_rows:
                 continue
             for seed in row_seeds:
-                body = {"prompt": prompt, **settings, **({"seed": seed} if seed is not None else {})}
-                key = job_key(arm.endpoint, body, image.sha256 or "",
-                              audio.sha256 if audio else None)
-                jobs.append(Job(
-                    job_key=key, arm=arm.name, endpoint=arm.endpoint, row_index=idx, row_id=row_id,
-                    prompt=prompt, settings=settings, seed=seed, image_uri=image.uri,
-                    image_sha256=image.sha256 or "", audio_uri=audio.uri if audio else None,
-                    audio_sha256=audio.sha256 if audio else None,
-                    estimated_usd=prices.estimate(arm.endpoint, settings["resolution"], settings["duration"]),
-                    extra={c: rec[c] for c in extra_cols},
-                ))
+                body = {
+                    "prompt": prompt,
+                    **settings,
+                    **({"seed": seed} if seed is not None else {}),
+                }
+                key = job_key(
+                    arm.endpoint, body, image.sha256 or "", audio.sha256 if audio else None
+                )
+                jobs.append(
+                    Job(
+                        job_key=key,
+                        arm=arm.name,
+                        endpoint=arm.endpoint,
+                        row_index=idx,
+                        row_id=row_id,
+                        prompt=prompt,
+                        settings=settings,
+                        seed=seed,
+                        image_uri=image.uri,
+                        image_sha256=image.sha256 or "",
+                        audio_uri=audio.uri if audio else None,
+                        audio_sha256=audio.sha256 if audio else None,
+                        estimated_usd=prices.estimate(
+                            arm.endpoint, settings["resolution"], settings["duration"]
+                        ),
+                        extra={c: rec[c] for c in extra_cols},
+                    )
+                )
 
-    result = Plan(jobs=[j for j in jobs if j.row_index not in bad_rows], problems=problems, rows=len(df))
+    result = Plan(
+        jobs=[j for j in jobs if j.row_index not in bad_rows], problems=problems, rows=len(df)
+    )
     if skip_invalid:
         result.skipped = [p for p in problems if p.severity == "error"]
     # The same job twice (e.g. two rows with identical image bytes and prompt) is paid once.

@@ -18,7 +18,7 @@ class PriceTable:
     path: str
 
     @classmethod
-    def load(cls, path: str | Path | None = None) -> "PriceTable":
+    def load(cls, path: str | Path | None = None) -> PriceTable:
         path = Path(path or os.environ.get("WANSWEEP_PRICING") or DEFAULT_PATH)
         try:
             data = yaml.safe_load(path.read_text())

@@ -17,18 +17,40 @@ PLAN_FILE, SKIPPED_FILE = "plan.parquet", "skipped.parquet"
 
 
 def save_plan(store: Store, sweep: str, jobs: list[Any], skipped: list[Any] = ()) -> None:
-    rows = [{
-        "job_key": j.job_key, "arm": j.arm, "endpoint": j.endpoint, "row_index": j.row_index,
-        "row_id": j.row_id, "prompt": j.prompt, "seed_requested": j.seed,
-        "resolution": j.settings["resolution"], "duration": int(j.settings["duration"]),
-        "enable_prompt_expansion": j.settings.get("enable_prompt_expansion"),
-        "multi_shots": j.settings.get("multi_shots"), "image_sha256": j.image_sha256,
-        "estimated_usd": j.estimated_usd, **{f"extra.{k}": str(v) for k, v in j.extra.items()},
-    } for j in jobs]
+    rows = [
+        {
+            "job_key": j.job_key,
+            "arm": j.arm,
+            "endpoint": j.endpoint,
+            "row_index": j.row_index,
+            "row_id": j.row_id,
+            "prompt": j.prompt,
+            "seed_requested": j.seed,
+            "resolution": j.settings["resolution"],
+            "duration": int(j.settings["duration"]),
+            "enable_prompt_expansion": j.settings.get("enable_prompt_expansion"),
+            "multi_shots": j.settings.get("multi_shots"),
+            "image_sha256": j.image_sha256,
+            "estimated_usd": j.estimated_usd,
+            **{f"extra.{k}": str(v) for k, v in j.extra.items()},
+        }
+        for j in jobs
+    ]
     _put_parquet(store, f"{sweep_prefix(sweep)}/{PLAN_FILE}", pd.DataFrame(rows))
     if skipped:
-        frame = pd.DataFrame([{"row_index": p.row, "row_id": p.id, "field": p.field, "rule": p.rule,
-                               "value": p.value, "reason": p.msg} for p in skipped])
+        frame = pd.DataFrame(
+            [
+                {
+                    "row_index": p.row,
+                    "row_id": p.id,
+                    "field": p.field,
+                    "rule": p.rule,
+                    "value": p.value,
+                    "reason": p.msg,
+                }
+                for p in skipped
+            ]
+        )
         _put_parquet(store, f"{sweep_prefix(sweep)}/{SKIPPED_FILE}", frame)
 
 
@@ -50,12 +72,19 @@ def sweeps(store: Store) -> list[str]:
 def _flatten(meta: dict[str, Any]) -> dict[str, Any]:
     video, timings = meta.get("video", {}), meta.get("timings", {})
     return {
-        "job_key": meta["job_key"], "request_id": meta.get("request_id"),
-        "seed": meta.get("seed"), "actual_prompt": meta.get("actual_prompt"),
-        "video_duration": video.get("duration"), "width": video.get("width"),
-        "height": video.get("height"), "fps": video.get("fps"), "frames": video.get("frames"),
-        "codec": video.get("codec"), "has_audio": video.get("has_audio"),
-        "video_size": video.get("size"), "video_sha256": video.get("sha256"),
+        "job_key": meta["job_key"],
+        "request_id": meta.get("request_id"),
+        "seed": meta.get("seed"),
+        "actual_prompt": meta.get("actual_prompt"),
+        "video_duration": video.get("duration"),
+        "width": video.get("width"),
+        "height": video.get("height"),
+        "fps": video.get("fps"),
+        "frames": video.get("frames"),
+        "codec": video.get("codec"),
+        "has_audio": video.get("has_audio"),
+        "video_size": video.get("size"),
+        "video_sha256": video.get("sha256"),
         "queue_seconds": timings.get("queue_seconds"),
         "inference_seconds": timings.get("inference_seconds"),
         "wall_seconds": timings.get("wall_seconds"),
@@ -71,8 +100,9 @@ def jobs_frame(store: Store, sweep: str) -> pd.DataFrame:
     keys = list(plan["job_key"])
     with ThreadPoolExecutor(16) as pool:
         metas = list(pool.map(lambda k: store.get_json(job_file(k, SIDECAR)), keys))
-    archived = pd.DataFrame([_flatten(m) for m in metas if m],
-                            columns=list(_flatten({"job_key": ""}).keys()))
+    archived = pd.DataFrame(
+        [_flatten(m) for m in metas if m], columns=list(_flatten({"job_key": ""}).keys())
+    )
     frame = plan.merge(archived, on="job_key", how="left")
     missing = [k for k, m in zip(keys, metas) if not m]
     ledger = Ledger(store)
@@ -82,10 +112,16 @@ def jobs_frame(store: Store, sweep: str) -> pd.DataFrame:
         "succeeded" if m else (entries.get(k) or {}).get("status", "pending")
         for k, m in zip(keys, metas)
     ]
-    frame["error"] = [None if m else (entries.get(k) or {}).get("error") for k, m in zip(keys, metas)]
-    frame["archive_uri"] = [store.url(f"jobs/{k}/video.mp4") if m else None for k, m in zip(keys, metas)]
+    frame["error"] = [
+        None if m else (entries.get(k) or {}).get("error") for k, m in zip(keys, metas)
+    ]
+    frame["archive_uri"] = [
+        store.url(f"jobs/{k}/video.mp4") if m else None for k, m in zip(keys, metas)
+    ]
     frame["cost_usd"] = frame["estimated_usd"].where(frame["status"] == "succeeded", 0.0)
-    frame["prompt_expanded"] = frame["actual_prompt"].notna() & (frame["actual_prompt"] != frame["prompt"])
+    frame["prompt_expanded"] = frame["actual_prompt"].notna() & (
+        frame["actual_prompt"] != frame["prompt"]
+    )
     skipped = _get_parquet(store, f"{sweep_prefix(sweep)}/{SKIPPED_FILE}")
     if skipped is not None and len(skipped):
         rows = skipped.groupby(["row_index", "row_id"])["reason"].agg("; ".join).reset_index()
@@ -98,6 +134,7 @@ def _p(q: float):
     def f(s: pd.Series) -> float:
         s = s.dropna()
         return float(s.quantile(q)) if len(s) else float("nan")
+
     f.__name__ = f"p{int(q * 100)}"
     return f
 
@@ -107,20 +144,22 @@ def summary(frame: pd.DataFrame, by: list[str] | None = None) -> pd.DataFrame:
     by = by or ["arm"]
     df = frame[frame["arm"].notna()] if "arm" in by else frame
     g = df.groupby(by, dropna=False)
-    out = pd.DataFrame({
-        "jobs": g.size(),
-        "succeeded": g["status"].apply(lambda s: int((s == "succeeded").sum())),
-        "failed": g["status"].apply(lambda s: int(s.isin(["failed", "expired"]).sum())),
-        "video_seconds": g["video_duration"].sum(min_count=1),
-        "estimated_usd": g["estimated_usd"].sum(),
-        "cost_usd": g["cost_usd"].sum(),
-        "wall_p50": g["wall_seconds"].agg(_p(0.5)),
-        "wall_p90": g["wall_seconds"].agg(_p(0.9)),
-        "wall_max": g["wall_seconds"].max(),
-        "inference_p50": g["inference_seconds"].agg(_p(0.5)),
-        "queue_p50": g["queue_seconds"].agg(_p(0.5)),
-        "first_frame_similarity": g["first_frame_similarity"].mean(),
-    })
+    out = pd.DataFrame(
+        {
+            "jobs": g.size(),
+            "succeeded": g["status"].apply(lambda s: int((s == "succeeded").sum())),
+            "failed": g["status"].apply(lambda s: int(s.isin(["failed", "expired"]).sum())),
+            "video_seconds": g["video_duration"].sum(min_count=1),
+            "estimated_usd": g["estimated_usd"].sum(),
+            "cost_usd": g["cost_usd"].sum(),
+            "wall_p50": g["wall_seconds"].agg(_p(0.5)),
+            "wall_p90": g["wall_seconds"].agg(_p(0.9)),
+            "wall_max": g["wall_seconds"].max(),
+            "inference_p50": g["inference_seconds"].agg(_p(0.5)),
+            "queue_p50": g["queue_seconds"].agg(_p(0.5)),
+            "first_frame_similarity": g["first_frame_similarity"].mean(),
+        }
+    )
     out["success_rate"] = (out["succeeded"] / out["jobs"]).round(4)
     out["usd_per_video_second"] = (out["cost_usd"] / out["video_seconds"]).round(4)
     return out.reset_index()
@@ -134,8 +173,9 @@ class ReportFiles:
     markdown: str
 
 
-def write_report(store: Store, sweep: str, out_dir: Path | None = None,
-                 by: list[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame, ReportFiles]:
+def write_report(
+    store: Store, sweep: str, out_dir: Path | None = None, by: list[str] | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame, ReportFiles]:
     """Write the report into the archive (sweeps/<name>/report/) and, if asked, a local folder."""
     frame = jobs_frame(store, sweep)
     summ = summary(frame, by)
@@ -143,31 +183,52 @@ def write_report(store: Store, sweep: str, out_dir: Path | None = None,
     base = f"{sweep_prefix(sweep)}/report"
     buf = io.BytesIO()
     frame.to_parquet(buf, index=False)
-    outputs = {"jobs.parquet": buf.getvalue(), "jobs.csv": frame.to_csv(index=False).encode(),
-               "summary.csv": summ.to_csv(index=False).encode(), "summary.md": md.encode()}
+    outputs = {
+        "jobs.parquet": buf.getvalue(),
+        "jobs.csv": frame.to_csv(index=False).encode(),
+        "summary.csv": summ.to_csv(index=False).encode(),
+        "summary.md": md.encode(),
+    }
     for name, data in outputs.items():
         store.put_bytes(f"{base}/{name}", data)
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         for name, data in outputs.items():
             (out_dir / name).write_bytes(data)
-        where = lambda n: str(out_dir / n)  # noqa: E731
-    else:
-        where = lambda n: store.url(f"{base}/{n}")  # noqa: E731
-    return frame, summ, ReportFiles(where("jobs.parquet"), where("jobs.csv"), where("summary.csv"),
-                                    where("summary.md"))
+    where = {
+        n: str(out_dir / n) if out_dir is not None else store.url(f"{base}/{n}") for n in outputs
+    }
+    return (
+        frame,
+        summ,
+        ReportFiles(
+            where["jobs.parquet"], where["jobs.csv"], where["summary.csv"], where["summary.md"]
+        ),
+    )
 
 
 def markdown_summary(sweep: str, frame: pd.DataFrame, summ: pd.DataFrame) -> str:
     counts = frame["status"].value_counts().to_dict()
-    cols = ["arm", "jobs", "succeeded", "failed", "video_seconds", "cost_usd", "wall_p50",
-            "wall_p90", "first_frame_similarity"]
+    cols = [
+        "arm",
+        "jobs",
+        "succeeded",
+        "failed",
+        "video_seconds",
+        "cost_usd",
+        "wall_p50",
+        "wall_p90",
+        "first_frame_similarity",
+    ]
     cols = [c for c in cols if c in summ.columns]
     table = _md_table(summ[cols]) if len(summ) else "(no jobs)"
-    return (f"## Sweep `{sweep}`\n\n"
-            f"{len(frame)} jobs: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) +
-            f"; cost ${frame['cost_usd'].sum():.2f} of ${frame['estimated_usd'].sum():.2f} estimated.\n\n"
-            f"{table}\n")
+    return (
+        f"## Sweep `{sweep}`\n\n"
+        f"{len(frame)} jobs: "
+        + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
+        + f"; cost ${frame['cost_usd'].sum():.2f} of ${frame['estimated_usd'].sum():.2f} estimated.\n\n"
+        f"{table}\n"
+    )
 
 
 def _md_table(frame: pd.DataFrame) -> str:

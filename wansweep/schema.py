@@ -75,16 +75,22 @@ def check_input(payload: dict[str, Any]) -> list[Problem]:
     prompt = payload.get("prompt")
     if isinstance(prompt, str) and len(prompt) > PROMPT_MAX:
         problems.append(
-            Problem("prompt", "string_too_long",
-                    f"String should have at most {PROMPT_MAX} characters (got {len(prompt)})")
+            Problem(
+                "prompt",
+                "string_too_long",
+                f"String should have at most {PROMPT_MAX} characters (got {len(prompt)})",
+            )
         )
     neg = payload.get("negative_prompt", "")
     if not isinstance(neg, str):
         problems.append(Problem("negative_prompt", "string_type", "Input should be a valid string"))
     elif len(neg) > NEGATIVE_PROMPT_MAX:
         problems.append(
-            Problem("negative_prompt", "string_too_long",
-                    f"String should have at most {NEGATIVE_PROMPT_MAX} characters (got {len(neg)})")
+            Problem(
+                "negative_prompt",
+                "string_too_long",
+                f"String should have at most {NEGATIVE_PROMPT_MAX} characters (got {len(neg)})",
+            )
         )
     for name, allowed in (("duration", DURATIONS), ("resolution", RESOLUTIONS)):
         if name in payload and payload[name] not in allowed:
@@ -97,14 +103,20 @@ def check_input(payload: dict[str, Any]) -> list[Problem]:
             problems.append(Problem(name, "bool_type", "Input should be a valid boolean"))
     seed = payload.get("seed")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-        problems.append(Problem("seed", "int_type", f"Input should be a non-negative integer (got {seed!r})"))
+        problems.append(
+            Problem("seed", "int_type", f"Input should be a non-negative integer (got {seed!r})")
+        )
     audio = payload.get("audio_url")
     if audio is not None and not isinstance(audio, str):
         problems.append(Problem("audio_url", "string_type", "Input should be a valid string"))
     if payload.get("multi_shots") and not payload.get("enable_prompt_expansion", True):
         problems.append(
-            Problem("multi_shots", "inactive",
-                    "multi_shots only acts when enable_prompt_expansion is true", "warning")
+            Problem(
+                "multi_shots",
+                "inactive",
+                "multi_shots only acts when enable_prompt_expansion is true",
+                "warning",
+            )
         )
     return problems
 
@@ -125,8 +137,9 @@ def check_image(data: bytes, field: str = "image_url") -> tuple[ImageInfo | None
     problems: list[Problem] = []
     if len(data) > IMAGE_MAX_BYTES:
         problems.append(
-            Problem(field, "file_too_large",
-                    f"Image is {len(data) / 2**20:.1f} MB; the limit is 25 MB")
+            Problem(
+                field, "file_too_large", f"Image is {len(data) / 2**20:.1f} MB; the limit is 25 MB"
+            )
         )
     try:
         with Image.open(io.BytesIO(data)) as img:
@@ -136,30 +149,46 @@ def check_image(data: bytes, field: str = "image_url") -> tuple[ImageInfo | None
                 img.mode == "P" and "transparency" in img.info
             )
     except Exception:
-        problems.append(Problem(field, "image_unreadable", "Could not read the image: not an image"))
+        problems.append(
+            Problem(field, "image_unreadable", "Could not read the image: not an image")
+        )
         return None, problems
     info = ImageInfo(fmt, width, height, len(data), has_alpha)
     if fmt not in IMAGE_FORMATS:
         problems.append(
-            Problem(field, "image_format",
-                    f"Image format {fmt or 'unknown'} is not supported; use JPEG, PNG, BMP or WEBP")
+            Problem(
+                field,
+                "image_format",
+                f"Image format {fmt or 'unknown'} is not supported; use JPEG, PNG, BMP or WEBP",
+            )
         )
     if has_alpha:
         problems.append(
-            Problem(field, "image_alpha",
-                    "Image has an alpha channel; flatten it (PNG without alpha)", "warning")
+            Problem(
+                field,
+                "image_alpha",
+                "Image has an alpha channel; flatten it (PNG without alpha)",
+                "warning",
+            )
         )
     for side, value in (("width", width), ("height", height)):
         if not IMAGE_SIDE_MIN <= value <= IMAGE_SIDE_MAX:
             problems.append(
-                Problem(field, "image_dimensions",
-                        f"Image {side} {value}px is outside {IMAGE_SIDE_MIN}-{IMAGE_SIDE_MAX}px")
+                Problem(
+                    field,
+                    "image_dimensions",
+                    f"Image {side} {value}px is outside {IMAGE_SIDE_MIN}-{IMAGE_SIDE_MAX}px",
+                )
             )
         elif not IMAGE_SIDE_SOFT[0] <= value <= IMAGE_SIDE_SOFT[1]:
             problems.append(
-                Problem(field, "image_dimensions_advised",
-                        f"Image {side} {value}px is outside the advised "
-                        f"{IMAGE_SIDE_SOFT[0]}-{IMAGE_SIDE_SOFT[1]}px", "warning")
+                Problem(
+                    field,
+                    "image_dimensions_advised",
+                    f"Image {side} {value}px is outside the advised "
+                    f"{IMAGE_SIDE_SOFT[0]}-{IMAGE_SIDE_SOFT[1]}px",
+                    "warning",
+                )
             )
     return info, problems
 
@@ -171,8 +200,9 @@ def check_audio(data: bytes, field: str = "audio_url") -> list[Problem]:
     problems: list[Problem] = []
     if len(data) > AUDIO_MAX_BYTES:
         problems.append(
-            Problem(field, "file_too_large",
-                    f"Audio is {len(data) / 2**20:.1f} MB; the limit is 15 MB")
+            Problem(
+                field, "file_too_large", f"Audio is {len(data) / 2**20:.1f} MB; the limit is 15 MB"
+            )
         )
     try:
         with av.open(io.BytesIO(data)) as container:
@@ -191,13 +221,13 @@ def check_audio(data: bytes, field: str = "audio_url") -> list[Problem]:
         )
     if seconds is None or not AUDIO_SECONDS[0] <= seconds <= AUDIO_SECONDS[1]:
         got = "unknown" if seconds is None else f"{seconds:.1f} s"
-        problems.append(
-            Problem(field, "audio_duration", f"Audio lasts {got}; it must last 3-30 s")
-        )
+        problems.append(Problem(field, "audio_duration", f"Audio lasts {got}; it must last 3-30 s"))
     return problems
 
 
-SHOT_RE = re.compile(r"Shot\s+(\d+)\s*\[\s*(\d+(?:\.\d+)?)\s*-\s*(\d+(?:\.\d+)?)\s*s\s*\]", re.I)
+SHOT_RE = re.compile(
+    r"Shot\s+(\d+)\s*\[\s*(\d+(?:\.\d+)?)\s*-\s*(\d+(?:\.\d+)?)\s*s\s*\]", re.IGNORECASE
+)
 
 
 def shot_starts(prompt: str) -> list[float]:

@@ -11,8 +11,9 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO
 from urllib.parse import urlparse
 
 
@@ -40,8 +41,11 @@ class Store:
         return self.size(key) is not None
 
     def put_json(self, key: str, value: Any) -> None:
-        self.put_bytes(key, json.dumps(value, indent=1, sort_keys=True, default=str).encode(),
-                       "application/json")
+        self.put_bytes(
+            key,
+            json.dumps(value, indent=1, sort_keys=True, default=str).encode(),
+            "application/json",
+        )
 
     def get_json(self, key: str) -> Any | None:
         data = self.get_bytes(key)
@@ -158,8 +162,13 @@ def s3_client() -> Any:
     from botocore.config import Config
 
     return boto3.session.Session().client(
-        "s3", config=Config(retries={"max_attempts": 8, "mode": "standard"},
-                            max_pool_connections=64, s3={"addressing_style": "path"}))
+        "s3",
+        config=Config(
+            retries={"max_attempts": 8, "mode": "standard"},
+            max_pool_connections=64,
+            s3={"addressing_style": "path"},
+        ),
+    )
 
 
 def open_store(uri: str) -> Store:
@@ -169,10 +178,11 @@ def open_store(uri: str) -> Store:
         if not parsed.netloc:
             raise StoreError(f"store URI {uri!r} names no bucket; use s3://BUCKET/PREFIX")
         return S3Store(parsed.netloc, parsed.path)
-    if uri.startswith("file://"):
-        uri = uri[len("file://"):]
+    uri = uri.removeprefix("file://")
     if "://" in uri:
-        raise StoreError(f"store URI {uri!r}: only s3://bucket/prefix and local folders are supported")
+        raise StoreError(
+            f"store URI {uri!r}: only s3://bucket/prefix and local folders are supported"
+        )
     return LocalStore(uri)
 
 
@@ -182,7 +192,9 @@ def read_uri(uri: str) -> bytes:
         parsed = urlparse(uri)
         client = s3_client()
         try:
-            return client.get_object(Bucket=parsed.netloc, Key=parsed.path.lstrip("/"))["Body"].read()
+            return client.get_object(Bucket=parsed.netloc, Key=parsed.path.lstrip("/"))[
+                "Body"
+            ].read()
         except client.exceptions.NoSuchKey:
             raise FileNotFoundError(f"{uri}: no such object") from None
         except client.exceptions.NoSuchBucket:
@@ -194,13 +206,15 @@ def presign(uri: str, expires_s: int = 3600) -> str:
     """A short-lived HTTPS GET URL for a private s3:// object (never made public)."""
     parsed = urlparse(uri)
     return s3_client().generate_presigned_url(
-        "get_object", Params={"Bucket": parsed.netloc, "Key": parsed.path.lstrip("/")},
-        ExpiresIn=expires_s)
+        "get_object",
+        Params={"Bucket": parsed.netloc, "Key": parsed.path.lstrip("/")},
+        ExpiresIn=expires_s,
+    )
 
 
 def sha256_file(path: Path, f: BinaryIO | None = None) -> str:
     h = hashlib.sha256()
-    with (f or path.open("rb")) as fh:
+    with f or path.open("rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()

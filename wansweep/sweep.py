@@ -30,7 +30,7 @@ class Seeds(BaseModel):
     master_seed: int = 0
 
     @model_validator(mode="after")
-    def _one_form(self) -> "Seeds":
+    def _one_form(self) -> Seeds:
         if sum(x is not None for x in (self.values, self.range, self.random)) != 1:
             raise ValueError("give exactly one of values, range or random")
         return self
@@ -64,7 +64,9 @@ class SweepSpec(BaseModel):
     """A sweep: which endpoints and settings, on which manifest, for how much."""
 
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$", description="lowercase letters, digits, dashes")
+    name: str = Field(
+        pattern=r"^[a-z0-9][a-z0-9-]*$", description="lowercase letters, digits, dashes"
+    )
     manifest: str | None = None
     store: str | None = None
     endpoints: list[str] = []
@@ -77,7 +79,9 @@ class SweepSpec(BaseModel):
     budget_usd: float | None = Field(None, gt=0)
     concurrency: int = Field(8, ge=1, le=1000)
     endpoint_concurrency: int = Field(8, ge=1, le=1000)
-    max_attempts: int = Field(2, ge=1, le=10, description="generations tried per job (fal failures)")
+    max_attempts: int = Field(
+        2, ge=1, le=10, description="generations tried per job (fal failures)"
+    )
     poll: PollSpec = PollSpec()
 
     @field_validator("endpoints")
@@ -98,7 +102,7 @@ class SweepSpec(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _shape(self) -> "SweepSpec":
+    def _shape(self) -> SweepSpec:
         if not self.arms and not self.endpoints:
             raise ValueError("give endpoints (with an optional grid) or named arms")
         lengths = {len(v) for v in self.zip.values()}
@@ -122,9 +126,14 @@ class SweepSpec(BaseModel):
     def expand_arms(self) -> list[Arm]:
         """Named arms as given, or endpoints x grid (x zip), each named from its settings."""
         if self.arms:
-            return [Arm(name=a.name, endpoint=resolve_endpoint(a.endpoint),
-                        settings=self._settings(resolve_endpoint(a.endpoint), a.settings))
-                    for a in self.arms]
+            return [
+                Arm(
+                    name=a.name,
+                    endpoint=resolve_endpoint(a.endpoint),
+                    settings=self._settings(resolve_endpoint(a.endpoint), a.settings),
+                )
+                for a in self.arms
+            ]
         grid_keys = list(self.grid)
         zipped = [dict(zip(self.zip, values)) for values in zip(*self.zip.values())] or [{}]
         arms = []
@@ -132,13 +141,22 @@ class SweepSpec(BaseModel):
             for combo in itertools.product(*(self.grid[k] for k in grid_keys)):
                 for z in zipped:
                     varied = {**dict(zip(grid_keys, combo)), **z}
-                    name = "-".join([endpoint_alias(endpoint), *(_label(k, v) for k, v in varied.items())])
-                    arms.append(Arm(name=name, endpoint=endpoint, settings=self._settings(endpoint, varied)))
+                    name = "-".join(
+                        [endpoint_alias(endpoint), *(_label(k, v) for k, v in varied.items())]
+                    )
+                    arms.append(
+                        Arm(name=name, endpoint=endpoint, settings=self._settings(endpoint, varied))
+                    )
         return arms
 
     def _settings(self, endpoint: str, varied: dict[str, Any]) -> dict[str, Any]:
         """Explicit settings: fal defaults < spec defaults < per-endpoint < the arm's own."""
-        merged = {**schema.FAL_DEFAULTS, **self.defaults, **self.per_endpoint.get(endpoint, {}), **varied}
+        merged = {
+            **schema.FAL_DEFAULTS,
+            **self.defaults,
+            **self.per_endpoint.get(endpoint, {}),
+            **varied,
+        }
         return normalise_settings(merged)
 
 
@@ -153,20 +171,37 @@ def _check_setting_names(settings: dict[str, Any], where: str) -> None:
 def normalise_settings(settings: dict[str, Any]) -> dict[str, Any]:
     """Coerce spreadsheet-ish values (5 -> "5", "true" -> True) to the schema's types."""
     out = dict(settings)
-    if "duration" in out and isinstance(out["duration"], (int, float)) and not isinstance(out["duration"], bool):
+    if (
+        "duration" in out
+        and isinstance(out["duration"], (int, float))
+        and not isinstance(out["duration"], bool)
+    ):
         out["duration"] = str(int(out["duration"]))
     if isinstance(out.get("resolution"), int):
         out["resolution"] = f"{out['resolution']}p"
     for key in ("enable_prompt_expansion", "multi_shots", "enable_safety_checker"):
         value = out.get(key)
-        if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0", "yes", "no"):
+        if isinstance(value, str) and value.strip().lower() in (
+            "true",
+            "false",
+            "1",
+            "0",
+            "yes",
+            "no",
+        ):
             out[key] = value.strip().lower() in ("true", "1", "yes")
     return out
 
 
 def _label(key: str, value: Any) -> str:
-    short = {"resolution": "", "duration": "s", "enable_prompt_expansion": "expand",
-             "multi_shots": "multishot", "negative_prompt": "neg", "enable_safety_checker": "safety"}
+    short = {
+        "resolution": "",
+        "duration": "s",
+        "enable_prompt_expansion": "expand",
+        "multi_shots": "multishot",
+        "negative_prompt": "neg",
+        "enable_safety_checker": "safety",
+    }
     if key == "duration":
         return f"{value}s"
     if key == "resolution":
@@ -246,11 +281,19 @@ class Job:
         return int(self.settings["duration"])
 
 
-def job_key(endpoint: str, request_fields: dict[str, Any], image_sha256: str,
-            audio_sha256: str | None) -> str:
+def job_key(
+    endpoint: str, request_fields: dict[str, Any], image_sha256: str, audio_sha256: str | None
+) -> str:
     """Stable across runs, machines and row order; the image counts by its bytes, not its path."""
     canonical = json.dumps(
-        {"endpoint": endpoint, "input": request_fields, "image": image_sha256, "audio": audio_sha256},
-        sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+        {
+            "endpoint": endpoint,
+            "input": request_fields,
+            "image": image_sha256,
+            "audio": audio_sha256,
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
     )
     return hashlib.sha256(canonical.encode()).hexdigest()[:24]

@@ -21,9 +21,10 @@ STANDARD, FLASH = schema.ENDPOINTS
 SEED_EXAMPLE_PROMPT = (
     "A comedic cinematic demo where typed prompts physically transform reality. Photoreal, strong "
     "match cuts, coherent main character, no subtitles.\n\nShot 1 [0-4s] Continue from first frame. "
-    "The creator presses \"PRINT\".\nShot 2 [4-8s] Smash cut: the printed paper flies into the air.\n"
+    'The creator presses "PRINT".\nShot 2 [4-8s] Smash cut: the printed paper flies into the air.\n'
     "Shot 3 [8-12s] Hard cut: the paper tears and reveals a tropical jungle.\nShot 4 [12-15s] Hard "
-    "cut back to studio.")
+    "cut back to studio."
+)
 
 
 def _video(url: str) -> bytes:
@@ -33,16 +34,34 @@ def _video(url: str) -> bytes:
 @pytest.mark.parametrize("endpoint", [STANDARD, FLASH])
 def test_seed_example_returns_the_output_shape_and_a_real_video(fal, endpoint):
     image = make_image(640, 360)
-    result = fal_client.subscribe(endpoint, arguments={
-        "prompt": SEED_EXAMPLE_PROMPT, "image_url": data_uri(image), "resolution": "720p",
-        "duration": "5", "negative_prompt": "low resolution, error, worst quality, low quality, defects",
-        "enable_prompt_expansion": True, "enable_safety_checker": True, "seed": 11},
-        with_logs=True)
+    result = fal_client.subscribe(
+        endpoint,
+        arguments={
+            "prompt": SEED_EXAMPLE_PROMPT,
+            "image_url": data_uri(image),
+            "resolution": "720p",
+            "duration": "5",
+            "negative_prompt": "low resolution, error, worst quality, low quality, defects",
+            "enable_prompt_expansion": True,
+            "enable_safety_checker": True,
+            "seed": 11,
+        },
+        with_logs=True,
+    )
     assert set(result) == {"video", "seed", "actual_prompt"}
     assert result["seed"] == 11 and isinstance(result["actual_prompt"], str)
     video = result["video"]
     assert video["content_type"] == "video/mp4"
-    assert {"url", "file_name", "file_size", "width", "height", "fps", "duration", "num_frames"} <= set(video)
+    assert {
+        "url",
+        "file_name",
+        "file_size",
+        "width",
+        "height",
+        "fps",
+        "duration",
+        "num_frames",
+    } <= set(video)
     data = _video(video["url"])
     assert len(data) == video["file_size"]
     probe = media.probe(data)
@@ -55,8 +74,13 @@ def test_seed_example_returns_the_output_shape_and_a_real_video(fal, endpoint):
 
 
 def test_same_input_and_seed_give_the_same_bytes_and_portrait_keeps_its_aspect(fal):
-    args = {"prompt": "a slow pan", "image_url": data_uri(make_image(360, 640)), "resolution": "1080p",
-            "seed": 5, "enable_prompt_expansion": False}
+    args = {
+        "prompt": "a slow pan",
+        "image_url": data_uri(make_image(360, 640)),
+        "resolution": "1080p",
+        "seed": 5,
+        "enable_prompt_expansion": False,
+    }
     a = fal_client.subscribe(FLASH, arguments=args)
     b = fal_client.subscribe(FLASH, arguments=args)
     assert _video(a["video"]["url"]) == _video(b["video"]["url"])
@@ -67,15 +91,28 @@ def test_same_input_and_seed_give_the_same_bytes_and_portrait_keeps_its_aspect(f
 
 
 def test_random_seed_when_absent_and_durations(fal):
-    r = fal_client.subscribe(FLASH, arguments={"prompt": "x", "image_url": data_uri(make_image()),
-                                               "resolution": "720p", "duration": "10"})
+    r = fal_client.subscribe(
+        FLASH,
+        arguments={
+            "prompt": "x",
+            "image_url": data_uri(make_image()),
+            "resolution": "720p",
+            "duration": "10",
+        },
+    )
     assert isinstance(r["seed"], int)
     assert media.probe(_video(r["video"]["url"])).duration == pytest.approx(10.0, abs=0.1)
 
 
 def test_multi_shots_cut_at_the_marked_times(fal):
-    args = {"prompt": "Shot 1 [0-2s] calm. Shot 2 [2-5s] chaos.", "image_url": data_uri(make_image()),
-            "resolution": "720p", "seed": 1, "multi_shots": True, "enable_prompt_expansion": True}
+    args = {
+        "prompt": "Shot 1 [0-2s] calm. Shot 2 [2-5s] chaos.",
+        "image_url": data_uri(make_image()),
+        "resolution": "720p",
+        "seed": 1,
+        "multi_shots": True,
+        "enable_prompt_expansion": True,
+    }
     r = fal_client.subscribe(STANDARD, arguments=args)
     data = _video(r["video"]["url"])
     frames = media.frames_at(data, (30 / 79, 31 / 79, 33 / 79))  # 16 fps: the cut is at frame 32
@@ -84,15 +121,28 @@ def test_multi_shots_cut_at_the_marked_times(fal):
 
 
 def test_audio_is_muxed(fal):
-    r = fal_client.subscribe(FLASH, arguments={
-        "prompt": "x", "image_url": data_uri(make_image()), "resolution": "720p",
-        "audio_url": data_uri(make_wav(4.0), "audio/wav")})
+    r = fal_client.subscribe(
+        FLASH,
+        arguments={
+            "prompt": "x",
+            "image_url": data_uri(make_image()),
+            "resolution": "720p",
+            "audio_url": data_uri(make_wav(4.0), "audio/wav"),
+        },
+    )
     assert media.probe(_video(r["video"]["url"])).has_audio
 
 
 def test_submit_status_result_handles_and_iter_events(fal):
-    handle = fal_client.submit(FLASH, arguments={"prompt": "x", "image_url": data_uri(make_image()),
-                                                 "resolution": "720p", "seed": 1})
+    handle = fal_client.submit(
+        FLASH,
+        arguments={
+            "prompt": "x",
+            "image_url": data_uri(make_image()),
+            "resolution": "720p",
+            "seed": 1,
+        },
+    )
     events = list(handle.iter_events(with_logs=True, interval=0.05))
     assert isinstance(events[-1], fal_client.Completed)
     assert "inference_time" in events[-1].metrics
@@ -105,8 +155,15 @@ def test_submit_status_result_handles_and_iter_events(fal):
 def test_async_client(fal):
     async def go():
         client = fal_client.AsyncClient()
-        handle = await client.submit(STANDARD, arguments={
-            "prompt": "x", "image_url": data_uri(make_image()), "resolution": "720p", "seed": 2})
+        handle = await client.submit(
+            STANDARD,
+            arguments={
+                "prompt": "x",
+                "image_url": data_uri(make_image()),
+                "resolution": "720p",
+                "seed": 2,
+            },
+        )
         status = await handle.status()
         assert isinstance(status, (fal_client.Queued, fal_client.InProgress, fal_client.Completed))
         return await handle.get(interval=0.05), await client.result(STANDARD, handle.request_id)
@@ -117,7 +174,9 @@ def test_async_client(fal):
 
 def test_cancel_a_queued_request(fal):
     fal.configure(latency="queue=30")
-    handle = fal_client.submit(FLASH, arguments={"prompt": "x", "image_url": data_uri(make_image())})
+    handle = fal_client.submit(
+        FLASH, arguments={"prompt": "x", "image_url": data_uri(make_image())}
+    )
     assert isinstance(handle.status(), fal_client.Queued)
     handle.cancel()
     with pytest.raises(fal_client.client.FalClientHTTPError) as err:
@@ -128,8 +187,18 @@ def test_cancel_a_queued_request(fal):
 
 def test_concurrency_limit_queues_the_rest(fal):
     fal.configure(latency="flash=0.2", concurrency=2)
-    handles = [fal_client.submit(FLASH, arguments={"prompt": f"p{i}", "image_url": data_uri(make_image()),
-                                                   "resolution": "720p", "seed": i}) for i in range(5)]
+    handles = [
+        fal_client.submit(
+            FLASH,
+            arguments={
+                "prompt": f"p{i}",
+                "image_url": data_uri(make_image()),
+                "resolution": "720p",
+                "seed": i,
+            },
+        )
+        for i in range(5)
+    ]
     statuses = [h.status() for h in handles]
     assert any(isinstance(s, fal_client.Queued) and s.position >= 1 for s in statuses)
     for h in handles:
@@ -138,11 +207,16 @@ def test_concurrency_limit_queues_the_rest(fal):
 
 
 def test_status_stream_sse(fal):
-    handle = fal_client.submit(FLASH, arguments={"prompt": "x", "image_url": data_uri(make_image()),
-                                                 "resolution": "720p"})
+    handle = fal_client.submit(
+        FLASH, arguments={"prompt": "x", "image_url": data_uri(make_image()), "resolution": "720p"}
+    )
     events = []
-    with httpx.stream("GET", handle.status_url + "/stream",
-                      headers={"Authorization": f"Key {fal.env['FAL_KEY']}"}, timeout=60) as r:
+    with httpx.stream(
+        "GET",
+        handle.status_url + "/stream",
+        headers={"Authorization": f"Key {fal.env['FAL_KEY']}"},
+        timeout=60,
+    ) as r:
         for line in r.iter_lines():
             if line.startswith("data: "):
                 events.append(json.loads(line[6:]))
@@ -166,9 +240,16 @@ def test_webhook_is_delivered(fal):
     server = HTTPServer(("127.0.0.1", 0), Hook)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        handle = fal_client.submit(FLASH, arguments={"prompt": "x", "image_url": data_uri(make_image()),
-                                                     "resolution": "720p", "seed": 3},
-                                   webhook_url=f"http://127.0.0.1:{server.server_port}/hook")
+        handle = fal_client.submit(
+            FLASH,
+            arguments={
+                "prompt": "x",
+                "image_url": data_uri(make_image()),
+                "resolution": "720p",
+                "seed": 3,
+            },
+            webhook_url=f"http://127.0.0.1:{server.server_port}/hook",
+        )
         assert done.wait(60)
     finally:
         server.shutdown()
@@ -178,7 +259,9 @@ def test_webhook_is_delivered(fal):
 
 def test_image_served_by_the_server_itself(fal):
     url = httpx.put(f"{fal.url}/_local/files/pic.png", content=make_image()).json()["url"]
-    r = fal_client.subscribe(FLASH, arguments={"prompt": "x", "image_url": url, "resolution": "720p"})
+    r = fal_client.subscribe(
+        FLASH, arguments={"prompt": "x", "image_url": url, "resolution": "720p"}
+    )
     assert r["video"]["width"] == 1280
 
 
@@ -186,9 +269,11 @@ def test_request_listing_finds_a_submit(fal):
     body = {"prompt": "find me", "image_url": data_uri(make_image()), "resolution": "720p"}
     handle = fal_client.submit(FLASH, arguments=body)
     handle.get(interval=0.05)
-    r = httpx.get(f"{fal.url}/v1/models/requests/by-endpoint",
-                  params={"endpoint_id": FLASH, "expand": "payloads", "limit": 10},
-                  headers={"Authorization": f"Key {fal.env['FAL_KEY']}"})
+    r = httpx.get(
+        f"{fal.url}/v1/models/requests/by-endpoint",
+        params={"endpoint_id": FLASH, "expand": "payloads", "limit": 10},
+        headers={"Authorization": f"Key {fal.env['FAL_KEY']}"},
+    )
     items = r.json()["items"]
     assert items[0]["request_id"] == handle.request_id and items[0]["json_input"] == body
     assert items[0]["status_code"] == 200
@@ -208,19 +293,39 @@ RGBA_PNG = make_image(mode="RGBA")
 GIF = make_image(fmt="GIF")
 CASES = {
     "prompt too long": ({"prompt": "x" * 801}, ("prompt", "string_too_long")),
-    "negative prompt too long": ({"negative_prompt": "n" * 501}, ("negative_prompt", "string_too_long")),
+    "negative prompt too long": (
+        {"negative_prompt": "n" * 501},
+        ("negative_prompt", "string_too_long"),
+    ),
     "duration enum": ({"duration": "7"}, ("duration", "enum")),
     "resolution enum": ({"resolution": "480p"}, ("resolution", "enum")),
     "unknown field": ({"aspect_ratio": "16:9"}, ("aspect_ratio", "extra_forbidden")),
     "missing prompt": ({"prompt": None}, ("prompt", "missing")),
-    "image unreadable": ({"image_url": data_uri(b"not an image")}, ("image_url", "image_unreadable")),
-    "image too small": ({"image_url": data_uri(make_image(200, 300))}, ("image_url", "image_dimensions")),
-    "image too big": ({"image_url": data_uri(make_image(7700, 300, fmt="JPEG"), "image/jpeg")},
-                      ("image_url", "image_dimensions")),
+    "image unreadable": (
+        {"image_url": data_uri(b"not an image")},
+        ("image_url", "image_unreadable"),
+    ),
+    "image too small": (
+        {"image_url": data_uri(make_image(200, 300))},
+        ("image_url", "image_dimensions"),
+    ),
+    "image too big": (
+        {"image_url": data_uri(make_image(7700, 300, fmt="JPEG"), "image/jpeg")},
+        ("image_url", "image_dimensions"),
+    ),
     "image format": ({"image_url": data_uri(GIF, "image/gif")}, ("image_url", "image_format")),
-    "image unreachable": ({"image_url": "https://127.0.0.1:9/none.png"}, ("image_url", "file_download_error")),
-    "audio too short": ({"audio_url": data_uri(make_wav(1.0), "audio/wav")}, ("audio_url", "audio_duration")),
-    "audio format": ({"audio_url": data_uri(make_image(), "audio/wav")}, ("audio_url", "audio_format")),
+    "image unreachable": (
+        {"image_url": "https://127.0.0.1:9/none.png"},
+        ("image_url", "file_download_error"),
+    ),
+    "audio too short": (
+        {"audio_url": data_uri(make_wav(1.0), "audio/wav")},
+        ("audio_url", "audio_duration"),
+    ),
+    "audio format": (
+        {"audio_url": data_uri(make_image(), "audio/wav")},
+        ("audio_url", "audio_format"),
+    ),
 }
 
 
@@ -240,16 +345,27 @@ def test_image_over_25_mb_is_refused():
 def test_alpha_and_advised_size_are_warnings_only(fal):
     _, problems = schema.check_image(RGBA_PNG)
     assert {(p.rule, p.severity) for p in problems} >= {("image_alpha", "warning")}
-    r = fal_client.subscribe(FLASH, arguments={"prompt": "x", "image_url": data_uri(make_image(300, 300)),
-                                               "resolution": "720p"})
+    r = fal_client.subscribe(
+        FLASH,
+        arguments={
+            "prompt": "x",
+            "image_url": data_uri(make_image(300, 300)),
+            "resolution": "720p",
+        },
+    )
     assert r["video"]["width"] == 720
 
 
 FAULT_CASES = {
-    "submit_429": "submits_rejected", "submit_5xx": "submits_rejected",
-    "submit_ingress_5xx": "submits_rejected", "status_429": "status_polls",
-    "status_5xx": "status_polls", "result_5xx": "result_fetches", "failed": "failed",
-    "download_fail": "downloads", "download_slow": "downloads",
+    "submit_429": "submits_rejected",
+    "submit_5xx": "submits_rejected",
+    "submit_ingress_5xx": "submits_rejected",
+    "status_429": "status_polls",
+    "status_5xx": "status_polls",
+    "result_5xx": "result_fetches",
+    "failed": "failed",
+    "download_fail": "downloads",
+    "download_slow": "downloads",
 }
 
 
@@ -284,7 +400,7 @@ def test_dropped_connection_after_accept_is_accepted_once_but_the_client_retries
     """The hazard this project exists to avoid: fal-client re-POSTs after a lost answer."""
     fal.configure(faults="drop_after_accept=1.0")
     body = {"prompt": "dup", "image_url": data_uri(make_image()), "resolution": "720p", "seed": 4}
-    with pytest.raises(Exception):
+    with pytest.raises(httpx.TransportError):
         fal_client.submit(FLASH, arguments=body)
     stats = fal.stats()
     assert stats["faults"]["drop_after_accept"] >= 2
@@ -293,8 +409,9 @@ def test_dropped_connection_after_accept_is_accepted_once_but_the_client_retries
 
 def test_result_expires_after_retention(fal):
     fal.configure(faults="retention=0")
-    handle = fal_client.submit(FLASH, arguments={"prompt": "x", "image_url": data_uri(make_image()),
-                                                 "resolution": "720p"})
+    handle = fal_client.submit(
+        FLASH, arguments={"prompt": "x", "image_url": data_uri(make_image()), "resolution": "720p"}
+    )
     with pytest.raises(fal_client.client.FalClientHTTPError) as err:
         handle.get(interval=0.05)
     assert err.value.status_code == 410

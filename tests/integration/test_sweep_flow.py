@@ -28,13 +28,23 @@ def write_case(tmp: Path, rows: int = 3, **spec) -> Path:
     """A manifest of ``rows`` generated images and a spec beside it."""
     lines = ["id,image,prompt,group"]
     for i in range(rows):
-        (tmp / f"img{i}.png").write_bytes(make_image(640, 360, colour=(40 * i % 255, 90, 200), seed=i))
+        (tmp / f"img{i}.png").write_bytes(
+            make_image(640, 360, colour=(40 * i % 255, 90, 200), seed=i)
+        )
         lines.append(f"r{i},img{i}.png,prompt number {i},g{i % 2}")
     (tmp / "manifest.csv").write_text("\n".join(lines) + "\n")
-    cfg = {"name": "t", "manifest": "manifest.csv", "store": str(tmp / "archive"),
-           "endpoints": ["standard", "flash"], "defaults": {"duration": 5},
-           "grid": {"resolution": ["720p", "1080p"]}, "seeds": [1, 2], "concurrency": 8,
-           "poll": FAST_POLL, **spec}
+    cfg = {
+        "name": "t",
+        "manifest": "manifest.csv",
+        "store": str(tmp / "archive"),
+        "endpoints": ["standard", "flash"],
+        "defaults": {"duration": 5},
+        "grid": {"resolution": ["720p", "1080p"]},
+        "seeds": [1, 2],
+        "concurrency": 8,
+        "poll": FAST_POLL,
+        **spec,
+    }
     (tmp / "spec.yaml").write_text(yaml.safe_dump(cfg))
     return tmp / "spec.yaml"
 
@@ -42,7 +52,9 @@ def write_case(tmp: Path, rows: int = 3, **spec) -> Path:
 def test_sweep_archives_every_job_and_a_rerun_pays_nothing(fal, prefect_harness, tmp_path):
     spec = write_case(tmp_path)
     result = sweep(str(spec))
-    assert result["planned"] == 24 and result["outcomes"] == {"archived": 24} and result["failed"] == 0
+    assert (
+        result["planned"] == 24 and result["outcomes"] == {"archived": 24} and result["failed"] == 0
+    )
     stats = fal.stats()
     assert stats["submits_accepted"] == 24
 
@@ -62,9 +74,16 @@ def test_sweep_archives_every_job_and_a_rerun_pays_nothing(fal, prefect_harness,
 
     report = pd.read_csv(result["report"]["jobs_csv"])
     assert len(report) == 24 and set(report["status"]) == {"succeeded"}
-    expected_usd = sum(j.estimated_usd for j in plan(load_spec(spec), load_spec(spec).manifest).jobs)
+    expected_usd = sum(
+        j.estimated_usd for j in plan(load_spec(spec), load_spec(spec).manifest).jobs
+    )
     assert report["cost_usd"].sum() == pytest.approx(expected_usd)
-    assert sorted(report["arm"].unique()) == ["flash-1080p", "flash-720p", "standard-1080p", "standard-720p"]
+    assert sorted(report["arm"].unique()) == [
+        "flash-1080p",
+        "flash-720p",
+        "standard-1080p",
+        "standard-720p",
+    ]
 
     fal.reset()
     again = sweep(str(spec))
@@ -79,27 +98,40 @@ def test_sweep_with_manifest_images_and_archive_on_s3(fal, prefect_harness, tmp_
         s3.put_object(Bucket=bucket, Key=f"in/img{i}.png", Body=make_image(seed=i))
         lines.append(f"r{i},img{i}.png,on s3 {i}")  # relative to the manifest, inside the bucket
     s3.put_object(Bucket=bucket, Key="in/manifest.csv", Body="\n".join(lines).encode())
-    spec = write_case(tmp_path, rows=0, manifest=f"s3://{bucket}/in/manifest.csv",
-                      store=f"s3://{bucket}/archive", endpoints=["flash"], grid={"resolution": ["720p"]},
-                      seeds=[3])
+    spec = write_case(
+        tmp_path,
+        rows=0,
+        manifest=f"s3://{bucket}/in/manifest.csv",
+        store=f"s3://{bucket}/archive",
+        endpoints=["flash"],
+        grid={"resolution": ["720p"]},
+        seeds=[3],
+    )
     result = sweep(str(spec))
     assert result["outcomes"] == {"archived": 2}
-    listed = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="archive/jobs/")["Contents"]}
+    listed = {
+        o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="archive/jobs/")["Contents"]
+    }
     assert sum(k.endswith("/meta.json") for k in listed) == 2
     assert sum(k.endswith("/video.mp4") for k in listed) == 2
     meta_key = next(k for k in listed if k.endswith("meta.json"))
     meta = json.loads(s3.get_object(Bucket=bucket, Key=meta_key)["Body"].read())
     assert meta["input"]["image"]["uri"].startswith(f"s3://{bucket}/in/img")
     assert "X-Amz-Signature" not in json.dumps(meta)  # no presigned URL kept
-    frame = pd.read_parquet(io.BytesIO(s3.get_object(
-        Bucket=bucket, Key="archive/sweeps/t/report/jobs.parquet")["Body"].read()))
+    frame = pd.read_parquet(
+        io.BytesIO(
+            s3.get_object(Bucket=bucket, Key="archive/sweeps/t/report/jobs.parquet")["Body"].read()
+        )
+    )
     assert len(frame) == 2
 
 
 def test_invalid_rows_stop_the_run_before_any_submit(fal, prefect_harness, tmp_path):
     spec = write_case(tmp_path, rows=2)
     manifest = tmp_path / "manifest.csv"
-    manifest.write_text(manifest.read_text() + f"bad,img0.png,{'x' * 801},g0\nmissing,nope.png,hello,g1\n")
+    manifest.write_text(
+        manifest.read_text() + f"bad,img0.png,{'x' * 801},g0\nmissing,nope.png,hello,g1\n"
+    )
     with pytest.raises(PlanInvalid) as err:
         sweep(str(spec))
     text = str(err.value)
@@ -125,9 +157,14 @@ def test_a_sweep_over_its_budget_does_not_start(fal, prefect_harness, tmp_path):
 def test_faults_never_pay_twice(fal, prefect_harness, tmp_path):
     """429s, 5xx, dropped answers after accepted submits and failed generations: every job that
     can complete does, and no input is accepted twice except to retry a failed generation."""
-    fal.configure(media="tiny", fault_seed=7, faults=(
-        "submit_429=0.1,submit_5xx=0.05,drop_after_accept=0.05,failed=0.05,"
-        "status_429=0.05,status_5xx=0.05,result_5xx=0.05,download_fail=0.05"))
+    fal.configure(
+        media="tiny",
+        fault_seed=7,
+        faults=(
+            "submit_429=0.1,submit_5xx=0.05,drop_after_accept=0.05,failed=0.05,"
+            "status_429=0.05,status_5xx=0.05,result_5xx=0.05,download_fail=0.05"
+        ),
+    )
     spec = write_case(tmp_path, rows=5, seeds={"range": [0, 5]}, max_attempts=3)  # 5x4x5 = 100 jobs
     result = sweep(str(spec))
     stats = fal.stats()
@@ -135,8 +172,9 @@ def test_faults_never_pay_twice(fal, prefect_harness, tmp_path):
     jobs = plan(cfg, cfg.manifest).jobs
     assert len(jobs) == 100
     ledger = Ledger(open_store(cfg.store)).all()
-    failed_generation = {k for k, e in ledger.items()
-                         if any(s == "retrying" for s, _ in e.get("history", []))}
+    failed_generation = {
+        k for k, e in ledger.items() if any(s == "retrying" for s, _ in e.get("history", []))
+    }
     per_input = Counter({k: v for k, v in stats["submits_by_input"].items()})
     for job in jobs:
         n = per_input[input_key(job.endpoint, request_body(job))]

@@ -18,9 +18,17 @@ def case(tmp_path):
     (tmp_path / "a.png").write_bytes(make_image(640, 360))
     (tmp_path / "copy-of-a.png").write_bytes(make_image(640, 360))
     (tmp_path / "b.jpg").write_bytes(make_image(480, 640, fmt="JPEG"))
-    (tmp_path / "spec.yaml").write_text(yaml.safe_dump({
-        "name": "u", "endpoints": ["flash"], "grid": {"resolution": ["720p"]}, "seeds": [1, 2],
-        "defaults": {"duration": 5}}))
+    (tmp_path / "spec.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "name": "u",
+                "endpoints": ["flash"],
+                "grid": {"resolution": ["720p"]},
+                "seeds": [1, 2],
+                "defaults": {"duration": 5},
+            }
+        )
+    )
     return tmp_path
 
 
@@ -42,22 +50,33 @@ def ok(**extra):
 
 @pytest.mark.parametrize("suffix", [".csv", ".parquet", ".jsonl"])
 def test_formats_and_extra_columns(case, suffix):
-    p = run_plan(case, [ok(scene="beach"), {"id": "two", "image": "b.jpg", "prompt": "also", "scene": "x"}],
-                 suffix)
+    p = run_plan(
+        case,
+        [ok(scene="beach"), {"id": "two", "image": "b.jpg", "prompt": "also", "scene": "x"}],
+        suffix,
+    )
     assert not p.problems and len(p.jobs) == 4
     assert p.jobs[0].extra == {"scene": "beach"} and p.jobs[0].image_uri == str(case / "a.png")
 
 
 RULES = {
     "prompt length": ({"prompt": "p" * 801}, "prompt", "string_too_long"),
-    "negative prompt length": ({"negative_prompt": "n" * 501}, "negative_prompt", "string_too_long"),
+    "negative prompt length": (
+        {"negative_prompt": "n" * 501},
+        "negative_prompt",
+        "string_too_long",
+    ),
     "duration enum": ({"duration": "7"}, "duration", "enum"),
     "resolution enum": ({"resolution": "4k"}, "resolution", "enum"),
     "missing file": ({"image": "nope.png"}, "image", "file_missing"),
     "unreadable image": ({"image": data_uri(b"junk")}, "image", "image_unreadable"),
     "format": ({"image": data_uri(make_image(fmt="GIF"), "image/gif")}, "image", "image_format"),
     "too small": ({"image": data_uri(make_image(200, 300))}, "image", "image_dimensions"),
-    "too large": ({"image": data_uri(make_image(7700, 260, fmt="JPEG"))}, "image", "image_dimensions"),
+    "too large": (
+        {"image": data_uri(make_image(7700, 260, fmt="JPEG"))},
+        "image",
+        "image_dimensions",
+    ),
     "audio too short": ({"audio": data_uri(make_wav(1.0), "audio/wav")}, "audio", "audio_duration"),
     "audio format": ({"audio": data_uri(make_image(), "audio/wav")}, "audio", "audio_format"),
     "bad seed": ({"seed": "abc"}, "seed", "int_type"),
@@ -81,8 +100,15 @@ def test_each_rule_names_row_id_field_rule_and_value(case, rule, monkeypatch):
 
 
 def test_all_errors_are_reported_at_once(case):
-    p = run_plan(case, [ok(prompt="p" * 900, negative_prompt="n" * 600), {**ok(), "id": "x", "image": "nope.png"}])
-    assert {(e.row, e.field) for e in p.errors} == {(1, "prompt"), (1, "negative_prompt"), (2, "image")}
+    p = run_plan(
+        case,
+        [ok(prompt="p" * 900, negative_prompt="n" * 600), {**ok(), "id": "x", "image": "nope.png"}],
+    )
+    assert {(e.row, e.field) for e in p.errors} == {
+        (1, "prompt"),
+        (1, "negative_prompt"),
+        (2, "image"),
+    }
 
 
 def test_warnings_do_not_block(case):
@@ -107,7 +133,9 @@ def test_row_overrides_and_row_seed(case):
 
 def test_job_keys_ignore_row_order_and_paths_but_not_prompt_whitespace(case):
     a = run_plan(case, [ok(id="1"), {"id": "2", "image": "b.jpg", "prompt": "other"}])
-    b = run_plan(case, [{"id": "2", "image": "b.jpg", "prompt": "other"}, ok(id="1", image="copy-of-a.png")])
+    b = run_plan(
+        case, [{"id": "2", "image": "b.jpg", "prompt": "other"}, ok(id="1", image="copy-of-a.png")]
+    )
     assert {j.job_key for j in a.jobs} == {j.job_key for j in b.jobs}
     c = run_plan(case, [ok(id="1", prompt="fine ")])
     assert not {j.job_key for j in c.jobs} & {j.job_key for j in a.jobs}

@@ -16,8 +16,13 @@ def spec_file(tmp_path, **cfg):
 
 
 def test_grid_is_a_product_and_names_its_arms(tmp_path):
-    spec = load_spec(spec_file(tmp_path, endpoints=["standard", "flash"],
-                               grid={"resolution": ["720p", "1080p"], "duration": [5, 10]}))
+    spec = load_spec(
+        spec_file(
+            tmp_path,
+            endpoints=["standard", "flash"],
+            grid={"resolution": ["720p", "1080p"], "duration": [5, 10]},
+        )
+    )
     arms = spec.expand_arms()
     assert len(arms) == 8
     assert arms[0].name == "standard-720p-5s" and arms[0].settings["duration"] == "5"
@@ -25,18 +30,40 @@ def test_grid_is_a_product_and_names_its_arms(tmp_path):
 
 
 def test_zip_pairs_values_instead_of_crossing_them(tmp_path):
-    spec = load_spec(spec_file(tmp_path, endpoints=["flash"],
-                               zip={"resolution": ["720p", "1080p"], "duration": [10, 5]}))
+    spec = load_spec(
+        spec_file(
+            tmp_path,
+            endpoints=["flash"],
+            zip={"resolution": ["720p", "1080p"], "duration": [10, 5]},
+        )
+    )
     assert [(a.settings["resolution"], a.settings["duration"]) for a in spec.expand_arms()] == [
-        ("720p", "10"), ("1080p", "5")]
+        ("720p", "10"),
+        ("1080p", "5"),
+    ]
 
 
 def test_named_arms_and_explicit_defaults(tmp_path):
-    spec = load_spec(spec_file(tmp_path, defaults={"resolution": "720p"}, arms=[
-        {"name": "standard-1080p", "endpoint": "standard", "settings": {"resolution": "1080p"}},
-        {"name": "flash-720p", "endpoint": "wan/v2.6/image-to-video/flash"}]))
+    spec = load_spec(
+        spec_file(
+            tmp_path,
+            defaults={"resolution": "720p"},
+            arms=[
+                {
+                    "name": "standard-1080p",
+                    "endpoint": "standard",
+                    "settings": {"resolution": "1080p"},
+                },
+                {"name": "flash-720p", "endpoint": "wan/v2.6/image-to-video/flash"},
+            ],
+        )
+    )
     a, b = spec.expand_arms()
-    assert (a.name, a.settings["resolution"], b.settings["resolution"]) == ("standard-1080p", "1080p", "720p")
+    assert (a.name, a.settings["resolution"], b.settings["resolution"]) == (
+        "standard-1080p",
+        "1080p",
+        "720p",
+    )
     # every setting is explicit in the request: nothing is left to fal's defaults
     assert set(schema.FAL_DEFAULTS) <= set(b.settings)
 
@@ -47,8 +74,13 @@ def test_default_resolution_is_stated_not_silent(tmp_path):
 
 
 def test_per_endpoint_overrides(tmp_path):
-    spec = load_spec(spec_file(tmp_path, endpoints=["standard", "flash"],
-                               per_endpoint={"flash": {"resolution": "720p"}}))
+    spec = load_spec(
+        spec_file(
+            tmp_path,
+            endpoints=["standard", "flash"],
+            per_endpoint={"flash": {"resolution": "720p"}},
+        )
+    )
     got = {a.endpoint: a.settings["resolution"] for a in spec.expand_arms()}
     assert got == {schema.ENDPOINTS[0]: "1080p", schema.ENDPOINTS[1]: "720p"}
 
@@ -62,15 +94,27 @@ def test_seed_forms():
         Seeds(values=[1], random=2)
 
 
-@pytest.mark.parametrize("cfg,needle", [
-    ({"endpoints": ["fast"]}, "endpoints: Value error, unknown endpoint 'fast'"),
-    ({"endpoints": ["flash"], "grid": {"fps": [1]}}, "grid: Value error, grid: unknown setting(s) ['fps']"),
-    ({"endpoints": ["flash"], "concurrency": 0}, "concurrency: Input should be greater than or equal to 1"),
-    ({"endpoints": ["flash"], "budget_usd": -1}, "budget_usd: Input should be greater than 0"),
-    ({}, "give endpoints (with an optional grid) or named arms"),
-    ({"endpoints": ["flash"], "zip": {"duration": [5], "resolution": ["720p", "1080p"]}}, "same length"),
-    ({"endpoints": ["flash"], "colour": "red"}, "colour: Extra inputs are not permitted"),
-])
+@pytest.mark.parametrize(
+    "cfg,needle",
+    [
+        ({"endpoints": ["fast"]}, "endpoints: Value error, unknown endpoint 'fast'"),
+        (
+            {"endpoints": ["flash"], "grid": {"fps": [1]}},
+            "grid: Value error, grid: unknown setting(s) ['fps']",
+        ),
+        (
+            {"endpoints": ["flash"], "concurrency": 0},
+            "concurrency: Input should be greater than or equal to 1",
+        ),
+        ({"endpoints": ["flash"], "budget_usd": -1}, "budget_usd: Input should be greater than 0"),
+        ({}, "give endpoints (with an optional grid) or named arms"),
+        (
+            {"endpoints": ["flash"], "zip": {"duration": [5], "resolution": ["720p", "1080p"]}},
+            "same length",
+        ),
+        ({"endpoints": ["flash"], "colour": "red"}, "colour: Extra inputs are not permitted"),
+    ],
+)
 def test_bad_specs_name_the_key(tmp_path, cfg, needle):
     with pytest.raises(SpecError) as err:
         load_spec(spec_file(tmp_path, **cfg))
@@ -81,7 +125,9 @@ def test_job_key_is_stable_and_content_addressed():
     body = {"prompt": "a cat", "resolution": "720p", "duration": "5", "seed": 1}
     k = job_key(schema.ENDPOINTS[1], body, "abc", None)
     assert k == job_key(schema.ENDPOINTS[1], dict(reversed(list(body.items()))), "abc", None)
-    assert k != job_key(schema.ENDPOINTS[1], {**body, "prompt": "a cat "}, "abc", None)  # whitespace counts
+    assert k != job_key(
+        schema.ENDPOINTS[1], {**body, "prompt": "a cat "}, "abc", None
+    )  # whitespace counts
     assert k != job_key(schema.ENDPOINTS[0], body, "abc", None)
     assert k != job_key(schema.ENDPOINTS[1], body, "abd", None)
     assert len(k) == 24 and all(c in "0123456789abcdef" for c in k)

@@ -13,6 +13,7 @@ FAULTS = {
     "status_5xx": "status poll answered an nginx-style 503",
     "result_5xx": "result fetch answered a JSON 500",
     "failed": "generation failed (result 500, not billed)",
+    "flagged": "input refused by the safety checker (result 422)",
     "download_fail": "video download dropped half-way",
     "download_slow": "video download throttled",
 }
@@ -27,11 +28,14 @@ class Latency:
     flash: float = 0.0
     fixed: float | None = None  # when set: every job takes this long in total (queue + inference)
 
-    PRESETS = {"zero": {}, "demo": {"queue": 0.5, "standard": 0.3, "flash": 0.15},
-               "realistic": {"queue": 5.0, "standard": 12.0, "flash": 5.0}}
+    PRESETS = {
+        "zero": {},
+        "demo": {"queue": 0.5, "standard": 0.3, "flash": 0.15},
+        "realistic": {"queue": 5.0, "standard": 12.0, "flash": 5.0},
+    }
 
     @classmethod
-    def parse(cls, text: str) -> "Latency":
+    def parse(cls, text: str) -> Latency:
         """``zero``, ``demo``, ``realistic``, or ``queue=1,standard=2,flash=1`` / ``fixed=5``."""
         text = (text or "zero").strip()
         if text in cls.PRESETS:
@@ -54,7 +58,7 @@ class Faults:
     slow_bytes_per_s: float = 256 * 1024
 
     @classmethod
-    def parse(cls, text: str) -> "Faults":
+    def parse(cls, text: str) -> Faults:
         """``submit_429=0.1,failed=0.05,retention=360`` (rates are probabilities 0-1)."""
         if not text or text.strip() in ("none", ""):
             return cls()

@@ -81,10 +81,17 @@ def serve(
     sock.bind((host, port))
     port = sock.getsockname()[1]
     fal = LocalFal(config, media_dir or state_dir / "media", ssl_bundle=str(tls.bundle))
-    server = uvicorn.Server(uvicorn.Config(
-        fal.app, ssl_keyfile=str(tls.server_key), ssl_certfile=str(tls.server_cert),
-        log_level="warning", lifespan="off", timeout_keep_alive=30, backlog=2048,
-    ))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            fal.app,
+            ssl_keyfile=str(tls.server_key),
+            ssl_certfile=str(tls.server_cert),
+            log_level="warning",
+            lifespan="off",
+            timeout_keep_alive=30,
+            backlog=2048,
+        )
+    )
     env = client_env(host, port, tls.bundle, config.key)
 
     def announce_ready() -> None:
@@ -115,7 +122,11 @@ class LocalFalProcess:
         return self.env["WANSWEEP_LOCAL_FAL"]
 
     def _client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, verify=ssl.create_default_context(cafile=self.env["SSL_CERT_FILE"]), timeout=30)
+        return httpx.Client(
+            base_url=self.url,
+            verify=ssl.create_default_context(cafile=self.env["SSL_CERT_FILE"]),
+            timeout=30,
+        )
 
     def stats(self) -> dict[str, Any]:
         with self._client() as c:
@@ -138,7 +149,7 @@ class LocalFalProcess:
                 self.proc.kill()
                 self.proc.wait()
 
-    def __enter__(self) -> "LocalFalProcess":
+    def __enter__(self) -> LocalFalProcess:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -160,9 +171,27 @@ def start_local_fal(
     workdir.mkdir(parents=True, exist_ok=True)
     env_file = workdir / "fal.env"
     env_file.unlink(missing_ok=True)
-    cmd = [sys.executable, "-m", "wansweep.cli", "fal-server", "--host", "127.0.0.1", "--port", "0",
-           "--env-file", str(env_file), "--latency", latency, "--concurrency", str(concurrency),
-           "--media", media, "--media-dir", str(workdir / "media"), "--quiet"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "wansweep.cli",
+        "fal-server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--env-file",
+        str(env_file),
+        "--latency",
+        latency,
+        "--concurrency",
+        str(concurrency),
+        "--media",
+        media,
+        "--media-dir",
+        str(workdir / "media"),
+        "--quiet",
+    ]
     if faults:
         cmd += ["--faults", faults]
     if state_dir:

@@ -18,7 +18,7 @@ import secrets
 import ssl
 import time
 import uuid
-from collections import Counter, deque
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -186,8 +186,11 @@ class LocalFal:
             return JSONResponse({"detail": "Request body must be a JSON object"}, 422)
         if self._fault("submit_429"):
             self.stats["submits_rejected"] += 1
-            return JSONResponse({"detail": "Too many requests"}, 429,
-                                headers={"Retry-After": "1", "X-Fal-Error-Type": "rate_limited"})
+            return JSONResponse(
+                {"detail": "Too many requests"},
+                429,
+                headers={"Retry-After": "1", "X-Fal-Error-Type": "rate_limited"},
+            )
         if self._fault("submit_5xx"):
             self.stats["submits_rejected"] += 1
             return self._fal_error(500, "Internal server error", "internal_server_error")
@@ -197,7 +200,9 @@ class LocalFal:
 
         rid = str(uuid.uuid4())
         self._seq += 1
-        job = Job(rid, endpoint, payload, request.query_params.get("fal_webhook"), time.time(), self._seq)
+        job = Job(
+            rid, endpoint, payload, request.query_params.get("fal_webhook"), time.time(), self._seq
+        )
         self.jobs[rid] = job
         self.stats["submits_accepted"] += 1
         self.stats["submits_by_input"][input_key(endpoint, payload)] += 1
@@ -226,16 +231,22 @@ class LocalFal:
     def _status_body(self, job: Job, with_logs: bool) -> tuple[dict[str, Any], int]:
         logs = job.logs if with_logs else None
         if job.status == "IN_QUEUE":
-            return {"status": "IN_QUEUE", "queue_position": self._position(job),
-                    "response_url": None}, 202
+            return {
+                "status": "IN_QUEUE",
+                "queue_position": self._position(job),
+                "response_url": None,
+            }, 202
         if job.status == "IN_PROGRESS":
             return {"status": "IN_PROGRESS", "logs": logs}, 202
         body: dict[str, Any] = {"status": "COMPLETED", "logs": logs, "metrics": {}}
         if job.started_at and job.ended_at:
             body["metrics"]["inference_time"] = round(job.ended_at - job.started_at, 3)
         if job.error:
-            body["error"] = job.error["body"].get("detail") if isinstance(
-                job.error["body"].get("detail"), str) else "Validation error"
+            body["error"] = (
+                job.error["body"].get("detail")
+                if isinstance(job.error["body"].get("detail"), str)
+                else "Validation error"
+            )
             body["error_type"] = job.error["body"].get("error_type", "validation_error")
         return body, 200
 
@@ -287,7 +298,9 @@ class LocalFal:
         if job.status != "COMPLETED":
             return JSONResponse({"detail": "Request is still in progress"}, 400)
         if time.time() - (job.ended_at or 0) > self.config.faults.retention:
-            return JSONResponse({"detail": "Request result has expired", "error_type": "result_expired"}, 410)
+            return JSONResponse(
+                {"detail": "Request result has expired", "error_type": "result_expired"}, 410
+            )
         if self._fault("result_5xx"):
             return self._fal_error(500, "Internal server error", "internal_server_error")
         headers = {"x-fal-request-id": job.request_id}
@@ -313,8 +326,11 @@ class LocalFal:
 
     # ------------------------------------------------------------ processing
     async def _run(self, job: Job, base_url: str) -> None:
-        video_seconds = float(job.payload.get("duration", "5")) if job.payload.get(
-            "duration") in schema.DURATIONS else 5.0
+        video_seconds = (
+            float(job.payload.get("duration", "5"))
+            if job.payload.get("duration") in schema.DURATIONS
+            else 5.0
+        )
         queue_s, infer_s = self.config.latency.split(job.endpoint, video_seconds)
         loop = asyncio.get_running_loop()
         try:
@@ -326,10 +342,16 @@ class LocalFal:
                 self._started += 1
                 job.status, job.started_at = "IN_PROGRESS", time.time()
                 self.stats["in_progress"] += 1
-                self.stats["peak_in_progress"] = max(self.stats["peak_in_progress"],
-                                                     self.stats["in_progress"])
-                job.logs.append({"message": "Generating video", "level": "INFO",
-                                 "timestamp": _iso(job.started_at)})
+                self.stats["peak_in_progress"] = max(
+                    self.stats["peak_in_progress"], self.stats["in_progress"]
+                )
+                job.logs.append(
+                    {
+                        "message": "Generating video",
+                        "level": "INFO",
+                        "timestamp": _iso(job.started_at),
+                    }
+                )
                 try:
                     t0 = loop.time()
                     await self._generate(job, base_url)
@@ -341,15 +363,20 @@ class LocalFal:
         except asyncio.CancelledError:
             if job.status == "IN_QUEUE":
                 self._started += 1  # keeps queue positions of later jobs right
-            job.error = {"status_code": 400, "body": {"detail": "Request was cancelled",
-                                                      "error_type": "request_cancelled"}}
+            job.error = {
+                "status_code": 400,
+                "body": {"detail": "Request was cancelled", "error_type": "request_cancelled"},
+            }
         except Exception as exc:  # a bug here must still end the request
-            job.error = {"status_code": 500, "body": {"detail": f"Internal error: {exc}",
-                                                      "error_type": "internal_server_error"}}
+            job.error = {
+                "status_code": 500,
+                "body": {"detail": f"Internal error: {exc}", "error_type": "internal_server_error"},
+            }
         job.status, job.ended_at = "COMPLETED", time.time()
         job.status_code = job.error["status_code"] if job.error else 200
-        self.stats["completed" if not job.error else
-                   "invalid" if job.status_code == 422 else "failed"] += 1
+        self.stats[
+            "completed" if not job.error else "invalid" if job.status_code == 422 else "failed"
+        ] += 1
         if job.webhook:
             loop.create_task(self._deliver_webhook(job))
 
@@ -361,8 +388,11 @@ class LocalFal:
             try:
                 image = await self._fetch(payload["image_url"])
             except Exception as exc:
-                problems.append(schema.Problem("image_url", "file_download_error",
-                                               f"Failed to download the file: {exc}"))
+                problems.append(
+                    schema.Problem(
+                        "image_url", "file_download_error", f"Failed to download the file: {exc}"
+                    )
+                )
             else:
                 _, img_problems = schema.check_image(image)
                 problems += [p for p in img_problems if p.severity == "error"]
@@ -370,16 +400,35 @@ class LocalFal:
             try:
                 audio = await self._fetch(payload["audio_url"])
             except Exception as exc:
-                problems.append(schema.Problem("audio_url", "file_download_error",
-                                               f"Failed to download the file: {exc}"))
+                problems.append(
+                    schema.Problem(
+                        "audio_url", "file_download_error", f"Failed to download the file: {exc}"
+                    )
+                )
             else:
                 problems += schema.check_audio(audio)
         if problems:
             job.error = {"status_code": 422, "body": {"detail": [p.fal_detail() for p in problems]}}
             return
+        if self._fault("flagged"):
+            job.error = {
+                "status_code": 422,
+                "body": {
+                    "detail": [
+                        {
+                            "loc": ["body", "image_url"],
+                            "msg": "Image was flagged by the safety checker",
+                            "type": "content_policy_violation",
+                        }
+                    ]
+                },
+            }
+            return
         if self._fault("failed"):
-            job.error = {"status_code": 500, "body": {"detail": "Generation failed on the runner",
-                                                      "error_type": "runner_error"}}
+            job.error = {
+                "status_code": 500,
+                "body": {"detail": "Generation failed on the runner", "error_type": "runner_error"},
+            }
             return
 
         settings = {**schema.FAL_DEFAULTS, **payload}
@@ -388,10 +437,21 @@ class LocalFal:
             seed = random.randrange(2**31)
         expand = bool(settings["enable_prompt_expansion"])
         tiny = self.config.media == "tiny"
-        key = hashlib.sha256(json.dumps(
-            [hashlib.sha256(image).hexdigest(), hashlib.sha256(audio or b"").hexdigest(),
-             payload["prompt"], seed, settings["resolution"], settings["duration"],
-             expand and bool(settings["multi_shots"]), tiny], sort_keys=True).encode()).hexdigest()[:24]
+        key = hashlib.sha256(
+            json.dumps(
+                [
+                    hashlib.sha256(image).hexdigest(),
+                    hashlib.sha256(audio or b"").hexdigest(),
+                    payload["prompt"],
+                    seed,
+                    settings["resolution"],
+                    settings["duration"],
+                    expand and bool(settings["multi_shots"]),
+                    tiny,
+                ],
+                sort_keys=True,
+            ).encode()
+        ).hexdigest()[:24]
         name = f"{key}.mp4"
         path = self.media_dir / name
         meta_path = path.with_suffix(".json")
@@ -399,21 +459,38 @@ class LocalFal:
             meta = json.loads(meta_path.read_text())
         else:
             clip = await asyncio.get_running_loop().run_in_executor(
-                self.pool, lambda: render(
-                    image, prompt=payload["prompt"], seed=seed,
-                    resolution=settings["resolution"], duration=settings["duration"],
-                    multi_shots=expand and bool(settings["multi_shots"]), audio=audio,
-                    fps=4 if tiny else 16, short_side=64 if tiny else None))
+                self.pool,
+                lambda: render(
+                    image,
+                    prompt=payload["prompt"],
+                    seed=seed,
+                    resolution=settings["resolution"],
+                    duration=settings["duration"],
+                    multi_shots=expand and bool(settings["multi_shots"]),
+                    audio=audio,
+                    fps=4 if tiny else 16,
+                    short_side=64 if tiny else None,
+                ),
+            )
             tmp = path.with_suffix(".part")
             tmp.write_bytes(clip.data)
             tmp.replace(path)
-            meta = {"width": clip.width, "height": clip.height, "fps": clip.fps,
-                    "duration": clip.duration, "num_frames": clip.num_frames,
-                    "file_size": len(clip.data)}
+            meta = {
+                "width": clip.width,
+                "height": clip.height,
+                "fps": clip.fps,
+                "duration": clip.duration,
+                "num_frames": clip.num_frames,
+                "file_size": len(clip.data),
+            }
             meta_path.write_text(json.dumps(meta))
         output: dict[str, Any] = {
-            "video": {"url": f"{base_url}/_local/media/{name}", "content_type": "video/mp4",
-                      "file_name": name, **meta},
+            "video": {
+                "url": f"{base_url}/_local/media/{name}",
+                "content_type": "video/mp4",
+                "file_name": name,
+                **meta,
+            },
             "seed": seed,
         }
         if expand:
@@ -424,26 +501,33 @@ class LocalFal:
         if url.startswith("data:"):
             header, _, data = url.partition(",")
             try:
-                return base64.b64decode(data, validate=True) if header.endswith(";base64") \
+                return (
+                    base64.b64decode(data, validate=True)
+                    if header.endswith(";base64")
                     else unquote_to_bytes(data)
+                )
             except binascii.Error:
                 raise ValueError("data URI is not valid base64") from None
         if url.startswith(("http://", "https://")):
             own = "/_local/files/"
             if own in url:
                 return (self.media_dir / "files" / url.split(own, 1)[1].split("?")[0]).read_bytes()
-            async with httpx.AsyncClient(verify=self._ssl(), timeout=30,
-                                         follow_redirects=True) as client:
+            async with httpx.AsyncClient(
+                verify=self._ssl(), timeout=30, follow_redirects=True
+            ) as client:
                 response = await client.get(url)
                 response.raise_for_status()
                 return response.content
         raise ValueError("URL must be https://, http:// or a data URI")
 
     async def _deliver_webhook(self, job: Job) -> None:
-        body = {"request_id": job.request_id, "gateway_request_id": job.request_id,
-                "status": "ERROR" if job.error else "OK",
-                "payload": job.output if not job.error else job.error["body"],
-                "error": None if not job.error else f"Request failed ({job.status_code})"}
+        body = {
+            "request_id": job.request_id,
+            "gateway_request_id": job.request_id,
+            "status": "ERROR" if job.error else "OK",
+            "payload": job.output if not job.error else job.error["body"],
+            "error": None if not job.error else f"Request failed ({job.status_code})",
+        }
         try:
             async with httpx.AsyncClient(verify=self._ssl(), timeout=10) as client:
                 (await client.post(job.webhook, json=body)).raise_for_status()
@@ -474,8 +558,9 @@ class LocalFal:
                     if slow:
                         await asyncio.sleep(len(chunk) / rate)
 
-        return StreamingResponse(body(), media_type="video/mp4",
-                                 headers={"Content-Length": str(size)})
+        return StreamingResponse(
+            body(), media_type="video/mp4", headers={"Content-Length": str(size)}
+        )
 
     async def files(self, request: Request) -> Response:
         """PUT stores a file that requests may then name by URL; GET serves it."""
@@ -509,8 +594,11 @@ class LocalFal:
                 changes["media"] = body["media"]
             if "concurrency" in body:
                 changes["concurrency"] = int(body["concurrency"])
-                self._slots = None if not any(j.status != "COMPLETED" for j in self.jobs.values()) \
+                self._slots = (
+                    None
+                    if not any(j.status != "COMPLETED" for j in self.jobs.values())
                     else self._slots
+                )
         except ValueError as exc:
             return JSONResponse({"detail": str(exc)}, 422)
         self.config = replace(self.config, **changes)
@@ -530,25 +618,36 @@ class LocalFal:
         limit = min(int(q.get("limit", 50)), 1000)
         offset = int(q.get("cursor") or 0)
         expand = "payloads" in q.get("expand", "")
-        rows = [j for j in self.jobs.values()
-                if (endpoint is None or j.endpoint == endpoint)
-                and (start is None or j.sent_at >= start) and (end is None or j.sent_at <= end)]
+        rows = [
+            j
+            for j in self.jobs.values()
+            if (endpoint is None or j.endpoint == endpoint)
+            and (start is None or j.sent_at >= start)
+            and (end is None or j.sent_at <= end)
+        ]
         rows.sort(key=lambda j: j.sent_at, reverse=True)
-        page = rows[offset:offset + limit]
+        page = rows[offset : offset + limit]
         items = []
         for j in page:
-            item = {"request_id": j.request_id, "endpoint_id": j.endpoint,
-                    "sent_at": _iso(j.sent_at), "started_at": _iso(j.started_at),
-                    "ended_at": _iso(j.ended_at), "status_code": j.status_code,
-                    "duration": round(j.ended_at - j.started_at, 3)
-                    if j.ended_at and j.started_at else None}
+            item = {
+                "request_id": j.request_id,
+                "endpoint_id": j.endpoint,
+                "sent_at": _iso(j.sent_at),
+                "started_at": _iso(j.started_at),
+                "ended_at": _iso(j.ended_at),
+                "status_code": j.status_code,
+                "duration": round(j.ended_at - j.started_at, 3)
+                if j.ended_at and j.started_at
+                else None,
+            }
             if expand:
                 item["json_input"] = j.payload
                 item["json_output"] = j.output if not j.error else j.error["body"]
             items.append(item)
         more = offset + limit < len(rows)
-        return JSONResponse({"items": items, "next_cursor": str(offset + limit) if more else None,
-                             "has_more": more})
+        return JSONResponse(
+            {"items": items, "next_cursor": str(offset + limit) if more else None, "has_more": more}
+        )
 
     async def pricing(self, request: Request) -> Response:
         if not self._authorized(request):
@@ -557,8 +656,16 @@ class LocalFal:
 
         table = PriceTable.load()
         wanted = request.query_params.getlist("endpoint_id") or list(schema.ENDPOINTS)
-        prices = [{"endpoint_id": e, "unit_price": table.unit_price(e, "720p"), "unit": "second",
-                   "currency": "USD"} for e in wanted if e in schema.ENDPOINTS]
+        prices = [
+            {
+                "endpoint_id": e,
+                "unit_price": table.unit_price(e, "720p"),
+                "unit": "second",
+                "currency": "USD",
+            }
+            for e in wanted
+            if e in schema.ENDPOINTS
+        ]
         return JSONResponse({"prices": prices})
 
 
@@ -570,17 +677,31 @@ class _DroppedResponse(Response):
         self.answer = json.dumps(answer).encode()
 
     async def __call__(self, scope, receive, send) -> None:
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(self.answer)).encode())]})
-        await send({"type": "http.response.body", "body": self.answer[: len(self.answer) // 2],
-                    "more_body": True})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(self.answer)).encode()),
+                ],
+            }
+        )
+        await send(
+            {
+                "type": "http.response.body",
+                "body": self.answer[: len(self.answer) // 2],
+                "more_body": True,
+            }
+        )
         raise _Dropped("connection dropped after accept (fault injection)")
 
 
 def _expand(prompt: str, seed: int) -> str:
     flavour = ["cinematic lighting", "smooth camera motion", "rich detail", "natural colours"]
-    return f"{prompt.strip()} ({flavour[seed % len(flavour)]}, {flavour[(seed // 4) % len(flavour)]})"
+    return (
+        f"{prompt.strip()} ({flavour[seed % len(flavour)]}, {flavour[(seed // 4) % len(flavour)]})"
+    )
 
 
 def _iso(ts: float | None) -> str | None:

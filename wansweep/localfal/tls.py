@@ -38,21 +38,25 @@ def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
     )
 
 
-def ensure_tls(state_dir: Path, hosts: tuple[str, ...] = ("127.0.0.1", "localhost", "::1")) -> TLSFiles:
+def ensure_tls(
+    state_dir: Path, hosts: tuple[str, ...] = ("127.0.0.1", "localhost", "::1")
+) -> TLSFiles:
     """Create (once) a CA and a server certificate for ``hosts`` under ``state_dir``."""
     state_dir.mkdir(parents=True, exist_ok=True)
     files = TLSFiles(
-        state_dir / "ca.pem", state_dir / "server.pem", state_dir / "server.key",
+        state_dir / "ca.pem",
+        state_dir / "server.pem",
+        state_dir / "server.key",
         state_dir / "ca-bundle.pem",
     )
     sans = sorted(set(hosts))
     marker = state_dir / "hosts.txt"
-    if all(p.exists() for p in (files.ca_cert, files.server_cert, files.server_key, files.bundle)) and (
-        marker.exists() and marker.read_text() == ",".join(sans)
-    ):
+    if all(
+        p.exists() for p in (files.ca_cert, files.server_cert, files.server_key, files.bundle)
+    ) and (marker.exists() and marker.read_text() == ",".join(sans)):
         return files
 
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_cert = (
         x509.CertificateBuilder()
@@ -64,9 +68,12 @@ def ensure_tls(state_dir: Path, hosts: tuple[str, ...] = ("127.0.0.1", "localhos
         .not_valid_after(now + dt.timedelta(days=3650))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+            critical=True,
         )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+        .add_extension(
+            x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
+        )
         .sign(ca_key, hashes.SHA256())
     )
     key = ec.generate_private_key(ec.SECP256R1())
@@ -86,7 +93,9 @@ def ensure_tls(state_dir: Path, hosts: tuple[str, ...] = ("127.0.0.1", "localhos
         .not_valid_after(now + dt.timedelta(days=825))
         .add_extension(x509.SubjectAlternativeName(alt), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(
+            x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
+        )
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
         )
