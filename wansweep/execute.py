@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import mimetypes
+import os
 import tempfile
 import threading
 import time
@@ -302,6 +303,8 @@ def _archive(job: Job, rt: Runtime, ledger: Ledger, entry: dict[str, Any]) -> No
         "estimated_usd": job.estimated_usd,
         "tool_version": __version__,
     }
+    if os.environ.get("WANSWEEP_FAULT_EXIT_BEFORE_SIDECAR"):  # fault injection for tests
+        os._exit(137)
     store.put_json(job_file(job.job_key, SIDECAR), meta)
     ledger.put(job.job_key, entry, status="archived", archived_at=archived_at)
 

@@ -1,0 +1,178 @@
+"""Killed processes, Ctrl-C, refused inputs and polling manners, against the local fal server."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+
+from flows.sweep import sweep
+from tests.integration.test_sweep_flow import write_case
+from wansweep.archive import Ledger, archived_keys
+from wansweep.execute import request_body
+from wansweep.localfal.server import input_key
+from wansweep.manifest import plan
+from wansweep.store import open_store
+from wansweep.sweep import load_spec
+
+
+def start_run(spec: Path, tmp: Path, **env: str) -> subprocess.Popen:
+    """`wansweep run` in its own process group (with its own ephemeral Prefect server)."""
+    log = (tmp / f"run-{time.monotonic_ns()}.log").open("wb")
+    return subprocess.Popen(
+        [sys.executable, "-m", "wansweep.cli", "run", str(spec)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        cwd=tmp,
+        env={**os.environ, "PREFECT_SERVER_ALLOW_EPHEMERAL_MODE": "true", **env},
+    )
+
+
+def wait_for(condition, timeout=180.0, what="condition"):
+    """Wait for a state of the world (files in the ledger), with a deadline."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def ledger_statuses(store_dir: Path) -> Counter:
+    folder = store_dir / "ledger"
+    out: Counter = Counter()
+    for f in folder.glob("*.json") if folder.exists() else []:
+        try:
+            out[json.loads(f.read_text())["status"]] += 1
+        except (ValueError, KeyError):
+            pass
+    return out
+
+
+def accepted_per_job(fal, spec: Path) -> dict[str, int]:
+    cfg = load_spec(spec)
+    stats = fal.stats()["submits_by_input"]
+    return {
+        j.job_key: stats.get(input_key(j.endpoint, request_body(j)), 0)
+        for j in plan(cfg, cfg.manifest).jobs
+    }
+
+
+def test_sigkill_mid_run_then_rerun_pays_once_and_loses_nothing(fal, prefect_harness, tmp_path):
+    fal.configure(latency="fixed=4", media="tiny", concurrency=4)
+    spec = write_case(tmp_path, rows=3, seeds=[1, 2])  # 24 jobs
+    store_dir = tmp_path / "archive"
+    proc = start_run(spec, tmp_path)
+    try:
+        wait_for(lambda: ledger_statuses(store_dir)["submitted"] >= 4, what="jobs in flight")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    in_flight = ledger_statuses(store_dir)
+    assert in_flight["submitted"] >= 4 and len(archived_keys(open_store(str(store_dir)))) < 24
+
+    fal.configure(latency="zero")
+    result = sweep(str(spec))
+    assert result["failed"] == 0
+    assert result["outcomes"].get("resumed", 0) >= 4  # picked up at fal, not paid again
+    accepted = accepted_per_job(fal, spec)
+    assert set(accepted.values()) == {1}, accepted
+    store = open_store(str(store_dir))
+    keys = archived_keys(store)
+    assert len(keys) == 24
+    for key in keys:
+        assert (
+            store.size(f"jobs/{key}/video.mp4")
+            == store.get_json(f"jobs/{key}/meta.json")["video"]["size"]
+        )
+
+
+def test_killed_between_upload_and_sidecar_resumes_without_fal(fal, prefect_harness, tmp_path):
+    spec = write_case(
+        tmp_path, rows=1, endpoints=["flash"], grid={"resolution": ["720p"]}, seeds=[5]
+    )
+    store_dir = tmp_path / "archive"
+    proc = start_run(spec, tmp_path, WANSWEEP_FAULT_EXIT_BEFORE_SIDECAR="1")
+    assert proc.wait(300) != 0
+    store = open_store(str(store_dir))
+    (key,) = [k.split("/")[1] for k in store.list("jobs/") if k.endswith("video.mp4")]
+    assert not store.exists(f"jobs/{key}/meta.json")  # no sidecar for a video it did not finish
+    before = fal.stats()
+    assert before["submits_accepted"] == 1 and before["downloads"] == 1
+
+    result = sweep(str(spec))
+    after = fal.stats()
+    assert result["outcomes"] == {"resumed": 1}
+    assert after["submits_accepted"] == 1 and after["downloads"] == 1  # nothing asked of fal again
+    meta = store.get_json(f"jobs/{key}/meta.json")
+    assert meta["video"]["size"] == store.size(f"jobs/{key}/video.mp4")
+
+
+def test_ctrl_c_cancels_in_flight_requests_and_records_them(fal, prefect_harness, tmp_path):
+    fal.configure(latency="fixed=60", media="tiny", concurrency=2)
+    spec = write_case(tmp_path, rows=1, endpoints=["flash"], seeds=[1, 2])  # 4 jobs
+    store_dir = tmp_path / "archive"
+    proc = start_run(spec, tmp_path)
+    wait_for(lambda: ledger_statuses(store_dir)["submitted"] == 4, what="4 jobs in flight")
+    os.killpg(proc.pid, signal.SIGINT)
+    assert proc.wait(120) != 0
+    assert ledger_statuses(store_dir)["cancelled"] == 4
+    assert fal.stats()["cancels"] == 4
+
+    fal.configure(latency="zero")
+    result = sweep(str(spec))  # the cancelled jobs are submitted again, once each
+    assert result["failed"] == 0 and len(archived_keys(open_store(str(store_dir)))) == 4
+    assert set(accepted_per_job(fal, spec).values()) == {2}
+
+
+def test_refused_input_fails_only_its_job_and_is_not_retried(fal, prefect_harness, tmp_path):
+    fal.configure(faults="flagged=0.3", fault_seed=3)
+    spec = write_case(
+        tmp_path,
+        rows=4,
+        endpoints=["flash"],
+        grid={"resolution": ["720p"]},
+        seeds=[1, 2],
+        max_attempts=3,
+    )
+    result = sweep(str(spec))
+    flagged = fal.stats()["faults"]["flagged"]
+    assert 0 < flagged < 8 and result["failed"] == flagged
+    report = pd.read_csv(result["report"]["jobs_csv"])
+    failed = report[report["status"] == "failed"]
+    assert len(failed) == flagged and (report["status"] == "succeeded").sum() == 8 - flagged
+    assert failed["error"].str.contains("flagged by the safety checker").all()
+    assert set(accepted_per_job(fal, spec).values()) == {1}  # a 422 is never submitted again
+
+
+def test_status_polls_stay_under_one_per_two_seconds_of_latency(fal, prefect_harness, tmp_path):
+    latency = 6.0
+    fal.configure(latency=f"fixed={latency}", media="tiny", concurrency=10)
+    spec = write_case(
+        tmp_path,
+        rows=2,
+        endpoints=["flash"],
+        grid={"resolution": ["720p"]},
+        seeds=[1, 2, 3],
+        poll={"first": 2.0, "factor": 1.5, "max": 15.0},
+    )
+    result = sweep(str(spec))
+    assert result["outcomes"] == {"archived": 6}
+    polls = fal.stats()["status_polls_by_request"]
+    assert len(polls) == 6
+    bound = math.ceil(latency / 2)  # at most one poll per 2 s of job latency
+    assert max(polls.values()) <= bound, polls
+    assert (
+        Ledger(open_store(str(tmp_path / "archive"))).get(
+            next(iter(archived_keys(open_store(str(tmp_path / "archive")))))
+        )["status"]
+        == "archived"
+    )
