@@ -7,6 +7,7 @@ remaining job on a bounded thread pool, then report from the archive.
 
 from __future__ import annotations
 
+import sys
 import time
 import uuid
 from typing import Any
@@ -27,6 +28,51 @@ from wansweep.sweep import load_spec
 DEFAULT_STORE = "./archive"
 
 
+class Progress:
+    """A live bar on a terminal; otherwise a log line every 5% (and at the end)."""
+
+    def __init__(self, total: int, log: Any):
+        self.total, self.log, self.done = total, log, 0
+        self.started = time.monotonic()
+        self.bar = None
+        if total and sys.stderr.isatty():
+            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+            from rich.progress import Progress as Bar
+
+            self.bar = Bar(
+                TextColumn("jobs"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                TextColumn("{task.description}"),
+            )
+
+    def __enter__(self) -> Progress:
+        if self.bar is not None:
+            self.bar.start()
+            self.task = self.bar.add_task("", total=self.total)
+        return self
+
+    def advance(self, counts: dict[str, int]) -> None:
+        self.done += 1
+        text = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
+        if self.bar is not None:
+            self.bar.update(self.task, advance=1, description=text)
+        elif self.done % max(1, self.total // 20) == 0 or self.done == self.total:
+            self.log.info(
+                "progress %d/%d (%.0f%%) %s, %.0f s",
+                self.done,
+                self.total,
+                100 * self.done / self.total,
+                text,
+                time.monotonic() - self.started,
+            )
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
 class PlanInvalid(ValueError):
     pass
 
@@ -44,6 +90,7 @@ def sweep(
     budget_usd: float | None = None,
     skip_invalid: bool = False,
     report_dir: str | None = None,
+    resubmit_expired: bool = False,
 ) -> dict[str, Any]:
     """Run a sweep spec (configs/*.yaml) over a manifest and archive every video.
 
@@ -55,6 +102,8 @@ def sweep(
         budget_usd: the most this run may commit; overrides the spec's.
         skip_invalid: leave invalid rows out (reported as skipped) instead of refusing to start.
         report_dir: also write the report files to this local folder.
+        resubmit_expired: submit again (and pay again) a job whose fal request was lost or
+            whose result expired before it was archived; off by default: such jobs are reported.
     """
     log = get_run_logger()
     cfg = load_spec(
@@ -103,29 +152,21 @@ def sweep(
         connections=min(256, 2 * cfg.concurrency + 8),
     )
     counts: dict[str, int] = {}
-    started = time.monotonic()
     try:
         with ThreadPoolTaskRunner(max_workers=cfg.concurrency) as runner:
             futures = [runner.submit(generate, {"job": job, "settings": settings}) for job in todo]
             try:
-                step = max(1, len(todo) // 20)
-                for n, future in enumerate(as_completed(futures), start=1):
-                    result = future.result(raise_on_failure=False)
-                    status = result["status"] if isinstance(result, dict) else "crashed"
-                    counts[status] = counts.get(status, 0) + 1
-                    if status in ("failed", "expired", "crashed"):
-                        log.warning(
-                            "job failed: %s", result if isinstance(result, dict) else repr(result)
-                        )
-                    if n % step == 0 or n == len(todo):
-                        log.info(
-                            "progress %d/%d (%.0f%%) %s, %.0f s",
-                            n,
-                            len(todo),
-                            100 * n / len(todo),
-                            ", ".join(f"{v} {k}" for k, v in sorted(counts.items())),
-                            time.monotonic() - started,
-                        )
+                with Progress(len(todo), log) as progress:
+                    for future in as_completed(futures):
+                        result = future.result(raise_on_failure=False)
+                        status = result["status"] if isinstance(result, dict) else "crashed"
+                        counts[status] = counts.get(status, 0) + 1
+                        if status in ("failed", "expired", "crashed"):
+                            log.warning(
+                                "job failed: %s",
+                                result if isinstance(result, dict) else repr(result),
+                            )
+                        progress.advance(counts)
             except BaseException:
                 # Ctrl-C, flow-run cancellation or a crash: before the pool shuts down, every
                 # waiting job cancels its fal request and records that in the ledger.

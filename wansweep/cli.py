@@ -113,6 +113,9 @@ def run(
     budget: float | None = typer.Option(None, help="Most USD this run may commit."),
     skip_invalid: bool = typer.Option(False, help="Leave invalid rows out instead of stopping."),
     report_dir: Path | None = typer.Option(None, help="Also write the report files here."),
+    resubmit_expired: bool = typer.Option(
+        False, help="Pay again for jobs whose fal request was lost or whose result expired."
+    ),
 ) -> None:
     """Run a sweep: validate, skip what is archived, generate the rest, archive, report."""
     import json
@@ -135,6 +138,7 @@ def run(
                 budget_usd=budget,
                 skip_invalid=skip_invalid,
                 report_dir=str(report_dir) if report_dir else None,
+                resubmit_expired=resubmit_expired,
             )
         except (PlanInvalid, OverBudget, SpecError, ManifestError) as exc:
             console.print(f"[red]{exc}[/red]", highlight=False)
@@ -223,6 +227,56 @@ def plan_cmd(
     if result.errors:
         console.print(f"[red]{len(result.errors)} error(s): a run would submit nothing[/red]")
         raise typer.Exit(2)
+
+
+@app.command()
+def pricing(
+    refresh: bool = typer.Option(False, help="Ask fal's pricing API (needs FAL_KEY) and compare."),
+) -> None:
+    """Show the price table (configs/pricing.yaml) and, with --refresh, what fal's API says now."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from wansweep import schema
+    from wansweep.pricing import PriceTable
+
+    console = Console()
+    table = PriceTable.load()
+    live: dict = {}
+    if refresh:
+        from wansweep.falqueue import FalConfig, FalQueue
+
+        try:
+            fal = FalQueue(FalConfig.from_env(), attempts=3)
+        except RuntimeError as exc:
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(2) from None
+        live = fal.prices(list(schema.ENDPOINTS))
+        fal.close()
+    out = Table(title=f"USD per second of video ({table.path})")
+    for col in ("endpoint", "720p", "1080p", "source", "as of") + (
+        ("fal API now",) if refresh else ()
+    ):
+        out.add_column(col)
+    for endpoint in schema.ENDPOINTS:
+        row = table.prices.get(endpoint, {})
+        cells = [
+            endpoint,
+            str(row.get("720p")),
+            str(row.get("1080p")),
+            str(row.get("source", "")),
+            str(row.get("as_of", "")),
+        ]
+        if refresh:
+            p = live.get(endpoint)
+            cells.append(f"{p['unit_price']} per {p['unit']}" if p else "not listed")
+        out.add_row(*cells)
+    console.print(out)
+    if refresh:
+        console.print(
+            "The table is not rewritten: the API gives one unit price per endpoint, the "
+            "table one per resolution. Update configs/pricing.yaml by hand, with source and date."
+        )
 
 
 @app.command()

@@ -254,6 +254,29 @@ class FalQueue:
             if not page.get("has_more") or not cursor:
                 return None
 
+    def prices(self, endpoints: list[str]) -> dict[str, dict[str, Any]]:
+        """fal's Platform API pricing: {endpoint: {unit_price, unit, currency}}."""
+
+        def get() -> httpx.Response:
+            r = self.http.get(
+                f"{self.config.api_base}/models/pricing",
+                params=[("endpoint_id", e) for e in endpoints],
+            )
+            if r.status_code in TRANSIENT_CODES:
+                raise fal_client.client.FalClientHTTPError(
+                    _detail(r), r.status_code, dict(r.headers), r
+                )
+            return r
+
+        response = self._retrying("pricing", get)
+        if response.status_code != 200:
+            raise FalError(
+                f"pricing API answered {response.status_code}: {_detail(response)}",
+                "rejected",
+                response.status_code,
+            )
+        return {p["endpoint_id"]: p for p in response.json().get("prices", [])}
+
     # ---------------------------------------------------------- wait/result
     def wait(
         self,

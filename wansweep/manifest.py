@@ -123,10 +123,9 @@ class MediaCache:
         self._seen: dict[tuple[str, str], _Media] = {}
 
     def get(self, ref: str, kind: str, base: str) -> _Media:
-        uri = resolve_ref(ref, base)
-        key = (uri, kind)
+        key = (ref, kind)
         if key not in self._seen:
-            self._seen[key] = self._load(uri, kind)
+            self._seen[key] = self._load(resolve_ref(ref, base), kind)
         return self._seen[key]
 
     def _load(self, uri: str, kind: str) -> _Media:

@@ -422,3 +422,12 @@ def test_stats_reset_and_unauthorised(fal):
     assert r.status_code == 401
     fal.reset()
     assert fal.stats()["submits_accepted"] == 0
+
+
+def test_pricing_api_through_falqueue(fal):
+    from wansweep.falqueue import FalConfig, FalQueue
+
+    q = FalQueue(FalConfig.from_env())
+    prices = q.prices(list(schema.ENDPOINTS))
+    q.close()
+    assert prices[FLASH]["unit_price"] == 0.05 and prices[FLASH]["unit"] == "second"

@@ -165,12 +165,12 @@ def test_faults_never_pay_twice(fal, prefect_harness, tmp_path):
             "status_429=0.05,status_5xx=0.05,result_5xx=0.05,download_fail=0.05"
         ),
     )
-    spec = write_case(tmp_path, rows=5, seeds={"range": [0, 5]}, max_attempts=3)  # 5x4x5 = 100 jobs
+    spec = write_case(tmp_path, rows=10, seeds={"range": [0, 5]}, max_attempts=3)  # 10x4x5 = 200
     result = sweep(str(spec))
     stats = fal.stats()
     cfg = load_spec(spec)
     jobs = plan(cfg, cfg.manifest).jobs
-    assert len(jobs) == 100
+    assert len(jobs) == 200
     ledger = Ledger(open_store(cfg.store)).all()
     failed_generation = {
         k for k, e in ledger.items() if any(s == "retrying" for s, _ in e.get("history", []))
@@ -184,4 +184,28 @@ def test_faults_never_pay_twice(fal, prefect_harness, tmp_path):
             assert n == 1, f"job {job.job_key} was accepted {n} times"
     assert stats["faults"].get("drop_after_accept", 0) >= 1
     assert any(e.get("reconciled") for e in ledger.values())
-    assert result["failed"] == 0 and result["outcomes"].get("archived") == 100
+    assert result["failed"] == 0 and result["outcomes"].get("archived") == 200
+
+
+@pytest.mark.parametrize(
+    "rule", list(__import__("tests.unit.test_manifest", fromlist=["RULES"]).RULES)
+)
+def test_each_invalid_row_stops_the_flow_before_fal_sees_anything(
+    fal, prefect_harness, tmp_path, rule, monkeypatch
+):
+    from tests.unit.test_manifest import RULES
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # unreachable S3 for that rule
+    change, field, code = RULES[rule]
+    spec = write_case(
+        tmp_path, rows=1, endpoints=["flash"], grid={"resolution": ["720p"]}, seeds=[1]
+    )
+    row = {"id": "bad", "image": "img0.png", "prompt": "fine", "group": "g", **change}
+    frame = pd.read_csv(tmp_path / "manifest.csv", dtype=str)
+    pd.concat([frame, pd.DataFrame([row])]).to_csv(tmp_path / "manifest.csv", index=False)
+    with pytest.raises(PlanInvalid) as err:
+        sweep(str(spec))
+    assert f"row 2 (id bad): {field}:" in str(err.value) and code in str(err.value)
+    stats = fal.stats()
+    assert stats["submits_accepted"] == 0 and stats["submits_rejected"] == 0
+    assert not (tmp_path / "archive" / "ledger").exists()
