@@ -29,9 +29,21 @@ from wansweep.localfal.runner import start_local_fal  # noqa: E402
 RESULTS: list[dict] = []
 
 
-def record(name: str, value: float, unit: str, target: str = "", baseline: float | None = None,
-           note: str = "") -> None:
-    row = {"benchmark": name, "value": round(value, 3), "unit": unit, "target": target, "note": note}
+def record(
+    name: str,
+    value: float,
+    unit: str,
+    target: str = "",
+    baseline: float | None = None,
+    note: str = "",
+) -> None:
+    row = {
+        "benchmark": name,
+        "value": round(value, 3),
+        "unit": unit,
+        "target": target,
+        "note": note,
+    }
     if baseline:
         row["baseline"] = round(baseline, 3)
         row["ratio"] = round(value / baseline, 3)
@@ -40,8 +52,15 @@ def record(name: str, value: float, unit: str, target: str = "", baseline: float
     print(f"{name:<44} {value:>10.3f} {unit:<8}{extra}  {target}  {note}".rstrip(), flush=True)
 
 
-def make_case(folder: Path, rows: int, images: int = 5, seeds: int = 1, poll: dict | None = None,
-              concurrency: int = 100, name: str = "bench") -> Path:
+def make_case(
+    folder: Path,
+    rows: int,
+    images: int = 5,
+    seeds: int = 1,
+    poll: dict | None = None,
+    concurrency: int = 100,
+    name: str = "bench",
+) -> Path:
     from tests.conftest import make_image
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -53,11 +72,18 @@ def make_case(folder: Path, rows: int, images: int = 5, seeds: int = 1, poll: di
             f.write(f"r{r},i{r % images}.png,benchmark prompt {r}\n")
     import yaml
 
-    spec = {"name": name, "manifest": "manifest.csv", "store": str(folder / "archive"),
-            "endpoints": ["flash"], "grid": {"resolution": ["720p"]}, "seeds": list(range(seeds)),
-            "defaults": {"duration": 5, "enable_prompt_expansion": False},
-            "concurrency": concurrency, "endpoint_concurrency": concurrency,
-            "poll": poll or {"first": 2.0, "factor": 1.5, "max": 15.0}}
+    spec = {
+        "name": name,
+        "manifest": "manifest.csv",
+        "store": str(folder / "archive"),
+        "endpoints": ["flash"],
+        "grid": {"resolution": ["720p"]},
+        "seeds": list(range(seeds)),
+        "defaults": {"duration": 5, "enable_prompt_expansion": False},
+        "concurrency": concurrency,
+        "endpoint_concurrency": concurrency,
+        "poll": poll or {"first": 2.0, "factor": 1.5, "max": 15.0},
+    }
     (folder / "spec.yaml").write_text(yaml.safe_dump(spec))
     return folder / "spec.yaml"
 
@@ -66,8 +92,13 @@ def run_cli(spec: Path, env: dict[str, str]) -> tuple[float, int]:
     """`wansweep run` as a user runs it; returns (wall seconds, peak RSS MB of the run process)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     t = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "wansweep.cli", "run", str(spec)], cwd=spec.parent,
-                          env={**os.environ, **env}, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "wansweep.cli", "run", str(spec)],
+        cwd=spec.parent,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+    )
     wall = time.perf_counter() - t
     if proc.returncode != 0:
         raise RuntimeError(f"wansweep run failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
@@ -108,7 +139,9 @@ def bench_overhead(work: Path, fal, n: int, latency: float, concurrency: int) ->
     from wansweep.sweep import load_spec
 
     poll = {"first": 2.0, "factor": 1.5, "max": 15.0}
-    fal.configure(latency=f"fixed={latency}", media="tiny", concurrency=max(concurrency, 10), faults="")
+    fal.configure(
+        latency=f"fixed={latency}", media="tiny", concurrency=max(concurrency, 10), faults=""
+    )
     spec = make_case(work / "overhead", rows=n, poll=poll, concurrency=concurrency)
     cfg = load_spec(spec)
     bodies = [request_body(j) for j in plan(cfg, cfg.manifest).jobs]
@@ -123,19 +156,34 @@ def bench_overhead(work: Path, fal, n: int, latency: float, concurrency: int) ->
     fal.reset()
     wall, rss = run_cli(spec, fal.env)
     stats = fal.stats()
-    record(f"1. overhead: wansweep run, {n} jobs @ {latency:g}s, c={concurrency}", wall, "s",
-           "ratio <= 1.2", baseline=bare, note="baseline: bare asyncio fal-client loop")
+    record(
+        f"1. overhead: wansweep run, {n} jobs @ {latency:g}s, c={concurrency}",
+        wall,
+        "s",
+        "ratio <= 1.2",
+        baseline=bare,
+        note="baseline: bare asyncio fal-client loop",
+    )
     per_job = stats["status_polls"] / n
-    record("3. status polls per job (wansweep)", per_job, "polls",
-           f"<= {max(1, math.ceil(latency / 2))} (1 per 2 s)",
-           note=f"bare loop, same schedule: {bare_polls:.2f} (fal-client's result() polls once more)")
+    record(
+        "3. status polls per job (wansweep)",
+        per_job,
+        "polls",
+        f"<= {max(1, math.ceil(latency / 2))} (1 per 2 s)",
+        note=f"bare loop, same schedule: {bare_polls:.2f} (fal-client's result() polls once more)",
+    )
     record(f"4. peak RSS, wansweep run of {n} jobs", rss, "MB", "<= 1024")
 
     fal.reset()
     warm, _ = run_cli(spec, fal.env)
     s = fal.stats()
-    record(f"2. warm rerun, {n} jobs all archived", warm, "s", "0 requests to fal",
-           note=f"requests to fal: {s['submits_accepted'] + s['status_polls'] + s['result_fetches']}")
+    record(
+        f"2. warm rerun, {n} jobs all archived",
+        warm,
+        "s",
+        "0 requests to fal",
+        note=f"requests to fal: {s['submits_accepted'] + s['status_polls'] + s['result_fetches']}",
+    )
 
 
 def bench_default_subscribe(fal, latency: float, n: int) -> None:
@@ -150,12 +198,20 @@ def bench_default_subscribe(fal, latency: float, n: int) -> None:
 
     async def go():
         client = fal_client.AsyncClient()
-        await asyncio.gather(*(client.subscribe("wan/v2.6/image-to-video/flash",
-                                                arguments={**body, "seed": i}) for i in range(n)))
+        await asyncio.gather(
+            *(
+                client.subscribe("wan/v2.6/image-to-video/flash", arguments={**body, "seed": i})
+                for i in range(n)
+            )
+        )
 
     asyncio.run(go())
-    record(f"3. status polls per job (fal-client subscribe default), {latency:g}s", fal.stats()[
-        "status_polls"] / n, "polls", note="fal-client polls every 0.1 s")
+    record(
+        f"3. status polls per job (fal-client subscribe default), {latency:g}s",
+        fal.stats()["status_polls"] / n,
+        "polls",
+        note="fal-client polls every 0.1 s",
+    )
 
 
 def populate_archive(spec: Path) -> list:
@@ -169,13 +225,32 @@ def populate_archive(spec: Path) -> list:
     jobs = plan(cfg, cfg.manifest).jobs
     store = open_store(cfg.store)
     for i, j in enumerate(jobs):
-        store.put_json(job_file(j.job_key, "meta.json"), {
-            "job_key": j.job_key, "arm": j.arm, "seed": j.seed, "request_id": f"r{i}",
-            "video": {"duration": 5.0, "width": 128, "height": 72, "fps": 4.0, "frames": 20,
-                      "size": 1000, "sha256": "0" * 64, "codec": "h264", "has_audio": False},
-            "timings": {"queue_seconds": 1.0 + i % 7, "inference_seconds": 3.0 + i % 5,
-                        "wall_seconds": 4.0 + i % 11},
-            "first_frame_similarity": 0.99})
+        store.put_json(
+            job_file(j.job_key, "meta.json"),
+            {
+                "job_key": j.job_key,
+                "arm": j.arm,
+                "seed": j.seed,
+                "request_id": f"r{i}",
+                "video": {
+                    "duration": 5.0,
+                    "width": 128,
+                    "height": 72,
+                    "fps": 4.0,
+                    "frames": 20,
+                    "size": 1000,
+                    "sha256": "0" * 64,
+                    "codec": "h264",
+                    "has_audio": False,
+                },
+                "timings": {
+                    "queue_seconds": 1.0 + i % 7,
+                    "inference_seconds": 3.0 + i % 5,
+                    "wall_seconds": 4.0 + i % 11,
+                },
+                "first_frame_similarity": 0.99,
+            },
+        )
     return jobs
 
 
@@ -185,10 +260,18 @@ def bench_warm_10k(work: Path, fal, n: int) -> None:
     fal.reset()
     wall, rss = run_cli(spec, fal.env)
     s = fal.stats()
-    requests = s["submits_accepted"] + s["submits_rejected"] + s["status_polls"] + s["result_fetches"]
+    requests = (
+        s["submits_accepted"] + s["submits_rejected"] + s["status_polls"] + s["result_fetches"]
+    )
     naive = naive_cached_flow(n)
-    record(f"2. warm rerun, {n} jobs all archived", wall, "s", "<= 10 s, 0 requests",
-           baseline=naive, note=f"requests to fal: {requests}; baseline: naive flow on Prefect task cache")
+    record(
+        f"2. warm rerun, {n} jobs all archived",
+        wall,
+        "s",
+        "<= 10 s, 0 requests",
+        baseline=naive,
+        note=f"requests to fal: {requests}; baseline: naive flow on Prefect task cache",
+    )
 
     from wansweep.report import write_report
     from wansweep.store import open_store
@@ -220,8 +303,9 @@ naive(int(sys.argv[1]))
         env = {**os.environ, "PREFECT_LOCAL_STORAGE_PATH": tmp, "PREFECT_LOGGING_LEVEL": "ERROR"}
         for _ in range(2):  # the first run fills the cache; the second is the warm rerun
             t = time.perf_counter()
-            out = subprocess.run([sys.executable, "-c", code, str(n)], env=env, capture_output=True,
-                                 text=True)
+            out = subprocess.run(
+                [sys.executable, "-c", code, str(n)], env=env, capture_output=True, text=True
+            )
             wall = time.perf_counter() - t
             if out.returncode != 0:
                 raise RuntimeError(out.stderr[-2000:])
@@ -236,8 +320,13 @@ def bench_plan(work: Path, rows: int) -> None:
     t = time.perf_counter()
     cfg = load_spec(spec)
     p = plan(cfg, cfg.manifest)
-    record(f"5. plan {rows} rows (5 distinct images)", time.perf_counter() - t, "s", "<= 10 s",
-           note=f"{len(p.jobs)} jobs")
+    record(
+        f"5. plan {rows} rows (5 distinct images)",
+        time.perf_counter() - t,
+        "s",
+        "<= 10 s",
+        note=f"{len(p.jobs)} jobs",
+    )
 
 
 def bench_archive_memory(work: Path, fal, mb: int) -> None:
@@ -258,17 +347,23 @@ base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 q = FalQueue(FalConfig.from_env())
 dest = Path({str(work)!r}) / "big-download.mp4"
 size, sha = q.download({fal.url!r} + "/_local/media/big.mp4", dest)
-open_store({str(work / 'bigstore')!r}).put_file("jobs/x/video.mp4", dest)
+open_store({str(work / "bigstore")!r}).put_file("jobs/x/video.mp4", dest)
 print(size, (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) // 1024)
 """
-    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, **fal.env},
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], env={**os.environ, **fal.env}, capture_output=True, text=True
+    )
     if out.returncode != 0:
         raise RuntimeError(out.stderr[-2000:])
     size, growth = out.stdout.split()
     big.unlink()
-    record(f"5. archive a {mb} MB video: RSS growth", float(growth), "MB", "flat (<< video size)",
-           note=f"{int(size) // 2**20} MB streamed to a file, then into the store")
+    record(
+        f"5. archive a {mb} MB video: RSS growth",
+        float(growth),
+        "MB",
+        "flat (<< video size)",
+        note=f"{int(size) // 2**20} MB streamed to a file, then into the store",
+    )
 
 
 def prefect_server(home: Path) -> subprocess.Popen:
@@ -279,12 +374,28 @@ def prefect_server(home: Path) -> subprocess.Popen:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {**os.environ, "PREFECT_HOME": str(home),
-           "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE": "500",
-           "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_READ_BATCH_SIZE": "100"}
-    proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-                             "--port", str(port)], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(home),
+        "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE": "500",
+        "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_READ_BATCH_SIZE": "100",
+    }
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "prefect",
+            "server",
+            "start",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     import httpx
 
     url = f"http://127.0.0.1:{port}/api"
@@ -306,8 +417,12 @@ def bench_ephemeral_startup() -> None:
     code = "import time; t=time.perf_counter()\nfrom prefect import flow\n@flow\ndef f(): pass\nf(); print(time.perf_counter()-t)"
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
-    record("0. Prefect ephemeral mode: an empty flow", float(out.stdout.split()[-1]), "s",
-           note="paid once per `wansweep run` without PREFECT_API_URL; not in the figures below")
+    record(
+        "0. Prefect ephemeral mode: an empty flow",
+        float(out.stdout.split()[-1]),
+        "s",
+        note="paid once per `wansweep run` without PREFECT_API_URL; not in the figures below",
+    )
 
 
 def main() -> None:
@@ -318,12 +433,16 @@ def main() -> None:
     sizes = dict(n=1000, latency=5.0, concurrency=100, warm=10_000, plan=100_000, mb=200, econ=20)
     if args.smoke:
         sizes = dict(n=6, latency=1.0, concurrency=3, warm=50, plan=500, mb=8, econ=2)
-    print(f"wansweep benchmarks ({'smoke' if args.smoke else 'full'}); local fal server in tiny-media mode")
+    print(
+        f"wansweep benchmarks ({'smoke' if args.smoke else 'full'}); local fal server in tiny-media mode"
+    )
     with tempfile.TemporaryDirectory(prefix="wansweep-bench-") as tmp:
         work = Path(tmp)
         bench_ephemeral_startup()
         server = prefect_server(work / "prefect")
-        with start_local_fal(latency="zero", media="tiny", concurrency=1000, workdir=work / "fal") as fal:
+        with start_local_fal(
+            latency="zero", media="tiny", concurrency=1000, workdir=work / "fal"
+        ) as fal:
             os.environ.update(fal.env)
             bench_plan(work, sizes["plan"])
             bench_overhead(work, fal, sizes["n"], sizes["latency"], sizes["concurrency"])

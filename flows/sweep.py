@@ -31,8 +31,18 @@ DEFAULT_STORE = "./archive"
 class Progress:
     """A live bar on a terminal; otherwise a log line every 5% (and at the end)."""
 
-    def __init__(self, total: int, log: Any):
+    def __init__(self, total: int, log: Any, sweep: str = ""):
         self.total, self.log, self.done = total, log, 0
+        self.artifact = None
+        if total:
+            from prefect.artifacts import create_progress_artifact
+
+            try:
+                self.artifact = create_progress_artifact(
+                    progress=0.0, key=f"{sweep}-progress", description=f"Sweep {sweep}: jobs done"
+                )
+            except Exception:  # a view only; never stop a sweep for it
+                self.artifact = None
         self.started = time.monotonic()
         self.bar = None
         if total and sys.stderr.isatty():
@@ -56,6 +66,11 @@ class Progress:
     def advance(self, counts: dict[str, int]) -> None:
         self.done += 1
         text = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
+        step = max(1, min(100, self.total // 20))
+        if self.artifact is not None and (self.done % step == 0 or self.done == self.total):
+            from prefect.artifacts import update_progress_artifact
+
+            update_progress_artifact(self.artifact, progress=100.0 * self.done / self.total)
         if self.bar is not None:
             self.bar.update(self.task, advance=1, description=text)
         elif self.done % max(1, self.total // 20) == 0 or self.done == self.total:
@@ -156,7 +171,7 @@ def sweep(
         with ThreadPoolTaskRunner(max_workers=cfg.concurrency) as runner:
             futures = [runner.submit(generate, {"job": job, "settings": settings}) for job in todo]
             try:
-                with Progress(len(todo), log) as progress:
+                with Progress(len(todo), log, cfg.name) as progress:
                     for future in as_completed(futures):
                         result = future.result(raise_on_failure=False)
                         status = result["status"] if isinstance(result, dict) else "crashed"
@@ -188,4 +203,5 @@ def sweep(
         "skipped_rows": len({p.row for p in the_plan.skipped}),
         "report": files,
         "videos": archive.url("jobs/"),
+        "index": archive.url(f"sweeps/{cfg.name}/index.parquet"),
     }

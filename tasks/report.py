@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from wansweep.report import write_report
@@ -13,11 +13,15 @@ from wansweep.store import open_store
 
 @task(name="report", cache_policy=NO_CACHE, persist_result=False)
 def build_report(store_uri: str, sweep: str, out_dir: str | None = None) -> dict:
-    _, summary, files = write_report(
-        open_store(store_uri), sweep, Path(out_dir) if out_dir else None
-    )
+    store = open_store(store_uri)
+    _, summary, files = write_report(store, sweep, Path(out_dir) if out_dir else None)
+    markdown = (store.get_bytes(f"sweeps/{sweep}/report/summary.md") or b"").decode()
     try:
-        from prefect.artifacts import create_markdown_artifact, create_table_artifact
+        from prefect.artifacts import (
+            create_link_artifact,
+            create_markdown_artifact,
+            create_table_artifact,
+        )
 
         create_table_artifact(
             key=f"{sweep}-arms",
@@ -26,10 +30,11 @@ def build_report(store_uri: str, sweep: str, out_dir: str | None = None) -> dict
         )
         create_markdown_artifact(
             key=f"{sweep}-summary",
-            markdown=Path(files.markdown).read_text()
-            if not files.markdown.startswith("s3://")
-            else "",
+            markdown=markdown,
+            description=f"Sweep {sweep}: headline comparison",
         )
-    except Exception:  # artifacts are a view; the report itself is in the archive
-        pass
+        link = files.html if files.html.startswith("s3://") else Path(files.html).resolve().as_uri()
+        create_link_artifact(key=f"{sweep}-report", link=link, link_text=f"HTML report of {sweep}")
+    except Exception as exc:  # artifacts are a view; the report itself is in the archive
+        get_run_logger().warning("could not publish Prefect artifacts: %s", exc)
     return files.__dict__

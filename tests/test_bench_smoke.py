@@ -10,8 +10,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_bench_smoke(tmp_path):
     out = tmp_path / "results.json"
-    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "run.py"), "--smoke", "--json", str(out)],
-                          capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "run.py"), "--smoke", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     rows = {r["benchmark"].split(",")[0]: r for r in json.loads(out.read_text())}
     assert "1. overhead: wansweep run" in rows and rows["1. overhead: wansweep run"]["ratio"] > 0

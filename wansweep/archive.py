@@ -4,6 +4,7 @@ Layout under the store root (readable with plain ``aws s3 ls``)::
 
     jobs/<job_key>/video.mp4     the video, byte for byte as fal made it
     jobs/<job_key>/thumb.jpg     its first frame
+    jobs/<job_key>/strip.jpg     first, middle and last frames side by side (contact sheets)
     jobs/<job_key>/meta.json     the sidecar, written last: its presence means the video is whole
     ledger/<job_key>.json        request ledger: written before and after every submit
     sweeps/<name>/...            each sweep's plan, report and index
@@ -19,7 +20,7 @@ from typing import Any
 
 from wansweep.store import Store
 
-SIDECAR, VIDEO, THUMB = "meta.json", "video.mp4", "thumb.jpg"
+SIDECAR, VIDEO, THUMB, STRIP = "meta.json", "video.mp4", "thumb.jpg", "strip.jpg"
 
 
 def job_prefix(job_key: str) -> str:
@@ -99,3 +100,85 @@ class Budget:
     def release(self, usd: float) -> None:
         with self._lock:
             self.committed = round(max(0.0, self.committed - usd), 6)
+
+
+def sidecar_row(meta: dict[str, Any]) -> dict[str, Any]:
+    """The measured fields of one sidecar, flat: a row of the report and of the index."""
+    video, timings = meta.get("video", {}), meta.get("timings", {})
+    return {
+        "job_key": meta["job_key"],
+        "request_id": meta.get("request_id"),
+        "seed": meta.get("seed"),
+        "actual_prompt": meta.get("actual_prompt"),
+        "video_duration": video.get("duration"),
+        "width": video.get("width"),
+        "height": video.get("height"),
+        "fps": video.get("fps"),
+        "frames": video.get("frames"),
+        "codec": video.get("codec"),
+        "has_audio": video.get("has_audio"),
+        "video_size": video.get("size"),
+        "video_sha256": video.get("sha256"),
+        "queue_seconds": timings.get("queue_seconds"),
+        "inference_seconds": timings.get("inference_seconds"),
+        "wall_seconds": timings.get("wall_seconds"),
+        "first_frame_similarity": meta.get("first_frame_similarity"),
+    }
+
+
+def index_row(meta: dict[str, Any], store: Store) -> dict[str, Any]:
+    """A dataset index row: what the job was asked and what it produced, loadable without the tool."""
+    inp = meta.get("input", {})
+    row = {
+        "job_key": meta["job_key"],
+        "endpoint": meta.get("endpoint"),
+        "arm": meta.get("arm"),
+        "row_id": meta.get("row", {}).get("id"),
+        "prompt": inp.get("prompt"),
+        "negative_prompt": inp.get("negative_prompt"),
+        "resolution": inp.get("resolution"),
+        "duration": int(inp["duration"]) if inp.get("duration") else None,
+        "enable_prompt_expansion": inp.get("enable_prompt_expansion"),
+        "multi_shots": inp.get("multi_shots"),
+        "seed_requested": meta.get("seed_requested"),
+        "image_uri": inp.get("image", {}).get("uri"),
+        "image_sha256": inp.get("image", {}).get("sha256"),
+        "video_uri": store.url(job_file(meta["job_key"], VIDEO)),
+        "estimated_usd": meta.get("estimated_usd"),
+        "archived_at": meta.get("timings", {}).get("archived_at"),
+        "tool_version": meta.get("tool_version"),
+        **sidecar_row(meta),
+    }
+    for key, value in meta.get("row", {}).items():
+        if key not in ("id", "index"):
+            row[f"extra.{key}"] = None if value is None else str(value)
+    return row
+
+
+INDEX_KEY = "index/all.parquet"
+
+
+def read_sidecars(store: Store, keys: list[str] | None = None) -> list[dict[str, Any]]:
+    """Sidecars of the given jobs (or of every archived job), read in parallel."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    keys = sorted(archived_keys(store)) if keys is None else keys
+    with ThreadPoolExecutor(16) as pool:
+        return [m for m in pool.map(lambda k: store.get_json(job_file(k, SIDECAR)), keys) if m]
+
+
+def write_index(store: Store, metas: list[dict[str, Any]], key: str, merge: bool = False) -> int:
+    """Write (or, with ``merge``, add to) a Parquet index; returns its row count."""
+    import io
+
+    import pandas as pd
+
+    frame = pd.DataFrame([index_row(m, store) for m in metas])
+    if merge and (old := store.get_bytes(key)) is not None:
+        frame = pd.concat([pd.read_parquet(io.BytesIO(old)), frame], ignore_index=True)
+    if len(frame):
+        frame = frame.drop_duplicates("job_key", keep="last").sort_values("job_key")
+    buf = io.BytesIO()
+    frame.to_parquet(buf, index=False)
+    store.put_bytes(key, buf.getvalue(), "application/vnd.apache.parquet")
+    return len(frame)

@@ -150,7 +150,12 @@ def run(
             )
             raise typer.Exit(130) from None
         console.print(json.dumps(result, indent=2, default=str), highlight=False)
-        console.print(f"videos:  {result['videos']}\nreport:  {result['report']['jobs_csv']}")
+        console.print(
+            f"videos:  {result['videos']}\n"
+            f"report:  {result['report']['html']}\n"
+            f"tables:  {result['report']['jobs_csv']} (one row per job), {result['report']['summary_csv']}\n"
+            f"index:   {result['index']}"
+        )
         if result["failed"]:
             raise typer.Exit(1)
     finally:
@@ -304,6 +309,24 @@ def report(
         _, summ, files = write_report(archive, name, (out / name) if out else None, by or None)
         console.print(summ.to_string(index=False))
         console.print(f"report of {name}: {files.jobs_csv}")
+
+
+@app.command()
+def index(
+    store: str = typer.Argument(..., help="Archive URI (s3://bucket/prefix or a folder)."),
+) -> None:
+    """Rebuild the dataset indexes (index/all.parquet and sweeps/<name>/index.parquet) from the sidecars."""
+    from rich.console import Console
+
+    from wansweep.report import rebuild_indexes
+    from wansweep.store import open_store
+
+    archive = open_store(store)
+    counts = rebuild_indexes(archive)
+    console = Console()
+    console.print(f"{archive.url('index/all.parquet')}: {counts.pop('all')} jobs")
+    for name, n in counts.items():
+        console.print(f"{archive.url(f'sweeps/{name}/index.parquet')}: {n} jobs")
 
 
 def main() -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from wansweep import __version__, media
-from wansweep.archive import SIDECAR, THUMB, VIDEO, Budget, BudgetExceeded, Ledger, job_file
+from wansweep.archive import SIDECAR, STRIP, THUMB, VIDEO, Budget, BudgetExceeded, Ledger, job_file
 from wansweep.falqueue import AmbiguousSubmit, FalError, FalQueue, Handle, Stopped, body_digest
 from wansweep.manifest import load_media
 from wansweep.store import Store, presign
@@ -250,8 +250,11 @@ def _archive(job: Job, rt: Runtime, ledger: Ledger, entry: dict[str, Any]) -> No
                     f"archive check failed for {job.job_key}: stored size differs", "transient"
                 )
         probe = media.probe(local)
-        first = media.frames_at(local, (0.0,))[0]
+        first, middle, last = media.frames_at(local, (0.0, 0.5, 1.0))
         store.put_bytes(job_file(job.job_key, THUMB), media.thumbnail_jpeg(first), "image/jpeg")
+        store.put_bytes(
+            job_file(job.job_key, STRIP), media.strip_jpeg([first, middle, last]), "image/jpeg"
+        )
         try:
             import io
 

@@ -81,6 +81,24 @@ def thumbnail_jpeg(image: Image.Image, width: int = 320) -> bytes:
     return out.getvalue()
 
 
+def strip_jpeg(images: list[Image.Image], height: int = 120) -> bytes:
+    """Frames side by side (first, middle, last): the contact sheet's cell."""
+    scaled = [
+        im.convert("RGB").resize((max(1, round(im.width * height / im.height)), height))
+        for im in images
+    ]
+    sheet = Image.new(
+        "RGB", (sum(im.width for im in scaled) + 2 * (len(scaled) - 1), height), "white"
+    )
+    x = 0
+    for im in scaled:
+        sheet.paste(im, (x, 0))
+        x += im.width + 2
+    out = io.BytesIO()
+    sheet.save(out, "JPEG", quality=75)
+    return out.getvalue()
+
+
 def similarity(a: Image.Image, b: Image.Image, size: int = 64) -> float:
     """1 - mean absolute difference on small grey copies: 1.0 identical, ~0.5 unrelated."""
     x = np.asarray(a.convert("L").resize((size, size), Image.BILINEAR), dtype=np.float32)

@@ -10,7 +10,16 @@ from typing import Any
 
 import pandas as pd
 
-from wansweep.archive import SIDECAR, Ledger, job_file, sweep_prefix
+from wansweep.archive import (
+    INDEX_KEY,
+    SIDECAR,
+    Ledger,
+    job_file,
+    sidecar_row,
+    read_sidecars,
+    sweep_prefix,
+    write_index,
+)
 from wansweep.store import Store
 
 PLAN_FILE, SKIPPED_FILE = "plan.parquet", "skipped.parquet"
@@ -69,39 +78,22 @@ def sweeps(store: Store) -> list[str]:
     return sorted({k.split("/")[1] for k in store.list("sweeps/") if k.endswith(PLAN_FILE)})
 
 
-def _flatten(meta: dict[str, Any]) -> dict[str, Any]:
-    video, timings = meta.get("video", {}), meta.get("timings", {})
-    return {
-        "job_key": meta["job_key"],
-        "request_id": meta.get("request_id"),
-        "seed": meta.get("seed"),
-        "actual_prompt": meta.get("actual_prompt"),
-        "video_duration": video.get("duration"),
-        "width": video.get("width"),
-        "height": video.get("height"),
-        "fps": video.get("fps"),
-        "frames": video.get("frames"),
-        "codec": video.get("codec"),
-        "has_audio": video.get("has_audio"),
-        "video_size": video.get("size"),
-        "video_sha256": video.get("sha256"),
-        "queue_seconds": timings.get("queue_seconds"),
-        "inference_seconds": timings.get("inference_seconds"),
-        "wall_seconds": timings.get("wall_seconds"),
-        "first_frame_similarity": meta.get("first_frame_similarity"),
-    }
-
-
-def jobs_frame(store: Store, sweep: str) -> pd.DataFrame:
-    """One row per planned job: its settings, what the archive holds, and its status."""
+def load_sweep(store: Store, sweep: str) -> tuple[pd.DataFrame, list[dict[str, Any] | None]]:
+    """A sweep's plan and, aligned with it, each job's sidecar (None where not archived)."""
     plan = _get_parquet(store, f"{sweep_prefix(sweep)}/{PLAN_FILE}")
     if plan is None:
         raise FileNotFoundError(f"{store.url(sweep_prefix(sweep))} holds no sweep plan")
-    keys = list(plan["job_key"])
     with ThreadPoolExecutor(16) as pool:
-        metas = list(pool.map(lambda k: store.get_json(job_file(k, SIDECAR)), keys))
+        metas = list(pool.map(lambda k: store.get_json(job_file(k, SIDECAR)), plan["job_key"]))
+    return plan, metas
+
+
+def jobs_frame(store: Store, sweep: str, loaded: tuple | None = None) -> pd.DataFrame:
+    """One row per planned job: its settings, what the archive holds, and its status."""
+    plan, metas = loaded or load_sweep(store, sweep)
+    keys = list(plan["job_key"])
     archived = pd.DataFrame(
-        [_flatten(m) for m in metas if m], columns=list(_flatten({"job_key": ""}).keys())
+        [sidecar_row(m) for m in metas if m], columns=list(sidecar_row({"job_key": ""}).keys())
     )
     frame = plan.merge(archived, on="job_key", how="left")
     missing = [k for k, m in zip(keys, metas) if not m]
@@ -171,15 +163,24 @@ class ReportFiles:
     jobs_csv: str
     summary_csv: str
     markdown: str
+    html: str
 
 
 def write_report(
     store: Store, sweep: str, out_dir: Path | None = None, by: list[str] | None = None
 ) -> tuple[pd.DataFrame, pd.DataFrame, ReportFiles]:
-    """Write the report into the archive (sweeps/<name>/report/) and, if asked, a local folder."""
-    frame = jobs_frame(store, sweep)
+    """Write the report into the archive (sweeps/<name>/report/) and, if asked, a local folder;
+    refresh the sweep's dataset index and add its jobs to the combined one."""
+    loaded = load_sweep(store, sweep)
+    frame = jobs_frame(store, sweep, loaded)
+    archived = [m for m in loaded[1] if m]
+    write_index(store, archived, f"{sweep_prefix(sweep)}/index.parquet")
+    write_index(store, archived, INDEX_KEY, merge=True)
     summ = summary(frame, by)
-    md = markdown_summary(sweep, frame, summ)
+    by_arm = summ if not by or by == ["arm"] else summary(frame)
+    md = markdown_summary(sweep, frame, by_arm)
+    from wansweep.html import render, seed_comparison
+
     base = f"{sweep_prefix(sweep)}/report"
     buf = io.BytesIO()
     frame.to_parquet(buf, index=False)
@@ -188,6 +189,8 @@ def write_report(
         "jobs.csv": frame.to_csv(index=False).encode(),
         "summary.csv": summ.to_csv(index=False).encode(),
         "summary.md": md.encode(),
+        "seeds.csv": seed_comparison(frame).to_csv().encode(),
+        "report.html": render(store, sweep, frame, by_arm, md).encode(),
     }
     for name, data in outputs.items():
         store.put_bytes(f"{base}/{name}", data)
@@ -202,7 +205,11 @@ def write_report(
         frame,
         summ,
         ReportFiles(
-            where["jobs.parquet"], where["jobs.csv"], where["summary.csv"], where["summary.md"]
+            where["jobs.parquet"],
+            where["jobs.csv"],
+            where["summary.csv"],
+            where["summary.md"],
+            where["report.html"],
         ),
     )
 
@@ -241,3 +248,14 @@ def _md_table(frame: pd.DataFrame) -> str:
     rule = "|" + "---|" * len(frame.columns)
     body = ["| " + " | ".join(fmt(v) for v in row) + " |" for row in frame.itertuples(index=False)]
     return "\n".join([head, rule, *body])
+
+
+def rebuild_indexes(store: Store) -> dict[str, int]:
+    """`wansweep index`: every index rebuilt from the sidecars alone (one listing, one read each)."""
+    metas = {m["job_key"]: m for m in read_sidecars(store)}
+    counts = {"all": write_index(store, list(metas.values()), INDEX_KEY)}
+    for name in sweeps(store):
+        plan = _get_parquet(store, f"{sweep_prefix(name)}/{PLAN_FILE}")
+        mine = [metas[k] for k in plan["job_key"] if k in metas]
+        counts[name] = write_index(store, mine, f"{sweep_prefix(name)}/index.parquet")
+    return counts

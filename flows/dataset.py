@@ -1,0 +1,44 @@
+"""Scheduled dataset generation: each run generates only what the archive does not hold yet.
+
+A nightly deployment points it at a manifest that grows (typically on S3). Rows whose jobs
+are archived cost nothing; new rows are generated, archived and added to the dataset index.
+Invalid new rows are skipped and reported rather than stopping the night's work.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, get_run_logger
+
+from flows.sweep import sweep
+
+
+@flow(name="wansweep-dataset", log_prints=True)
+def dataset(
+    spec: str,
+    manifest: str | None = None,
+    store: str | None = None,
+    concurrency: int | None = None,
+    budget_usd: float | None = None,
+    skip_invalid: bool = True,
+) -> dict[str, Any]:
+    """Generate the rows of ``manifest`` not yet in the archive at ``store``; update the index."""
+    result = sweep(
+        spec,
+        manifest=manifest,
+        store=store,
+        concurrency=concurrency,
+        budget_usd=budget_usd,
+        skip_invalid=skip_invalid,
+    )
+    get_run_logger().info(
+        "dataset %s: %d new jobs run (%s), %d already archived, %d invalid rows skipped; index: %s",
+        result["sweep"],
+        result["ran"],
+        result["outcomes"],
+        result["already_archived"],
+        result["skipped_rows"],
+        result["index"],
+    )
+    return result

@@ -1,0 +1,172 @@
+"""A self-contained HTML report: tables, plots and a contact sheet, with every image inline.
+
+Opens with no network: plots are PNGs (matplotlib, Agg) and frames are JPEGs, all embedded
+as data URIs. Each contact-sheet cell links to its video in the archive.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from concurrent.futures import ThreadPoolExecutor
+
+import pandas as pd
+
+from wansweep.archive import STRIP, job_file
+from wansweep.store import Store
+
+MAX_CELLS = 400  # contact-sheet cells embedded; past that the page would grow unwieldy
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:24px;color:#1d2330;background:#fafbfc}
+h1{font-size:22px;margin:0 0 4px} h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid #dde1e6;padding-bottom:4px}
+p.meta{color:#5b6472;margin:0 0 12px}
+table{border-collapse:collapse;font-size:13px;background:white}
+th,td{border:1px solid #dde1e6;padding:4px 8px;text-align:right} th{background:#eef1f5}
+td:first-child,th:first-child{text-align:left}
+.plots{display:flex;flex-wrap:wrap;gap:12px} .plots img{border:1px solid #dde1e6;background:white;max-width:480px}
+.sheet td{padding:4px;vertical-align:top;text-align:center} .sheet img{height:72px;display:block}
+.sheet .cap{font-size:11px;color:#5b6472} .sheet td:first-child{min-width:200px;text-align:left}
+.wide{overflow-x:auto;max-width:100%} .fail{color:#b3261e;font-size:11px;max-width:220px}
+"""
+
+
+def _png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def plots(frame: pd.DataFrame, summ: pd.DataFrame) -> list[tuple[str, str]]:
+    """(title, data URI) for cost vs latency, latency distributions, and cost per arm."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = []
+    done = frame[frame["status"] == "succeeded"]
+    if len(summ):
+        fig, ax = plt.subplots(figsize=(5.2, 3.6))
+        per_job = summ["cost_usd"] / summ["succeeded"].where(summ["succeeded"] > 0)
+        ax.scatter(summ["wall_p50"], per_job, s=60, color="#3465a4")
+        for _, r in summ.assign(per_job=per_job).iterrows():
+            ax.annotate(
+                str(r["arm"]),
+                (r["wall_p50"], r["per_job"]),
+                fontsize=8,
+                xytext=(4, 4),
+                textcoords="offset points",
+            )
+        ax.set_xlabel("end-to-end latency p50 (s)")
+        ax.set_ylabel("cost per video (USD)")
+        ax.set_title("Cost vs latency per arm")
+        ax.grid(alpha=0.3)
+        out.append(("Cost vs latency", _png(fig)))
+
+        fig, ax = plt.subplots(figsize=(5.2, 3.6))
+        ax.bar(summ["arm"].astype(str), summ["cost_usd"], color="#73a857")
+        ax.set_ylabel("USD")
+        ax.set_title("Cost per arm")
+        ax.tick_params(axis="x", rotation=30, labelsize=8)
+        out.append(("Cost per arm", _png(fig)))
+    if len(done):
+        arms = sorted(done["arm"].dropna().unique())
+        fig, ax = plt.subplots(figsize=(5.2, 3.6))
+        ax.boxplot(
+            [done.loc[done["arm"] == a, "wall_seconds"].dropna() for a in arms], tick_labels=arms
+        )
+        ax.set_ylabel("seconds")
+        ax.set_title("End-to-end latency per arm")
+        ax.tick_params(axis="x", rotation=30, labelsize=8)
+        out.append(("Latency distribution", _png(fig)))
+    return out
+
+
+def seed_comparison(frame: pd.DataFrame) -> pd.DataFrame:
+    """For each image x prompt: arms side by side across seeds (first-frame similarity)."""
+    done = frame[frame["arm"].notna()].copy()
+    if not len(done):
+        return pd.DataFrame()
+    done["seed"] = done["seed_requested"].astype("Int64")
+    return done.pivot_table(
+        index="row_id", columns=["arm", "seed"], values="first_frame_similarity", aggfunc="mean"
+    ).round(3)
+
+
+def render(store: Store, sweep: str, frame: pd.DataFrame, summ: pd.DataFrame, markdown: str) -> str:
+    planned = frame[frame["arm"].notna()].sort_values(["row_id", "arm", "seed_requested"])
+    cells = planned.head(MAX_CELLS)
+    keys = [k for k, s in zip(cells["job_key"], cells["status"]) if s == "succeeded"]
+    with ThreadPoolExecutor(16) as pool:
+        strips = dict(zip(keys, pool.map(lambda k: store.get_bytes(job_file(k, STRIP)), keys)))
+
+    arms = sorted(planned["arm"].unique())
+    seeds = sorted(planned["seed_requested"].dropna().unique())
+    rows_html = []
+    for row_id, group in cells.groupby("row_id", sort=True):
+        prompt = html.escape(str(group["prompt"].iloc[0])[:90])
+        tds = [f"<td><b>{html.escape(str(row_id))}</b><div class='cap'>{prompt}</div></td>"]
+        for arm in arms:
+            for seed in seeds or [None]:
+                match = group[
+                    (group["arm"] == arm)
+                    & (
+                        (group["seed_requested"] == seed)
+                        if seed is not None
+                        else group["seed_requested"].isna()
+                    )
+                ]
+                tds.append(_cell(match, strips))
+        rows_html.append("<tr>" + "".join(tds) + "</tr>")
+    head = (
+        "<tr><th>image / prompt</th>"
+        + "".join(
+            f"<th>{html.escape(str(a))}<br><span class='cap'>seed {int(s) if s is not None else 'random'}</span></th>"
+            for a in arms
+            for s in (seeds or [None])
+        )
+        + "</tr>"
+    )
+    more = (
+        f"<p class='meta'>Showing the first {MAX_CELLS} of {len(planned)} jobs.</p>"
+        if len(planned) > MAX_CELLS
+        else ""
+    )
+
+    counts = frame["status"].value_counts().to_dict()
+    headline = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
+    plot_html = "".join(
+        f"<img alt='{html.escape(t)}' src='{uri}'>" for t, uri in plots(frame, summ)
+    )
+    seeds_table = seed_comparison(frame)
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>wansweep: {html.escape(sweep)}</title>
+<style>{CSS}</style></head><body>
+<h1>Sweep <code>{html.escape(sweep)}</code></h1>
+<p class="meta">{len(frame)} jobs: {headline}. Cost ${frame["cost_usd"].sum():.2f} of ${frame["estimated_usd"].sum():.2f}
+estimated. Archive: {html.escape(store.uri)}</p>
+<h2>Summary by arm</h2><div class="wide">{summ.to_html(index=False, float_format=lambda v: f"{v:.3g}", na_rep="")}</div>
+<h2>Plots</h2><div class="plots">{plot_html}</div>
+<h2>Contact sheet (first, middle, last frame)</h2>{more}<table class="sheet">{head}{"".join(rows_html)}</table>
+<h2>Seed comparison: first-frame similarity to the input image</h2>
+{seeds_table.to_html(na_rep="") if len(seeds_table) else "<p>(no archived jobs)</p>"}
+<h2>Markdown summary</h2><pre>{html.escape(markdown)}</pre>
+</body></html>"""
+
+
+def _cell(match: pd.DataFrame, strips: dict[str, bytes | None]) -> str:
+    if not len(match):
+        return "<td></td>"
+    r = match.iloc[0]
+    if r["status"] != "succeeded" or not strips.get(r["job_key"]):
+        return f"<td><div class='fail'>{html.escape(str(r['status']))}: {html.escape(str(r.get('error') or ''))[:160]}</div></td>"
+    uri = "data:image/jpeg;base64," + base64.b64encode(strips[r["job_key"]]).decode()
+    cap = f"seed {r['seed']:.0f} · {r['wall_seconds']:.1f}s · sim {r['first_frame_similarity']:.2f}"
+    return (
+        f"<td><a href='{html.escape(str(r['archive_uri']))}'><img src='{uri}' alt='frames'></a>"
+        f"<div class='cap'>{cap}</div></td>"
+    )
