@@ -119,11 +119,26 @@ def run(
 ) -> None:
     """Run a sweep: validate, skip what is archived, generate the rest, archive, report."""
     import json
+    import os
+    import signal
 
     from rich.console import Console
 
     console = Console()
     server = _use_fal(console)
+    if not os.environ.get("PREFECT_API_URL"):
+        # Ephemeral mode: the API is a temporary server this command owns, and Ctrl-C stops it
+        # too; retrying it would only delay the exit by a minute once it is gone.
+        os.environ.setdefault("PREFECT_CLIENT_MAX_RETRIES", "0")
+    interrupted = []
+    previous = signal.getsignal(signal.SIGINT)
+
+    def on_sigint(signum, frame):
+        interrupted.append(True)
+        signal.signal(signal.SIGINT, previous)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_sigint)
     try:
         from flows.sweep import OverBudget, PlanInvalid, sweep
         from wansweep.manifest import ManifestError
@@ -143,10 +158,12 @@ def run(
         except (PlanInvalid, OverBudget, SpecError, ManifestError) as exc:
             console.print(f"[red]{exc}[/red]", highlight=False)
             raise typer.Exit(2) from None
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, Exception):
+            if not interrupted:
+                raise
             console.print(
-                "[yellow]interrupted: in-flight fal requests were cancelled and recorded "
-                "in the ledger[/yellow]"
+                "[yellow]interrupted: in-flight fal requests were cancelled and recorded in the "
+                "ledger; run the same command again to finish the sweep[/yellow]"
             )
             raise typer.Exit(130) from None
         console.print(json.dumps(result, indent=2, default=str), highlight=False)

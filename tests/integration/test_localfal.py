@@ -398,13 +398,18 @@ class _no_error:
 
 def test_dropped_connection_after_accept_is_accepted_once_but_the_client_retries(fal):
     """The hazard this project exists to avoid: fal-client re-POSTs after a lost answer."""
-    fal.configure(faults="drop_after_accept=1.0")
+    import random
+
+    # The server's fault draws come from random.Random(fault_seed): pick a seed whose first
+    # submit drops after being accepted and whose second goes through.
+    seed = next(s for s in range(1000) if (r := random.Random(s)).random() < 0.5 <= r.random())
+    fal.configure(faults="drop_after_accept=0.5", fault_seed=seed)
     body = {"prompt": "dup", "image_url": data_uri(make_image()), "resolution": "720p", "seed": 4}
-    with pytest.raises(httpx.TransportError):
-        fal_client.submit(FLASH, arguments=body)
+    handle = fal_client.submit(FLASH, arguments=body)  # succeeds on its own retry
     stats = fal.stats()
-    assert stats["faults"]["drop_after_accept"] >= 2
-    assert stats["submits_by_input"][input_key(FLASH, body)] >= 2  # fal-client paid more than once
+    assert stats["faults"]["drop_after_accept"] == 1
+    assert stats["submits_by_input"][input_key(FLASH, body)] == 2  # two paid jobs for one call
+    assert handle.request_id
 
 
 def test_result_expires_after_retention(fal):

@@ -24,8 +24,9 @@ from wansweep.store import open_store
 @pytest.fixture(scope="module")
 def archive(local_fal, prefect_harness, tmp_path_factory):
     """A sweep with some refused jobs: 3 rows x 2 endpoints x 720p x 2 seeds = 12 jobs."""
-    local_fal.configure(latency="standard=0.1,flash=0.05", media="full", faults="flagged=0.25",
-                        fault_seed=11)
+    local_fal.configure(
+        latency="standard=0.1,flash=0.05", media="full", faults="flagged=0.25", fault_seed=11
+    )
     local_fal.reset()
     tmp = tmp_path_factory.mktemp("report")
     spec = write_case(tmp, rows=3, grid={"resolution": ["720p"]})
@@ -72,11 +73,32 @@ def test_summary_by_any_column(archive):
 def test_report_cli_on_an_archive_without_prefect(archive, tmp_path):
     tmp, _, _ = archive
     env = {**os.environ, "PREFECT_API_URL": "http://127.0.0.1:9/api"}  # no Prefect server there
-    proc = subprocess.run([sys.executable, "-m", "wansweep.cli", "report", str(tmp / "archive"),
-                           "--by", "resolution", "--out", str(tmp_path)],
-                          capture_output=True, text=True, env=env, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "wansweep.cli",
+            "report",
+            str(tmp / "archive"),
+            "--by",
+            "resolution",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    for name in ("jobs.csv", "jobs.parquet", "summary.csv", "summary.md", "report.html", "seeds.csv"):
+    for name in (
+        "jobs.csv",
+        "jobs.parquet",
+        "summary.csv",
+        "summary.md",
+        "report.html",
+        "seeds.csv",
+    ):
         assert (tmp_path / "t" / name).stat().st_size > 0
     assert pd.read_csv(tmp_path / "t" / "summary.csv")["resolution"].tolist() == ["720p"]
 
@@ -86,8 +108,11 @@ def chromium():
     path = shutil.which("chromium")
     if path is None:  # Debian's package; the test tooling installs it when missing
         subprocess.run(["apt-get", "update", "-qq"], check=True)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], check=True,
-                       env={"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+        subprocess.run(
+            ["apt-get", "install", "-y", "-qq", "chromium"],
+            check=True,
+            env={"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+        )
         path = shutil.which("chromium")
     assert path
     return path
@@ -101,10 +126,26 @@ def test_html_report_renders_in_chromium(archive, chromium, tmp_path):
     assert text.count("data:image/png;base64") == 3  # three plots
     assert text.count("data:image/jpeg;base64") == 12 - archive[2]  # one strip per archived job
     shot = tmp_path / "report.png"
-    subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                    "--no-first-run", "--disable-background-networking", "--disable-component-update",
-                    "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1400,2000",
-                    f"--screenshot={shot}", page.as_uri()], check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--window-size=1400,2000",
+            f"--screenshot={shot}",
+            page.as_uri(),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     img = np.asarray(Image.open(shot).convert("RGB"))
     assert img.shape[:2] == (2000, 1400)
     # Rendered plots and frames put many colours on the page; a page of text alone has few.

@@ -26,8 +26,9 @@ from wansweep.sweep import load_spec
 
 def start_run(spec: Path, tmp: Path, **env: str) -> subprocess.Popen:
     """`wansweep run` in its own process group (with its own ephemeral Prefect server)."""
-    log = (tmp / f"run-{time.monotonic_ns()}.log").open("wb")
-    return subprocess.Popen(
+    log_path = tmp / f"run-{time.monotonic_ns()}.log"
+    log = log_path.open("wb")
+    proc = subprocess.Popen(
         [sys.executable, "-m", "wansweep.cli", "run", str(spec)],
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -35,6 +36,8 @@ def start_run(spec: Path, tmp: Path, **env: str) -> subprocess.Popen:
         cwd=tmp,
         env={**os.environ, "PREFECT_SERVER_ALLOW_EPHEMERAL_MODE": "true", **env},
     )
+    proc.args_log = str(log_path)
+    return proc
 
 
 def wait_for(condition, timeout=180.0, what="condition"):
@@ -122,8 +125,9 @@ def test_ctrl_c_cancels_in_flight_requests_and_records_them(fal, prefect_harness
     store_dir = tmp_path / "archive"
     proc = start_run(spec, tmp_path)
     wait_for(lambda: ledger_statuses(store_dir)["submitted"] == 4, what="4 jobs in flight")
-    os.killpg(proc.pid, signal.SIGINT)
-    assert proc.wait(120) != 0
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole group
+    assert proc.wait(120) == 130
+    assert "in-flight fal requests were cancelled" in Path(proc.args_log).read_text()
     assert ledger_statuses(store_dir)["cancelled"] == 4
     assert fal.stats()["cancels"] == 4
 
