@@ -19,11 +19,12 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from tasks.generate import generate
 from tasks.report import build_report
 from tasks.runtime import RunSettings, close_runtime, stop_event
-from wansweep.archive import archived_keys
+from wansweep.archive import Ledger, archived_keys
 from wansweep.manifest import plan
 from wansweep.report import save_plan
 from wansweep.store import open_store
-from wansweep.sweep import load_spec
+from tasks.runtime import limit_name
+from wansweep.sweep import Job, SweepSpec, load_spec
 
 DEFAULT_STORE = "./archive"
 
@@ -96,6 +97,132 @@ class OverBudget(ValueError):
     pass
 
 
+def run_jobs(
+    jobs: list[Job],
+    cfg: SweepSpec,
+    store_uri: str,
+    *,
+    resubmit_expired: bool = False,
+    global_limits: bool = False,
+    budget_usd: float | None = None,
+) -> dict[str, int]:
+    """Fan the jobs out, one task each, on a bounded thread pool; returns outcome counts."""
+    log = get_run_logger()
+    settings = RunSettings(
+        run_id=uuid.uuid4().hex,
+        store=store_uri,
+        budget_usd=budget_usd if budget_usd is not None else cfg.budget_usd,
+        poll=cfg.poll,
+        max_attempts=cfg.max_attempts,
+        endpoint_concurrency=cfg.endpoint_concurrency,
+        connections=min(256, 2 * cfg.concurrency + 8),
+        resubmit_expired=resubmit_expired,
+        global_limits=global_limits,
+    )
+    if global_limits:
+        check_global_limits({j.endpoint for j in jobs})
+    counts: dict[str, int] = {}
+    try:
+        with ThreadPoolTaskRunner(max_workers=cfg.concurrency) as runner:
+            futures = [runner.submit(generate, {"job": job, "settings": settings}) for job in jobs]
+            try:
+                with Progress(len(jobs), log, cfg.name) as progress:
+                    for future in as_completed(futures):
+                        result = future.result(raise_on_failure=False)
+                        status = result["status"] if isinstance(result, dict) else "crashed"
+                        counts[status] = counts.get(status, 0) + 1
+                        if status in ("failed", "expired", "crashed"):
+                            log.warning(
+                                "job failed: %s",
+                                result if isinstance(result, dict) else repr(result),
+                            )
+                        progress.advance(counts)
+            except BaseException:
+                # Ctrl-C, flow-run cancellation or a crash: before the pool shuts down, every
+                # waiting job cancels its fal request and records that in the ledger.
+                stop_event(settings.run_id).set()
+                raise
+    finally:
+        close_runtime(settings.run_id)
+    return counts
+
+
+def check_global_limits(endpoints: set[str]) -> None:
+    """Fail before any submit when a needed global concurrency limit does not exist."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        for endpoint in endpoints:
+            name = limit_name(endpoint)
+            try:
+                client.read_global_concurrency_limit_by_name(name)
+            except Exception:
+                raise PlanInvalid(
+                    f"global concurrency limit {name!r} does not exist: create it with "
+                    f"`prefect gcl create {name} --limit N` (N = your fal account's concurrency)"
+                ) from None
+
+
+def dispatch_shards(
+    cfg: SweepSpec,
+    spec: str,
+    store_uri: str,
+    todo: list[Job],
+    shards: int,
+    deployment: str,
+    resubmit_expired: bool,
+    global_limits: bool,
+) -> dict[str, int]:
+    """Run the jobs as ``shards`` child flow runs on the deployment's work pool; wait for all."""
+    import contextvars
+    from concurrent.futures import ThreadPoolExecutor
+
+    from prefect.deployments import run_deployment
+
+    log = get_run_logger()
+    chunks = [c for c in (todo[i::shards] for i in range(shards)) if c]
+    log.info("dispatching %d jobs as %d shards of %s", len(todo), len(chunks), deployment)
+    with ThreadPoolExecutor(len(chunks)) as pool:
+        runs = [
+            pool.submit(
+                contextvars.copy_context().run,
+                run_deployment,
+                name=deployment,
+                timeout=None,
+                parameters={
+                    "spec": spec,
+                    "manifest": cfg.manifest,
+                    "store": store_uri,
+                    "job_keys": [j.job_key for j in chunk],
+                    "shard": n,
+                    "budget_usd": round(sum(j.estimated_usd for j in chunk), 6),
+                    "resubmit_expired": resubmit_expired,
+                    "global_limits": global_limits,
+                },
+            )
+            for n, chunk in enumerate(chunks)
+        ]
+        for r in runs:
+            flow_run = r.result()
+            log.info(
+                "shard %s ended %s",
+                flow_run.name,
+                flow_run.state.type.value if flow_run.state else "?",
+            )
+    # What happened is read back from the archive and the ledger, not from the shards' results.
+    done = archived_keys(open_store(store_uri))
+    ledger = Ledger(open_store(store_uri))
+    counts: dict[str, int] = {}
+    for job in todo:
+        status = (
+            "archived"
+            if job.job_key in done
+            else (ledger.get(job.job_key) or {}).get("status", "lost")
+        )
+        counts[status] = counts.get(status, 0) + 1
+    return counts
+
+
 @flow(name="wansweep-sweep", log_prints=True)
 def sweep(
     spec: str,
@@ -106,6 +233,9 @@ def sweep(
     skip_invalid: bool = False,
     report_dir: str | None = None,
     resubmit_expired: bool = False,
+    shards: int = 0,
+    shard_deployment: str = "wansweep-shard/shard",
+    global_limits: bool = False,
 ) -> dict[str, Any]:
     """Run a sweep spec (configs/*.yaml) over a manifest and archive every video.
 
@@ -119,6 +249,12 @@ def sweep(
         report_dir: also write the report files to this local folder.
         resubmit_expired: submit again (and pay again) a job whose fal request was lost or
             whose result expired before it was archived; off by default: such jobs are reported.
+        shards: split the jobs into this many child flow runs of ``shard_deployment``, run by
+            the workers of its work pool; this run waits for them and writes one report.
+        shard_deployment: the deployment that runs one shard (see prefect.yaml).
+        global_limits: hold a slot of the Prefect global concurrency limit
+            ``wansweep-<standard|flash>`` for each in-flight fal request (create them with
+            ``prefect gcl create``), so every worker of the fleet stays within the fal account's limit.
     """
     log = get_run_logger()
     cfg = load_spec(
@@ -157,41 +293,17 @@ def sweep(
             f"budget of ${cfg.budget_usd:.2f}; nothing was submitted"
         )
 
-    settings = RunSettings(
-        run_id=uuid.uuid4().hex,
-        store=archive.uri,
-        budget_usd=cfg.budget_usd,
-        poll=cfg.poll,
-        max_attempts=cfg.max_attempts,
-        endpoint_concurrency=cfg.endpoint_concurrency,
-        connections=min(256, 2 * cfg.concurrency + 8),
-    )
-    counts: dict[str, int] = {}
-    try:
-        with ThreadPoolTaskRunner(max_workers=cfg.concurrency) as runner:
-            futures = [runner.submit(generate, {"job": job, "settings": settings}) for job in todo]
-            try:
-                with Progress(len(todo), log, cfg.name) as progress:
-                    for future in as_completed(futures):
-                        result = future.result(raise_on_failure=False)
-                        status = result["status"] if isinstance(result, dict) else "crashed"
-                        counts[status] = counts.get(status, 0) + 1
-                        if status in ("failed", "expired", "crashed"):
-                            log.warning(
-                                "job failed: %s",
-                                result if isinstance(result, dict) else repr(result),
-                            )
-                        progress.advance(counts)
-            except BaseException:
-                # Ctrl-C, flow-run cancellation or a crash: before the pool shuts down, every
-                # waiting job cancels its fal request and records that in the ledger.
-                stop_event(settings.run_id).set()
-                raise
-    finally:
-        close_runtime(settings.run_id)
+    if shards > 1 and len(todo) > 1:
+        counts = dispatch_shards(
+            cfg, spec, store_uri, todo, shards, shard_deployment, resubmit_expired, global_limits
+        )
+    else:
+        counts = run_jobs(
+            todo, cfg, archive.uri, resubmit_expired=resubmit_expired, global_limits=global_limits
+        )
 
     files = build_report(archive.uri, cfg.name, report_dir)
-    failed = sum(counts.get(k, 0) for k in ("failed", "expired", "crashed"))
+    failed = sum(v for k, v in counts.items() if k not in ("archived", "resumed", "cached"))
     return {
         "sweep": cfg.name,
         "store": archive.uri,

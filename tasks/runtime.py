@@ -28,6 +28,20 @@ class RunSettings(BaseModel):
     endpoint_concurrency: int = 8
     connections: int = 64
     resubmit_expired: bool = False
+    global_limits: bool = False  # hold a Prefect global concurrency slot per in-flight request
+
+
+def limit_name(endpoint: str) -> str:
+    """The Prefect global concurrency limit of an endpoint: wansweep-standard, wansweep-flash."""
+    from wansweep.sweep import endpoint_alias
+
+    return f"wansweep-{endpoint_alias(endpoint)}"
+
+
+def _prefect_slot(endpoint: str):
+    from prefect.concurrency.sync import concurrency
+
+    return concurrency(limit_name(endpoint), occupy=1, strict=True)
 
 
 def stop_event(run_id: str) -> threading.Event:
@@ -49,6 +63,7 @@ def runtime_for(settings: RunSettings) -> Runtime:
                 max_attempts=settings.max_attempts,
                 endpoint_concurrency=settings.endpoint_concurrency,
                 resubmit_expired=settings.resubmit_expired,
+                guard=_prefect_slot if settings.global_limits else None,
             )
             _runtimes[settings.run_id] = rt
         return rt

@@ -116,6 +116,15 @@ def run(
     resubmit_expired: bool = typer.Option(
         False, help="Pay again for jobs whose fal request was lost or whose result expired."
     ),
+    shards: int = typer.Option(
+        0,
+        min=0,
+        help="Run the jobs as this many child flow runs on the shard deployment's work pool.",
+    ),
+    global_limits: bool = typer.Option(
+        False,
+        help="Hold Prefect global concurrency limits wansweep-standard / wansweep-flash per request.",
+    ),
 ) -> None:
     """Run a sweep: validate, skip what is archived, generate the rest, archive, report."""
     import json
@@ -154,6 +163,8 @@ def run(
                 skip_invalid=skip_invalid,
                 report_dir=str(report_dir) if report_dir else None,
                 resubmit_expired=resubmit_expired,
+                shards=shards,
+                global_limits=global_limits,
             )
         except (PlanInvalid, OverBudget, SpecError, ManifestError) as exc:
             console.print(f"[red]{exc}[/red]", highlight=False)

@@ -15,6 +15,8 @@ import os
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,19 +41,24 @@ class Runtime:
     endpoint_slots: dict[str, threading.BoundedSemaphore] = field(default_factory=dict)
     endpoint_concurrency: int = 8
     resubmit_expired: bool = False
+    guard: Callable[[str], AbstractContextManager] | None = None  # e.g. a fleet-wide limit
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def ledger(self) -> Ledger:
         return Ledger(self.store)
 
-    def slot(self, endpoint: str) -> threading.BoundedSemaphore:
+    @contextmanager
+    def slot(self, endpoint: str) -> Iterator[None]:
+        """Held from submit to result: this process's per-endpoint limit, then the guard's."""
         with self._lock:
             if endpoint not in self.endpoint_slots:
                 self.endpoint_slots[endpoint] = threading.BoundedSemaphore(
                     self.endpoint_concurrency
                 )
-            return self.endpoint_slots[endpoint]
+            local = self.endpoint_slots[endpoint]
+        with local, self.guard(endpoint) if self.guard else nullcontext():
+            yield
 
 
 def outcome(job: Job, status: str, **extra: Any) -> dict[str, Any]:
