@@ -50,6 +50,19 @@ def stop_event(run_id: str) -> threading.Event:
         return _stops.setdefault(run_id, threading.Event())
 
 
+def stop_all() -> None:
+    with _lock:
+        events = list(_stops.values())
+    for event in events:
+        event.set()
+
+
+def active_jobs() -> int:
+    """Jobs of this process that have not yet returned (their ledger may still change)."""
+    with _lock:
+        return sum(rt.active for rt in _runtimes.values())
+
+
 def runtime_for(settings: RunSettings) -> Runtime:
     stop = stop_event(settings.run_id)
     with _lock:

@@ -104,6 +104,12 @@ def _use_fal(console) -> object | None:
     return server
 
 
+INTERRUPTED = (
+    "[yellow]interrupted: in-flight fal requests were cancelled and recorded in the ledger; "
+    "run the same command again to finish the sweep[/yellow]"
+)
+
+
 @app.command()
 def run(
     spec: Path = typer.Argument(..., help="Sweep spec (YAML), e.g. configs/quickstart.yaml."),
@@ -130,21 +136,35 @@ def run(
     import json
     import os
     import signal
+    import sys
+    import threading
+    import time
 
     from rich.console import Console
 
     console = Console()
     server = _use_fal(console)
-    if not os.environ.get("PREFECT_API_URL"):
-        # Ephemeral mode: the API is a temporary server this command owns, and Ctrl-C stops it
-        # too; retrying it would only delay the exit by a minute once it is gone.
-        os.environ.setdefault("PREFECT_CLIENT_MAX_RETRIES", "0")
     interrupted = []
     previous = signal.getsignal(signal.SIGINT)
 
     def on_sigint(signum, frame):
+        """Ctrl-C: cancel every in-flight fal request, record it, and exit promptly. Prefect's
+        own bookkeeping may hang on (in ephemeral mode Ctrl-C stops its server too)."""
+        from tasks.runtime import active_jobs, stop_all
+
         interrupted.append(True)
         signal.signal(signal.SIGINT, previous)
+        stop_all()
+
+        def exit_when_recorded() -> None:
+            deadline = time.monotonic() + 30
+            while active_jobs() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            console.print(INTERRUPTED)
+            sys.stdout.flush()
+            os._exit(130)
+
+        threading.Thread(target=exit_when_recorded, daemon=True).start()
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGINT, on_sigint)
@@ -172,10 +192,7 @@ def run(
         except (KeyboardInterrupt, Exception):
             if not interrupted:
                 raise
-            console.print(
-                "[yellow]interrupted: in-flight fal requests were cancelled and recorded in the "
-                "ledger; run the same command again to finish the sweep[/yellow]"
-            )
+            console.print(INTERRUPTED)
             raise typer.Exit(130) from None
         console.print(json.dumps(result, indent=2, default=str), highlight=False)
         console.print(

@@ -42,6 +42,7 @@ class Runtime:
     endpoint_concurrency: int = 8
     resubmit_expired: bool = False
     guard: Callable[[str], AbstractContextManager] | None = None  # e.g. a fleet-wide limit
+    active: int = 0  # jobs in run_job right now
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -93,6 +94,16 @@ def request_body(job: Job) -> dict[str, Any]:
 
 def run_job(job: Job, rt: Runtime) -> dict[str, Any]:
     """Run one job to its archive; never raises for a job-level failure (returns its outcome)."""
+    with rt._lock:
+        rt.active += 1
+    try:
+        return _run_job(job, rt)
+    finally:
+        with rt._lock:
+            rt.active -= 1
+
+
+def _run_job(job: Job, rt: Runtime) -> dict[str, Any]:
     if rt.store.exists(job_file(job.job_key, SIDECAR)):
         return outcome(job, "cached")
     ledger = rt.ledger
@@ -157,6 +168,8 @@ def _generate(job: Job, rt: Runtime, ledger: Ledger, entry: dict[str, Any]) -> d
                 raise FalError(
                     entry.get("error") or "no attempts left", entry.get("error_kind", "failed")
                 )
+            if rt.fal.stop.is_set():  # cancelled while waiting for a slot: submit nothing
+                raise Stopped("run cancelled before submit")
             body = request_body(job)
             digest = body_digest(body)
             if not reserved:
