@@ -155,14 +155,7 @@ def _generate(job: Job, rt: Runtime, ledger: Ledger, entry: dict[str, Any]) -> d
                 job.endpoint, entry["body_digest"], entry["submitted_at"]
             )
             if handle is not None:
-                entry = ledger.put(
-                    job.job_key,
-                    entry,
-                    status="submitted",
-                    request_id=handle.request_id,
-                    handle=handle.__dict__,
-                    reconciled=True,
-                )
+                entry = _submitted(ledger, job, entry, handle, reconciled=True)
         if handle is None:
             if attempts >= rt.max_attempts:
                 raise FalError(
@@ -197,14 +190,7 @@ def _generate(job: Job, rt: Runtime, ledger: Ledger, entry: dict[str, Any]) -> d
             except FalError:
                 rt.budget.release(job.estimated_usd)  # not accepted: nothing was spent
                 raise
-            entry = ledger.put(
-                job.job_key,
-                entry,
-                status="submitted",
-                request_id=handle.request_id,
-                handle=handle.__dict__,
-                submits=entry.get("submits", 0) + 1,
-            )
+            entry = _submitted(ledger, job, entry, handle, submits=entry.get("submits", 0) + 1)
         first = rt.poll.first
         try:
             done = rt.fal.wait(handle, first, rt.poll.factor, rt.poll.max)
@@ -245,6 +231,18 @@ def _generate(job: Job, rt: Runtime, ledger: Ledger, entry: dict[str, Any]) -> d
         )
 
 
+def _submitted(ledger: Ledger, job: Job, entry: dict[str, Any], handle: Handle, **extra: Any):
+    """Record that fal holds this job's request: from here on it is resumed, never resubmitted."""
+    return ledger.put(
+        job.job_key,
+        entry,
+        status="submitted",
+        request_id=handle.request_id,
+        handle=handle.__dict__,
+        **extra,
+    )
+
+
 def _archive(job: Job, rt: Runtime, ledger: Ledger, entry: dict[str, Any]) -> None:
     """Video first, checksum verified, thumbnail, then the sidecar last."""
     result = entry["result"]
@@ -252,23 +250,20 @@ def _archive(job: Job, rt: Runtime, ledger: Ledger, entry: dict[str, Any]) -> No
     store = rt.store
     with tempfile.TemporaryDirectory(prefix="wansweep-") as tmp:
         local = Path(tmp) / VIDEO
-        stored = store.size(job_file(job.job_key, VIDEO))
-        size = sha = None
-        if stored is not None and entry.get("video_sha256") and stored == entry.get("video_size"):
-            # Killed between upload and sidecar: the stored copy is checked, not fetched from fal again.
-            store.download_file(job_file(job.job_key, VIDEO), local)
-            from wansweep.store import sha256_file
-
-            if sha256_file(local) == entry["video_sha256"]:
-                size, sha = stored, entry["video_sha256"]
-        if sha is None:
+        video_key = job_file(job.job_key, VIDEO)
+        size, sha = entry.get("video_size"), entry.get("video_sha256")
+        if not (sha and store.size(video_key) == size and store.sha256(video_key) == sha):
+            # Not stored yet (or not whole): fetch from fal. When a run was killed between upload
+            # and sidecar, the stored copy passes this check and fal is not asked again.
             size, sha = rt.fal.download(video["url"], local, video.get("file_size"))
             entry = ledger.put(job.job_key, entry, video_size=size, video_sha256=sha)
-            store.put_file(job_file(job.job_key, VIDEO), local, "video/mp4")
-            if store.size(job_file(job.job_key, VIDEO)) != size:
+            store.put_file(video_key, local, "video/mp4")
+            if store.sha256(video_key) != sha:
                 raise FalError(
-                    f"archive check failed for {job.job_key}: stored size differs", "transient"
+                    f"archive check failed for {job.job_key}: stored checksum differs", "transient"
                 )
+        else:
+            store.download_file(video_key, local)  # for the probe and the frames
         probe = media.probe(local)
         first, middle, last = media.frames_at(local, (0.0, 0.5, 1.0))
         store.put_bytes(job_file(job.job_key, THUMB), media.thumbnail_jpeg(first), "image/jpeg")

@@ -16,6 +16,7 @@ import json
 import os
 import random
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -220,8 +221,20 @@ class FalQueue:
             )
         raise FalError(f"submit not accepted after {self.attempts} attempts ({last})", "transient")
 
-    def find_submitted(self, endpoint: str, digest: str, since: float) -> Handle | None:
-        """Look for our request in fal's request listing (Platform API), by input digest."""
+    def find_submitted(
+        self, endpoint: str, digest: str, since: float, grace: float = 20.0
+    ) -> Handle | None:
+        """Look for our request in fal's request listing (Platform API), by input digest.
+
+        The listing may lag behind the queue: "not there" is believed only once the submit is
+        ``grace`` seconds old (we wait out the rest, then look again)."""
+        found = self._find_in_listing(endpoint, digest, since)
+        if found is None and (left := since + grace - time.time()) > 0:
+            self._sleep(left)
+            found = self._find_in_listing(endpoint, digest, since)
+        return found
+
+    def _find_in_listing(self, endpoint: str, digest: str, since: float) -> Handle | None:
         start = datetime.fromtimestamp(since - 120, UTC).isoformat().replace("+00:00", "Z")
         cursor: str | None = None
         while True:
@@ -229,23 +242,7 @@ class FalQueue:
             if cursor:
                 params["cursor"] = cursor
 
-            def get(params: dict[str, Any] = params) -> httpx.Response:
-                r = self.http.get(
-                    f"{self.config.api_base}/models/requests/by-endpoint", params=params
-                )
-                if r.status_code in TRANSIENT_CODES:
-                    raise fal_client.client.FalClientHTTPError(
-                        _detail(r), r.status_code, dict(r.headers), r
-                    )
-                return r
-
-            response = self._retrying("request listing", get)
-            if response.status_code != 200:
-                raise FalError(
-                    f"request listing failed ({response.status_code}): {_detail(response)}",
-                    "transient",
-                    response.status_code,
-                )
+            response = self._api_get("/models/requests/by-endpoint", params, "request listing")
             page = response.json()
             for item in page.get("items", []):
                 if item.get("json_input") is not None and body_digest(item["json_input"]) == digest:
@@ -254,27 +251,36 @@ class FalQueue:
             if not page.get("has_more") or not cursor:
                 return None
 
-    def prices(self, endpoints: list[str]) -> dict[str, dict[str, Any]]:
-        """fal's Platform API pricing: {endpoint: {unit_price, unit, currency}}."""
+    def _api_get(self, path: str, params: Any, what: str) -> httpx.Response:
+        """GET on fal's Platform API, retried on 429/5xx/transport errors; 200 or FalError."""
 
         def get() -> httpx.Response:
-            r = self.http.get(
-                f"{self.config.api_base}/models/pricing",
-                params=[("endpoint_id", e) for e in endpoints],
-            )
+            r = self.http.get(f"{self.config.api_base}{path}", params=params)
             if r.status_code in TRANSIENT_CODES:
                 raise fal_client.client.FalClientHTTPError(
                     _detail(r), r.status_code, dict(r.headers), r
                 )
             return r
 
-        response = self._retrying("pricing", get)
+        try:
+            response = self._retrying(what, get)
+        except fal_client.client.FalClientHTTPError as exc:
+            raise FalError(
+                f"{what} failed ({exc.status_code}): {exc}", "transient", exc.status_code
+            ) from exc
         if response.status_code != 200:
             raise FalError(
-                f"pricing API answered {response.status_code}: {_detail(response)}",
+                f"{what} answered {response.status_code}: {_detail(response)}",
                 "rejected",
                 response.status_code,
             )
+        return response
+
+    def prices(self, endpoints: list[str]) -> dict[str, dict[str, Any]]:
+        """fal's Platform API pricing: {endpoint: {unit_price, unit, currency}}."""
+
+        params = [("endpoint_id", e) for e in endpoints]
+        response = self._api_get("/models/pricing", params, "pricing API")
         return {p["endpoint_id"]: p for p in response.json().get("prices", [])}
 
     # ---------------------------------------------------------- wait/result

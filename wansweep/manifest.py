@@ -5,15 +5,12 @@ Nothing here talks to fal: a plan with errors never reaches a submit.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import io
 import math
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
-from urllib.parse import unquote_to_bytes
 
 import pandas as pd
 
@@ -159,15 +156,9 @@ def resolve_ref(ref: str, base: str) -> str:
 
 def load_media(uri: str) -> bytes:
     if uri.startswith("data:"):
-        header, _, payload = uri.partition(",")
-        try:
-            return (
-                base64.b64decode(payload, validate=True)
-                if header.endswith(";base64")
-                else unquote_to_bytes(payload)
-            )
-        except binascii.Error:
-            raise ValueError("data URI is not valid base64") from None
+        from wansweep.media import decode_data_uri
+
+        return decode_data_uri(uri)
     if uri.startswith(("http://", "https://")):
         import httpx
 

@@ -33,6 +33,21 @@ def _open(src: Source):
     return av.open(io.BytesIO(src) if isinstance(src, bytes) else src)
 
 
+def decode_data_uri(uri: str) -> bytes:
+    """The bytes of a ``data:`` URI (base64 or percent-encoded)."""
+    import base64
+    import binascii
+    from urllib.parse import unquote_to_bytes
+
+    header, _, payload = uri.partition(",")
+    try:
+        if header.endswith(";base64"):
+            return base64.b64decode(payload, validate=True)
+        return unquote_to_bytes(payload)
+    except binascii.Error:
+        raise ValueError("data URI is not valid base64") from None
+
+
 def probe(src: Source) -> Probe:
     """Read duration, fps, frame count, size, codec and audio presence from the container."""
     with _open(src) as c:

@@ -13,7 +13,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 from urllib.parse import urlparse
 
 
@@ -39,6 +39,18 @@ class Store:
 
     def exists(self, key: str) -> bool:
         return self.size(key) is not None
+
+    def sha256(self, key: str) -> str | None:
+        """Checksum of a stored object, read back in chunks (None if it is missing)."""
+        chunks = self.iter_chunks(key)
+        if chunks is None:
+            return None
+        h = hashlib.sha256()
+        for chunk in chunks:
+            h.update(chunk)
+        return h.hexdigest()
+
+    def iter_chunks(self, key: str) -> Iterator[bytes] | None: ...
 
     def put_json(self, key: str, value: Any) -> None:
         self.put_bytes(
@@ -105,6 +117,17 @@ class LocalStore(Store):
     def download_file(self, key: str, path: Path) -> None:
         shutil.copyfile(self._path(key), path)
 
+    def iter_chunks(self, key: str) -> Iterator[bytes] | None:
+        path = self._path(key)
+        if not path.is_file():
+            return None
+
+        def read() -> Iterator[bytes]:
+            with path.open("rb") as f:
+                yield from iter(lambda: f.read(1 << 20), b"")
+
+        return read()
+
 
 class S3Store(Store):
     def __init__(self, bucket: str, prefix: str = "", client: Any = None):
@@ -155,6 +178,13 @@ class S3Store(Store):
 
     def download_file(self, key: str, path: Path) -> None:
         self.client.download_file(self.bucket, self._key(key), str(path))
+
+    def iter_chunks(self, key: str) -> Iterator[bytes] | None:
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
+        except self.client.exceptions.NoSuchKey:
+            return None
+        return body.iter_chunks(1 << 20)
 
 
 def s3_client() -> Any:
@@ -210,11 +240,3 @@ def presign(uri: str, expires_s: int = 3600) -> str:
         Params={"Bucket": parsed.netloc, "Key": parsed.path.lstrip("/")},
         ExpiresIn=expires_s,
     )
-
-
-def sha256_file(path: Path, f: BinaryIO | None = None) -> str:
-    h = hashlib.sha256()
-    with f or path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

@@ -9,8 +9,6 @@ demand, and counts everything at ``GET /_local/stats``.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import hashlib
 import json
 import random
@@ -23,7 +21,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote_to_bytes
 
 import httpx
 from starlette.applications import Starlette
@@ -34,6 +31,7 @@ from starlette.routing import Route
 from wansweep import schema
 from wansweep.localfal.config import Faults, Latency, ServerConfig
 from wansweep.localfal.video import render
+from wansweep.media import decode_data_uri
 
 
 def input_key(endpoint: str, payload: dict[str, Any]) -> str:
@@ -499,15 +497,7 @@ class LocalFal:
 
     async def _fetch(self, url: str) -> bytes:
         if url.startswith("data:"):
-            header, _, data = url.partition(",")
-            try:
-                return (
-                    base64.b64decode(data, validate=True)
-                    if header.endswith(";base64")
-                    else unquote_to_bytes(data)
-                )
-            except binascii.Error:
-                raise ValueError("data URI is not valid base64") from None
+            return decode_data_uri(url)
         if url.startswith(("http://", "https://")):
             own = "/_local/files/"
             if own in url:
