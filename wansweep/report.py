@@ -132,27 +132,41 @@ def _p(q: float):
 
 
 def summary(frame: pd.DataFrame, by: list[str] | None = None) -> pd.DataFrame:
-    """Per arm (or any columns): counts, success rate, seconds of video, cost, latency."""
+    """Per arm (or any columns): counts, success rate, seconds of video, cost, latency
+    percentiles, and how often the output matched what was asked."""
     by = by or ["arm"]
     df = frame[frame["arm"].notna()] if "arm" in by else frame
-    g = df.groupby(by, dropna=False)
-    out = pd.DataFrame(
-        {
-            "jobs": g.size(),
-            "succeeded": g["status"].apply(lambda s: int((s == "succeeded").sum())),
-            "failed": g["status"].apply(lambda s: int(s.isin(["failed", "expired"]).sum())),
-            "video_seconds": g["video_duration"].sum(min_count=1),
-            "estimated_usd": g["estimated_usd"].sum(),
-            "cost_usd": g["cost_usd"].sum(),
-            "wall_p50": g["wall_seconds"].agg(_p(0.5)),
-            "wall_p90": g["wall_seconds"].agg(_p(0.9)),
-            "wall_max": g["wall_seconds"].max(),
-            "inference_p50": g["inference_seconds"].agg(_p(0.5)),
-            "queue_p50": g["queue_seconds"].agg(_p(0.5)),
-            "first_frame_similarity": g["first_frame_similarity"].mean(),
-        }
+    done = df["status"] == "succeeded"
+    df = df.assign(
+        _ok=done,
+        _failed=df["status"].isin(["failed", "expired", "cancelled"]),
+        _duration_ok=(df["video_duration"] - df["duration"]).abs() < 0.5,
+        _resolution_ok=df[["width", "height"]].min(axis=1)
+        == df["resolution"].astype(str).str.rstrip("p").astype(float),
+        _expanded=df["prompt_expanded"].astype(bool),
     )
+    g = df.groupby(by, dropna=False)
+    archived = df[done].groupby(by, dropna=False)
+    columns = {
+        "jobs": g.size(),
+        "succeeded": g["_ok"].sum(),
+        "failed": g["_failed"].sum(),
+        "video_seconds": g["video_duration"].sum(min_count=1),
+        "estimated_usd": g["estimated_usd"].sum(),
+        "cost_usd": g["cost_usd"].sum(),
+    }
+    for name, col in (("wall", "wall_seconds"), ("queue", "queue_seconds"),
+                      ("inference", "inference_seconds")):
+        columns[f"{name}_p50"] = g[col].agg(_p(0.5))
+        columns[f"{name}_p90"] = g[col].agg(_p(0.9))
+        columns[f"{name}_max"] = g[col].max()
+    columns["duration_as_asked"] = archived["_duration_ok"].mean()
+    columns["resolution_as_asked"] = archived["_resolution_ok"].mean()
+    columns["prompt_expanded"] = archived["_expanded"].mean()
+    columns["first_frame_similarity"] = g["first_frame_similarity"].mean()
+    out = pd.DataFrame(columns)
     out["success_rate"] = (out["succeeded"] / out["jobs"]).round(4)
+    out["usd_per_video"] = (out["cost_usd"] / out["succeeded"].where(out["succeeded"] > 0)).round(4)
     out["usd_per_video_second"] = (out["cost_usd"] / out["video_seconds"]).round(4)
     return out.reset_index()
 

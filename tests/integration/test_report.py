@@ -61,6 +61,13 @@ def test_figures_match_an_independent_computation(archive):
         assert row["wall_max"] == pytest.approx(max(walls))
         assert row["video_seconds"] == pytest.approx(5.0 * len(walls), abs=0.5)
     assert summ["jobs"].sum() == 12
+    assert (summ["duration_as_asked"] == 1.0).all() and (summ["resolution_as_asked"] == 1.0).all()
+    assert (summ["prompt_expanded"] == 1.0).all()  # expansion is on: fal returned actual_prompt
+    queue = {}
+    for m in metas:
+        queue.setdefault(m["arm"], []).append(m["timings"]["queue_seconds"])
+    for arm, values in queue.items():
+        assert summ.loc[summ["arm"] == arm, "queue_p90"].iloc[0] == pytest.approx(np.percentile(values, 90))
 
 
 def test_summary_by_any_column(archive):
