@@ -21,6 +21,7 @@ from tasks.report import build_report
 from tasks.runtime import RunSettings, close_runtime, stop_event
 from wansweep.archive import Ledger, archived_keys
 from wansweep.manifest import plan
+from wansweep.notify import notify
 from wansweep.report import save_plan
 from wansweep.store import open_store
 from tasks.runtime import limit_name
@@ -223,7 +224,18 @@ def dispatch_shards(
     return counts
 
 
-@flow(name="wansweep-sweep", log_prints=True)
+def notify_failure(flow, flow_run, state) -> None:
+    """on_failure / on_crashed hook: tell the team's channel (if WANSWEEP_NOTIFY_URL is set)."""
+    notify(
+        f"wansweep: {flow.name} run {flow_run.name} ended {state.name}: {state.message or ''}"[
+            :3000
+        ]
+    )
+
+
+@flow(
+    name="wansweep-sweep", log_prints=True, on_failure=[notify_failure], on_crashed=[notify_failure]
+)
 def sweep(
     spec: str,
     manifest: str | None = None,
@@ -303,6 +315,7 @@ def sweep(
         )
 
     files = build_report(archive.uri, cfg.name, report_dir)
+    notify((archive.get_bytes(f"sweeps/{cfg.name}/report/summary.md") or b"").decode())
     failed = sum(v for k, v in counts.items() if k not in ("archived", "resumed", "cached"))
     return {
         "sweep": cfg.name,

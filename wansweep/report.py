@@ -155,8 +155,11 @@ def summary(frame: pd.DataFrame, by: list[str] | None = None) -> pd.DataFrame:
         "estimated_usd": g["estimated_usd"].sum(),
         "cost_usd": g["cost_usd"].sum(),
     }
-    for name, col in (("wall", "wall_seconds"), ("queue", "queue_seconds"),
-                      ("inference", "inference_seconds")):
+    for name, col in (
+        ("wall", "wall_seconds"),
+        ("queue", "queue_seconds"),
+        ("inference", "inference_seconds"),
+    ):
         columns[f"{name}_p50"] = g[col].agg(_p(0.5))
         columns[f"{name}_p90"] = g[col].agg(_p(0.9))
         columns[f"{name}_max"] = g[col].max()

@@ -67,7 +67,9 @@ def test_figures_match_an_independent_computation(archive):
     for m in metas:
         queue.setdefault(m["arm"], []).append(m["timings"]["queue_seconds"])
     for arm, values in queue.items():
-        assert summ.loc[summ["arm"] == arm, "queue_p90"].iloc[0] == pytest.approx(np.percentile(values, 90))
+        assert summ.loc[summ["arm"] == arm, "queue_p90"].iloc[0] == pytest.approx(
+            np.percentile(values, 90)
+        )
 
 
 def test_summary_by_any_column(archive):

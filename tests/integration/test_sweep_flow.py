@@ -209,3 +209,34 @@ def test_each_invalid_row_stops_the_flow_before_fal_sees_anything(
     stats = fal.stats()
     assert stats["submits_accepted"] == 0 and stats["submits_rejected"] == 0
     assert not (tmp_path / "archive" / "ledger").exists()
+
+
+def test_notifications_carry_the_summary_and_failures(fal, prefect_harness, tmp_path, monkeypatch):
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    received: list[dict] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self):
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *a):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("WANSWEEP_NOTIFY_URL", f"http://127.0.0.1:{server.server_port}/hook")
+    try:
+        spec = write_case(
+            tmp_path, rows=1, endpoints=["flash"], grid={"resolution": ["720p"]}, seeds=[1]
+        )
+        sweep(str(spec))
+        assert "## Sweep `t`" in received[-1]["text"] and "1 succeeded" in received[-1]["text"]
+        with pytest.raises(OverBudget):
+            sweep(str(spec), budget_usd=0.01, store=str(tmp_path / "other"))
+        assert "Failed" in received[-1]["text"] and "over the budget" in received[-1]["text"]
+    finally:
+        server.shutdown()
