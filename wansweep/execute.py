@@ -156,6 +156,8 @@ def _generate(job: Job, rt: Runtime, ledger: Ledger, entry: dict[str, Any]) -> d
             )
             if handle is not None:
                 entry = _submitted(ledger, job, entry, handle, reconciled=True)
+            else:
+                attempts = max(0, attempts - 1)  # fal never took it: that attempt cost nothing
         if handle is None:
             if attempts >= rt.max_attempts:
                 raise FalError(
