@@ -10,6 +10,7 @@ otherwise                  -> reserve budget, ledger "submitting", submit once, 
 from __future__ import annotations
 
 import base64
+import hashlib
 import mimetypes
 import os
 import tempfile
@@ -254,9 +255,13 @@ def _archive(job: Job, rt: Runtime, ledger: Ledger, entry: dict[str, Any]) -> No
         local = Path(tmp) / VIDEO
         video_key = job_file(job.job_key, VIDEO)
         size, sha = entry.get("video_size"), entry.get("video_sha256")
-        if not (sha and store.size(video_key) == size and store.sha256(video_key) == sha):
-            # Not stored yet (or not whole): fetch from fal. When a run was killed between upload
-            # and sidecar, the stored copy passes this check and fal is not asked again.
+        # Killed between upload and sidecar: the stored copy is fetched once and checked here,
+        # and fal is not asked again when it is whole.
+        if not (
+            sha
+            and store.size(video_key) == size
+            and _stored_copy_matches(store, video_key, local, sha)
+        ):
             size, sha = rt.fal.download(video["url"], local, video.get("file_size"))
             entry = ledger.put(job.job_key, entry, video_size=size, video_sha256=sha)
             store.put_file(video_key, local, "video/mp4")
@@ -264,8 +269,6 @@ def _archive(job: Job, rt: Runtime, ledger: Ledger, entry: dict[str, Any]) -> No
                 raise FalError(
                     f"archive check failed for {job.job_key}: stored checksum differs", "transient"
                 )
-        else:
-            store.download_file(video_key, local)  # for the probe and the frames
         probe = media.probe(local)
         first, middle, last = media.frames_at(local, (0.0, 0.5, 1.0))
         store.put_bytes(job_file(job.job_key, THUMB), media.thumbnail_jpeg(first), "image/jpeg")
@@ -327,6 +330,15 @@ def _archive(job: Job, rt: Runtime, ledger: Ledger, entry: dict[str, Any]) -> No
         os._exit(137)
     store.put_json(job_file(job.job_key, SIDECAR), meta)
     ledger.put(job.job_key, entry, status="archived", archived_at=archived_at)
+
+
+def _stored_copy_matches(store: Store, key: str, local: Path, sha: str) -> bool:
+    store.download_file(key, local)
+    h = hashlib.sha256()
+    with local.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest() == sha
 
 
 def _public_uri(uri: str | None) -> str | None:

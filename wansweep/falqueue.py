@@ -71,10 +71,6 @@ class FalConfig:
         api = os.environ.get("WANSWEEP_FAL_API_URL", "https://api.fal.ai/v1")
         return cls(f"https://{queue_host}", api.rstrip("/"), key)
 
-    @property
-    def is_local(self) -> bool:
-        return "WANSWEEP_LOCAL_FAL" in os.environ
-
 
 @dataclass(frozen=True)
 class Handle:

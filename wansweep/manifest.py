@@ -243,17 +243,9 @@ def plan(
             if idx in bad_rows:
                 continue
             for seed in row_seeds:
-                body = {
-                    "prompt": prompt,
-                    **settings,
-                    **({"seed": seed} if seed is not None else {}),
-                }
-                key = job_key(
-                    arm.endpoint, body, image.sha256 or "", audio.sha256 if audio else None
-                )
                 jobs.append(
                     Job(
-                        job_key=key,
+                        job_key="",
                         arm=arm.name,
                         endpoint=arm.endpoint,
                         row_index=idx,
@@ -270,6 +262,10 @@ def plan(
                         ),
                         extra={c: rec[c] for c in extra_cols},
                     )
+                )
+                job = jobs[-1]
+                job.job_key = job_key(
+                    job.endpoint, job.request_fields(), job.image_sha256, job.audio_sha256
                 )
 
     result = Plan(

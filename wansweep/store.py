@@ -34,7 +34,6 @@ class Store:
     def get_bytes(self, key: str) -> bytes | None: ...
     def size(self, key: str) -> int | None: ...
     def list(self, prefix: str) -> Iterator[str]: ...
-    def delete(self, key: str) -> None: ...
     def download_file(self, key: str, path: Path) -> None: ...
 
     def exists(self, key: str) -> bool:
@@ -111,9 +110,6 @@ class LocalStore(Store):
                 if not name.startswith(".tmp-"):
                     yield str(Path(dirpath, name).relative_to(self.root).as_posix())
 
-    def delete(self, key: str) -> None:
-        self._path(key).unlink(missing_ok=True)
-
     def download_file(self, key: str, path: Path) -> None:
         shutil.copyfile(self._path(key), path)
 
@@ -172,9 +168,6 @@ class S3Store(Store):
         for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix)):
             for obj in page.get("Contents", []):
                 yield obj["Key"][strip:]
-
-    def delete(self, key: str) -> None:
-        self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
 
     def download_file(self, key: str, path: Path) -> None:
         self.client.download_file(self.bucket, self._key(key), str(path))
