@@ -156,7 +156,10 @@ def test_a_sweep_over_its_budget_does_not_start(fal, prefect_harness, tmp_path):
 
 def test_faults_never_pay_twice(fal, prefect_harness, tmp_path):
     """429s, 5xx, dropped answers after accepted submits and failed generations: every job that
-    can complete does, and no input is accepted twice except to retry a failed generation."""
+    can complete does, and no input is accepted twice except to retry a failed generation.
+
+    Which requests meet a fault depends on thread timing, so a job may (rarely) fail all its
+    attempts; the test then checks that it really did use them all."""
     fal.configure(
         media="tiny",
         fault_seed=7,
@@ -172,19 +175,26 @@ def test_faults_never_pay_twice(fal, prefect_harness, tmp_path):
     jobs = plan(cfg, cfg.manifest).jobs
     assert len(jobs) == 200
     ledger = Ledger(open_store(cfg.store)).all()
-    failed_generation = {
-        k for k, e in ledger.items() if any(s == "retrying" for s, _ in e.get("history", []))
-    }
-    per_input = Counter({k: v for k, v in stats["submits_by_input"].items()})
+    per_input = Counter(stats["submits_by_input"])
+    gave_up = []
     for job in jobs:
+        entry = ledger[job.job_key]
+        retries = sum(1 for s, _ in entry["history"] if s == "retrying")
         n = per_input[input_key(job.endpoint, request_body(job))]
-        if job.job_key in failed_generation:
-            assert 1 <= n <= cfg.max_attempts
-        else:
-            assert n == 1, f"job {job.job_key} was accepted {n} times"
+        # one accepted submit per attempt: a lost answer or a 429/5xx never adds one
+        assert n == 1 + retries, (
+            f"job {job.job_key} was accepted {n} times for {1 + retries} attempts"
+        )
+        if entry["status"] != "archived":
+            # the only way to end unarchived: every attempt was a failed generation at fal
+            assert entry["status"] == "failed" and entry["error_kind"] == "failed", entry
+            assert n == cfg.max_attempts, f"job {job.job_key} gave up after {n} attempts"
+            gave_up.append(job.job_key)
     assert stats["faults"].get("drop_after_accept", 0) >= 1
+    assert stats["faults"].get("failed", 0) >= 1
     assert any(e.get("reconciled") for e in ledger.values())
-    assert result["failed"] == 0 and result["outcomes"].get("archived") == 200
+    assert result["failed"] == len(gave_up) <= 2  # 200 x 0.05**3: more would mean lost retries
+    assert result["outcomes"].get("archived") == 200 - len(gave_up)
 
 
 @pytest.mark.parametrize(
