@@ -14,7 +14,7 @@ def scene(size, sky, ground, shapes, seed):
     for y in range(h // 2, h):
         t = (y - h // 2) / (h / 2)
         d.line([(0, y), (w, y)], fill=tuple(int(a + (b - a) * t) for a, b in zip(ground, sky)))
-    for i, (kind, box, colour) in enumerate(shapes):
+    for kind, box, colour in shapes:
         (d.ellipse if kind == "circle" else d.rectangle)(box, fill=colour)
     return img
 
