@@ -308,6 +308,10 @@ def _archive(job: Job, rt: Runtime, ledger: Ledger, entry: dict[str, Any]) -> No
         "fal_video": {k: v for k, v in video.items() if k != "url"},
         "timings": {
             "submitted_at": submitted,
+            # fal reports inference time, not a start time: started = completed - inference
+            "started_at": round(completed - inference, 3)
+            if completed and inference is not None
+            else None,
             "completed_at": completed,
             "archived_at": archived_at,
             "inference_seconds": inference,

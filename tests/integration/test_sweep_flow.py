@@ -71,6 +71,8 @@ def test_sweep_archives_every_job_and_a_rerun_pays_nothing(fal, prefect_harness,
         assert meta["seed"] == meta["seed_requested"]
         assert "data:" not in json.dumps(meta["input"]).replace("data:image/png;base64,...", "")
         assert meta["row"]["group"] in ("g0", "g1")
+        t = meta["timings"]
+        assert t["submitted_at"] <= t["started_at"] <= t["completed_at"] <= t["archived_at"]
 
     report = pd.read_csv(result["report"]["jobs_csv"])
     assert len(report) == 24 and set(report["status"]) == {"succeeded"}
