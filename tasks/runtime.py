@@ -11,6 +11,7 @@ from wansweep.execute import Runtime
 from wansweep.falqueue import FalConfig, FalQueue
 from wansweep.store import open_store
 from wansweep.sweep import PollSpec
+from wansweep.webhooks import receiver_from_env
 
 _runtimes: dict[str, Runtime] = {}
 _stops: dict[str, threading.Event] = {}
@@ -70,7 +71,12 @@ def runtime_for(settings: RunSettings) -> Runtime:
         if rt is None:
             rt = Runtime(
                 store=open_store(settings.store),
-                fal=FalQueue(FalConfig.from_env(), max_connections=settings.connections, stop=stop),
+                fal=FalQueue(
+                    FalConfig.from_env(),
+                    max_connections=settings.connections,
+                    stop=stop,
+                    webhooks=receiver_from_env(),
+                ),
                 budget=Budget(settings.budget_usd),
                 poll=settings.poll,
                 max_attempts=settings.max_attempts,

@@ -194,9 +194,9 @@ def _generate(job: Job, rt: Runtime, ledger: Ledger, entry: dict[str, Any]) -> d
                 rt.budget.release(job.estimated_usd)  # not accepted: nothing was spent
                 raise
             entry = _submitted(ledger, job, entry, handle, submits=entry.get("submits", 0) + 1)
-        first = rt.poll.first
+        poll = rt.poll
         try:
-            done = rt.fal.wait(handle, first, rt.poll.factor, rt.poll.max)
+            done = rt.fal.wait(handle, poll.first, poll.factor, poll.max, poll.webhook_fallback)
             result = rt.fal.result(handle, generation_failed=bool(done.error))
         except Stopped:
             try:

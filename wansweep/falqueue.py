@@ -27,6 +27,7 @@ import fal_client
 import httpx
 
 from wansweep import __version__
+from wansweep.webhooks import WebhookReceiver
 
 T = TypeVar("T")
 TRANSIENT_CODES = {408, 429, 500, 502, 503, 504}
@@ -125,9 +126,14 @@ class FalQueue:
         attempts: int = 8,
         backoff: float = 0.5,
         max_backoff: float = 30.0,
+        webhooks: WebhookReceiver | None = None,
     ):
         self.config = config
         self.stop = stop or threading.Event()
+        self.webhooks = webhooks
+        self._closed = threading.Event()
+        if webhooks is not None:
+            threading.Thread(target=self._wake_waiters_on_stop, daemon=True).start()
         self.attempts, self.backoff, self.max_backoff = attempts, backoff, max_backoff
         self.http = httpx.Client(
             headers={
@@ -142,7 +148,14 @@ class FalQueue:
         )
 
     def close(self) -> None:
+        self._closed.set()
         self.http.close()
+
+    def _wake_waiters_on_stop(self) -> None:
+        while not self._closed.is_set():
+            if self.stop.wait(1.0):
+                self.webhooks.wake_all()
+                return
 
     # ------------------------------------------------------------- helpers
     def _sleep(self, seconds: float) -> None:
@@ -184,10 +197,10 @@ class FalQueue:
         return Handle(request_id, base, base + "/status", base + "/cancel")
 
     # -------------------------------------------------------------- submit
-    def submit(self, endpoint: str, body: dict[str, Any], webhook_url: str | None = None) -> Handle:
+    def submit(self, endpoint: str, body: dict[str, Any]) -> Handle:
         """POST once per attempt; re-POST only when fal surely did not take the job."""
         url = f"{self.config.queue_base}/{endpoint}"
-        params = {"fal_webhook": webhook_url} if webhook_url else None
+        params = {"fal_webhook": self.webhooks.url} if self.webhooks else None
         last = ""
         for attempt in range(self.attempts):
             try:
@@ -286,28 +299,40 @@ class FalQueue:
         first: float,
         factor: float,
         longest: float,
-        on_status: Callable[[Any], None] | None = None,
+        fallback: float = 60.0,
     ) -> fal_client.Completed:
-        """Poll politely: first after ``first`` s, then each wait ``factor`` times longer."""
+        """Poll politely: first after ``first`` s, then each wait ``factor`` times longer, up to
+        ``longest``. With webhooks, check when fal's webhook comes, else every ``fallback`` s."""
         fh = self._handle(handle)
-        delay = first
-        while True:
-            self._sleep(delay)
-            try:
-                status = self._retrying("status", fh.status)
-            except fal_client.client.FalClientHTTPError as exc:
-                if exc.status_code == 404:
+        delay = fallback if self.webhooks else first
+        try:
+            while True:
+                self._pause(handle, delay)
+                try:
+                    status = self._retrying("status", fh.status)
+                except fal_client.client.FalClientHTTPError as exc:
+                    if exc.status_code == 404:
+                        raise FalError(
+                            f"fal no longer knows request {handle.request_id}", "expired", 404
+                        ) from exc
                     raise FalError(
-                        f"fal no longer knows request {handle.request_id}", "expired", 404
+                        f"status failed ({exc.status_code}): {exc}", "transient", exc.status_code
                     ) from exc
-                raise FalError(
-                    f"status failed ({exc.status_code}): {exc}", "transient", exc.status_code
-                ) from exc
-            if on_status:
-                on_status(status)
-            if isinstance(status, fal_client.Completed):
-                return status
-            delay = min(longest, delay * factor)
+                if isinstance(status, fal_client.Completed):
+                    return status
+                if not self.webhooks:
+                    delay = min(longest, delay * factor)
+        finally:
+            if self.webhooks:
+                self.webhooks.forget(handle.request_id)
+
+    def _pause(self, handle: Handle, delay: float) -> None:
+        if self.webhooks is None:
+            self._sleep(delay)
+            return
+        self.webhooks.wait(handle.request_id, delay)
+        if self.stop.is_set():
+            raise Stopped("run cancelled")
 
     def result(self, handle: Handle, generation_failed: bool = False) -> dict[str, Any]:
         """Fetch a completed request's result. A 5xx is final only when the status said the

@@ -52,12 +52,15 @@ class Arm(BaseModel):
 
 
 class PollSpec(BaseModel):
-    """Status polling: first wait, growth factor, longest wait (seconds)."""
+    """Status polling: first wait, growth factor, longest wait (seconds). With fal webhooks
+    (WANSWEEP_WEBHOOK_URL), status is checked when the webhook comes, else every
+    ``webhook_fallback`` seconds in case it was lost."""
 
     model_config = ConfigDict(extra="forbid")
     first: float = Field(2.0, gt=0, le=600)
     factor: float = Field(1.5, ge=1, le=4)
     max: float = Field(15.0, gt=0, le=600)
+    webhook_fallback: float = Field(60.0, gt=0, le=3600)
 
 
 class SweepSpec(BaseModel):

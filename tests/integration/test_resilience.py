@@ -13,6 +13,7 @@ from collections import Counter
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from flows.sweep import sweep
 from tests.integration.test_sweep_flow import write_case
@@ -119,11 +120,15 @@ def test_killed_between_upload_and_sidecar_resumes_without_fal(fal, prefect_harn
     assert meta["video"]["size"] == store.size(f"jobs/{key}/video.mp4")
 
 
-def test_ctrl_c_cancels_in_flight_requests_and_records_them(fal, prefect_harness, tmp_path):
+@pytest.mark.parametrize("waiting", ["polling", "webhooks"])
+def test_ctrl_c_cancels_in_flight_requests_and_records_them(
+    fal, prefect_harness, tmp_path, waiting
+):
     fal.configure(latency="fixed=60", media="tiny", concurrency=2)
     spec = write_case(tmp_path, rows=1, endpoints=["flash"], seeds=[1, 2])  # 4 jobs
     store_dir = tmp_path / "archive"
-    proc = start_run(spec, tmp_path)
+    env = {"WANSWEEP_WEBHOOK_URL": "http://127.0.0.1:0/hook"} if waiting == "webhooks" else {}
+    proc = start_run(spec, tmp_path, **env)
     wait_for(lambda: ledger_statuses(store_dir)["submitted"] == 4, what="4 jobs in flight")
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole group
     assert proc.wait(120) == 130

@@ -13,6 +13,7 @@ FAULTS = {
     "status_5xx": "status poll answered an nginx-style 503",
     "result_5xx": "result fetch answered a JSON 500",
     "failed": "generation failed (result 500, not billed)",
+    "webhook_drop": "the webhook of a finished request is never delivered",
     "flagged": "input refused by the safety checker (result 422)",
     "download_fail": "video download dropped half-way",
     "download_slow": "video download throttled",

@@ -375,7 +375,7 @@ class LocalFal:
         self.stats[
             "completed" if not job.error else "invalid" if job.status_code == 422 else "failed"
         ] += 1
-        if job.webhook:
+        if job.webhook and not self._fault("webhook_drop"):
             loop.create_task(self._deliver_webhook(job))
 
     async def _generate(self, job: Job, base_url: str) -> None:

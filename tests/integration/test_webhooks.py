@@ -1,0 +1,74 @@
+"""fal webhooks wake waiting jobs; lost or forged webhooks cost a status call, nothing more."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+
+from flows.sweep import sweep
+from tests.integration.test_sweep_flow import write_case
+from wansweep import webhooks
+from wansweep.webhooks import WebhookReceiver
+
+LATENCY = 4.0
+
+
+@pytest.fixture
+def webhook_env(monkeypatch):
+    monkeypatch.setenv("WANSWEEP_WEBHOOK_URL", "http://127.0.0.1:0/fal-webhook")
+    yield
+    for receiver in webhooks._receivers.values():
+        receiver.close()
+    webhooks._receivers.clear()
+
+
+def flash_case(tmp_path, fallback: float):
+    return write_case(
+        tmp_path,
+        rows=2,
+        endpoints=["flash"],
+        grid={"resolution": ["720p"]},
+        seeds=[1, 2, 3],
+        poll={"first": 1.0, "factor": 1.5, "max": 2.0, "webhook_fallback": fallback},
+    )
+
+
+def test_webhooks_replace_polling(fal, prefect_harness, tmp_path, webhook_env):
+    fal.configure(latency=f"fixed={LATENCY}", media="tiny", concurrency=10)
+    result = sweep(str(flash_case(tmp_path, fallback=600)))
+    stats = fal.stats()
+    assert result["outcomes"] == {"archived": 6}
+    assert stats["webhooks_sent"] == 6 and stats["webhooks_failed"] == 0
+    # without webhooks this poll spec checks each job 3+ times in 4 s; with them, once
+    assert set(stats["status_polls_by_request"].values()) == {1}
+
+
+def test_lost_webhooks_fall_back_to_polling(fal, prefect_harness, tmp_path, webhook_env):
+    fal.configure(
+        latency=f"fixed={LATENCY}", media="tiny", concurrency=10, faults="webhook_drop=1.0"
+    )
+    result = sweep(str(flash_case(tmp_path, fallback=2.0)))
+    stats = fal.stats()
+    assert result["outcomes"] == {"archived": 6}
+    assert stats["faults"]["webhook_drop"] == 6 and stats["webhooks_sent"] == 0
+    assert all(n >= 2 for n in stats["status_polls_by_request"].values())
+
+
+def test_receiver_wakes_only_the_named_request_and_refuses_junk():
+    receiver = WebhookReceiver("http://127.0.0.1:0/hook")
+    try:
+        assert receiver.url.startswith("http://127.0.0.1:") and ":0/" not in receiver.url
+        with httpx.Client() as http:
+            early = {"request_id": "a", "status": "OK", "payload": {}}
+            assert http.post(receiver.url, content=json.dumps(early)).status_code == 200
+            assert http.post(receiver.url, content=b"not json").status_code == 400
+            assert http.post(receiver.url, json={"status": "OK"}).status_code == 400
+        assert receiver.wait("a", 0) is True  # arrived before anyone waited: not lost
+        assert receiver.wait("a", 0) is False  # consumed
+        assert receiver.wait("b", 0) is False
+        receiver.wake_all()
+        assert receiver.wait("b", 0) is True
+    finally:
+        receiver.close()

@@ -1,0 +1,130 @@
+"""fal webhooks: a small receiver that wakes a waiting job as soon as fal says it is done.
+
+fal calls ``fal_webhook`` (a URL given at submit) when a request ends. The webhook is only
+a wake-up call: the waiting job still asks fal for the status and the result over its own
+authenticated connection, so a forged or replayed webhook can cost one status call, never
+a wrong video. Webhooks can be lost, so waiting jobs still check the status now and then
+(``poll.webhook_fallback`` seconds).
+
+Configured per process, because each worker needs an address fal can reach:
+``WANSWEEP_WEBHOOK_URL`` (what fal calls) and optionally ``WANSWEEP_WEBHOOK_LISTEN``
+(``host:port`` to bind; defaults to the URL's own host and port; port 0 in the URL picks a
+free port, which only fal on this machine, such as the local server, can be told about).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
+
+MAX_PENDING = 100_000  # webhooks for requests nobody waits on (yet) kept at most
+
+
+class WebhookReceiver:
+    """Thread-safe; one per process and listening address."""
+
+    def __init__(self, url: str, listen: str | None = None):
+        host, port = parse_listen(listen) if listen else _url_address(url)
+        self._lock = threading.Lock()
+        self._events: dict[str, threading.Event] = {}
+        self.received = 0
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 (http.server's naming)
+                length = int(self.headers.get("Content-Length") or 0)
+                try:
+                    request_id = json.loads(self.rfile.read(length))["request_id"]
+                    if not isinstance(request_id, str):
+                        raise TypeError
+                except (ValueError, KeyError, TypeError):
+                    self.send_response(400)
+                    self.end_headers()
+                    return
+                receiver.notify(request_id)
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):  # keep worker logs clean
+                pass
+
+        self.server = ThreadingHTTPServer((host, port), Handler)
+        self.server.daemon_threads = True
+        bound = self.server.server_address[1]
+        parts = urlsplit(url)
+        # a URL with port 0 (fal on this machine, e.g. the local server) takes the bound port
+        self.url = (
+            url if parts.port != 0 else parts._replace(netloc=f"{parts.hostname}:{bound}").geturl()
+        )
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def _event(self, request_id: str, capped: bool = False) -> threading.Event | None:
+        with self._lock:
+            event = self._events.get(request_id)
+            if event is None and (not capped or len(self._events) < MAX_PENDING):
+                event = self._events[request_id] = threading.Event()
+            return event
+
+    def notify(self, request_id: str) -> None:
+        self.received += 1
+        event = self._event(request_id, capped=True)  # may come before its waiter
+        if event is not None:
+            event.set()
+
+    def wait(self, request_id: str, timeout: float) -> bool:
+        """Block until fal's webhook for ``request_id`` arrived (True) or ``timeout`` passed."""
+        event = self._event(request_id)
+        if event.wait(timeout):
+            event.clear()
+            return True
+        return False
+
+    def forget(self, request_id: str) -> None:
+        with self._lock:
+            self._events.pop(request_id, None)
+
+    def wake_all(self) -> None:
+        """Wake every waiter (the run was cancelled: they check why and stop)."""
+        with self._lock:
+            events = list(self._events.values())
+        for event in events:
+            event.set()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"WANSWEEP_WEBHOOK_LISTEN={text!r}: expected HOST:PORT")
+    return host or "0.0.0.0", int(port)
+
+
+def _url_address(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"WANSWEEP_WEBHOOK_URL={url!r}: expected an http(s) URL fal can reach")
+    return parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+
+
+_receivers: dict[str, WebhookReceiver] = {}
+_lock = threading.Lock()
+
+
+def receiver_from_env() -> WebhookReceiver | None:
+    """The process's receiver when ``WANSWEEP_WEBHOOK_URL`` is set, started on first use."""
+    url = os.environ.get("WANSWEEP_WEBHOOK_URL")
+    if not url:
+        return None
+    listen = os.environ.get("WANSWEEP_WEBHOOK_LISTEN")
+    with _lock:
+        key = f"{url} {listen}"
+        if key not in _receivers:
+            _receivers[key] = WebhookReceiver(url, listen)
+        return _receivers[key]
