@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -17,7 +18,7 @@ import boto3
 import httpx
 import pandas as pd
 
-from tests.integration.test_resilience import accepted_per_job, wait_for
+from tests.integration.test_resilience import accepted_per_job, ledger_statuses, wait_for
 from tests.integration.test_sweep_flow import write_case
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -153,6 +154,36 @@ def test_sharded_sweep_on_two_workers_within_one_fleet_limit(fal, tmp_path, buck
         )
         assert len(report) == 8 and set(report["status"]) == {"succeeded"}
         assert fal.stats()["peak_in_progress"] <= 2  # the fleet stayed within the account's limit
+
+        # Cancelling a flow run in Prefect (UI or `prefect flow-run cancel`) cancels its
+        # in-flight fal requests and records them in the ledger.
+        fal.reset()
+        fal.configure(latency="fixed=600", media="tiny", concurrency=10)
+        (tmp_path / "cancel").mkdir()
+        spec = write_case(
+            tmp_path / "cancel", rows=1, endpoints=["flash"], grid={"resolution": ["720p"]}
+        )  # 2 jobs
+        out = run(
+            *PREFECT,
+            "deployment",
+            "run",
+            "wansweep-sweep/ab-sweep",
+            "--param",
+            f"spec={spec}",
+        )
+        flow_run_id = re.search(r"UUID: ([0-9a-f-]{36})", out).group(1)
+        store_dir = tmp_path / "cancel" / "archive"
+        wait_for(lambda: ledger_statuses(store_dir)["submitted"] == 2, what="2 jobs in flight")
+        run(*PREFECT, "flow-run", "cancel", flow_run_id)
+
+        def state() -> str:
+            return httpx.get(f"http://127.0.0.1:{port}/api/flow_runs/{flow_run_id}").json()[
+                "state_type"
+            ]
+
+        wait_for(lambda: state() == "CANCELLED", timeout=120, what="the flow run cancelled")
+        assert ledger_statuses(store_dir) == {"cancelled": 2}
+        assert fal.stats()["cancels"] == 2
     finally:
         for proc in procs:
             if proc.poll() is None:
