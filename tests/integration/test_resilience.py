@@ -177,11 +177,10 @@ def test_status_polls_stay_under_one_per_two_seconds_of_latency(fal, prefect_har
     assert result["outcomes"] == {"archived": 6}
     polls = fal.stats()["status_polls_by_request"]
     assert len(polls) == 6
-    bound = math.ceil(latency / 2)  # at most one poll per 2 s of job latency
-    assert max(polls.values()) <= bound, polls
-    assert (
-        Ledger(open_store(str(tmp_path / "archive"))).get(
-            next(iter(archived_keys(open_store(str(tmp_path / "archive")))))
-        )["status"]
-        == "archived"
-    )
+    store = open_store(str(tmp_path / "archive"))
+    for key in archived_keys(store):
+        meta = store.get_json(f"jobs/{key}/meta.json")
+        # at most one poll per 2 s of the job's latency (>= the server's, longer on a busy machine)
+        seconds = max(latency, meta["timings"]["wall_seconds"])
+        assert polls[meta["request_id"]] <= math.ceil(seconds / 2), (meta["timings"], polls)
+        assert Ledger(store).get(key)["status"] == "archived"
