@@ -25,7 +25,7 @@ def build_report(store_uri: str, sweep: str, out_dir: str | None = None) -> dict
 
         create_table_artifact(
             key=f"{sweep}-arms",
-            table=summary.fillna("").to_dict("records"),
+            table=summary.astype(object).where(summary.notna(), "").to_dict("records"),
             description=f"Sweep {sweep}: summary by arm",
         )
         create_markdown_artifact(

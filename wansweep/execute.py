@@ -113,7 +113,20 @@ def _run_job(job: Job, rt: Runtime) -> dict[str, Any]:
     try:
         with rt.slot(job.endpoint):
             entry = _generate(job, rt, ledger, entry)
-        _archive(job, rt, ledger, entry)
+        try:
+            _archive(job, rt, ledger, entry)
+        except FalError as exc:
+            if exc.kind != "expired" or not rt.resubmit_expired:
+                raise
+            # fal's copy of the video is gone (CDN expiry) and ours was never made: generate
+            # it again, as the user allowed; _generate still holds to max_attempts
+            entry = ledger.put(
+                job.job_key, entry, status="retrying", error=str(exc), result=None, handle=None
+            )
+            with rt.slot(job.endpoint):
+                entry = _generate(job, rt, ledger, entry)
+            _archive(job, rt, ledger, entry)
+            resumed = False  # generated anew
     except Stopped:
         return outcome(job, "cancelled", request_id=entry.get("request_id"))
     except BudgetExceeded as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -184,3 +185,23 @@ def test_status_polls_stay_under_one_per_two_seconds_of_latency(fal, prefect_har
         seconds = max(latency, meta["timings"]["wall_seconds"])
         assert polls[meta["request_id"]] <= math.ceil(seconds / 2), (meta["timings"], polls)
         assert Ledger(store).get(key)["status"] == "archived"
+
+
+def test_a_video_gone_from_fal_is_generated_again_only_when_allowed(fal, prefect_harness, tmp_path):
+    spec = write_case(tmp_path, rows=2, endpoints=["flash"], grid={"resolution": ["720p"]})
+    assert sweep(str(spec))["outcomes"] == {"archived": 4}
+    store_dir = tmp_path / "archive"
+    shutil.rmtree(store_dir / "jobs")  # our copies lost (the ledger still holds fal's results)
+    for f in (fal.workdir / "media").iterdir():
+        f.unlink()  # and fal's CDN copies expired
+    fal.reset()
+
+    result = sweep(str(spec))
+    assert result["outcomes"] == {"expired": 4} and result["failed"] == 4
+    assert fal.stats()["submits_accepted"] == 0  # not allowed: nothing paid
+    assert ledger_statuses(store_dir) == {"expired": 4}
+
+    result = sweep(str(spec), resubmit_expired=True)
+    assert result["outcomes"] == {"archived": 4} and result["failed"] == 0
+    assert set(accepted_per_job(fal, spec).values()) == {1}  # once each, as allowed
+    assert len(archived_keys(open_store(str(store_dir)))) == 4
