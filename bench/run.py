@@ -174,6 +174,17 @@ def bench_overhead(work: Path, fal, n: int, latency: float, concurrency: int) ->
     )
     record(f"4. peak RSS, wansweep run of {n} jobs", rss, "MB", "<= 1024")
 
+    hooked = make_case(work / "webhooks", rows=n, poll=poll, concurrency=concurrency)
+    fal.reset()
+    hooked_wall, _ = run_cli(hooked, {**fal.env, "WANSWEEP_WEBHOOK_URL": "http://127.0.0.1:0/fal"})
+    record(
+        "3b. status polls per job, fal webhooks on",
+        fal.stats()["status_polls"] / n,
+        "polls",
+        "1 (the check after the webhook)",
+        note=f"wall {hooked_wall:.1f} s, {hooked_wall / bare:.3f} x the bare loop",
+    )
+
     fal.reset()
     warm, _ = run_cli(spec, fal.env)
     s = fal.stats()
