@@ -18,14 +18,14 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from tasks.generate import generate
 from tasks.report import build_report
-from tasks.runtime import RunSettings, close_runtime, stop_event
+from tasks.runtime import RunSettings, close_runtime, limit_name, stop_event
 from wansweep.archive import Ledger, archived_keys
 from wansweep.manifest import plan
 from wansweep.notify import notify
 from wansweep.report import save_plan
 from wansweep.store import open_store
-from tasks.runtime import limit_name
 from wansweep.sweep import Job, SweepSpec, load_spec
+from wansweep.webhooks import receiver_from_env
 
 DEFAULT_STORE = "./archive"
 
@@ -122,6 +122,8 @@ def run_jobs(
     )
     if global_limits:
         check_global_limits({j.endpoint for j in jobs})
+    if (webhooks := receiver_from_env()) is not None:  # a bad address fails here, not per job
+        log.info("waiting on fal webhooks (listening on %s)", webhooks.address)
     counts: dict[str, int] = {}
     try:
         with ThreadPoolTaskRunner(max_workers=cfg.concurrency) as runner:

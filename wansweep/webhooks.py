@@ -27,10 +27,15 @@ class WebhookReceiver:
     """Thread-safe; one per process and listening address."""
 
     def __init__(self, url: str, listen: str | None = None):
-        host, port = parse_listen(listen) if listen else _url_address(url)
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"WANSWEEP_WEBHOOK_URL={url!r}: expected an http(s) URL fal can reach")
+        if listen:
+            host, port = parse_listen(listen)
+        else:
+            host, port = parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
         self._lock = threading.Lock()
         self._events: dict[str, threading.Event] = {}
-        self.received = 0
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -52,10 +57,16 @@ class WebhookReceiver:
             def log_message(self, *args):  # keep worker logs clean
                 pass
 
-        self.server = ThreadingHTTPServer((host, port), Handler)
+        try:
+            self.server = ThreadingHTTPServer((host, port), Handler)
+        except OSError as exc:
+            raise RuntimeError(
+                f"cannot listen for fal webhooks on {host}:{port} ({exc}); "
+                "set WANSWEEP_WEBHOOK_LISTEN=HOST:PORT"
+            ) from exc
         self.server.daemon_threads = True
         bound = self.server.server_address[1]
-        parts = urlsplit(url)
+        self.address = f"{host}:{bound}"
         # a URL with port 0 (fal on this machine, e.g. the local server) takes the bound port
         self.url = (
             url if parts.port != 0 else parts._replace(netloc=f"{parts.hostname}:{bound}").geturl()
@@ -70,7 +81,6 @@ class WebhookReceiver:
             return event
 
     def notify(self, request_id: str) -> None:
-        self.received += 1
         event = self._event(request_id, capped=True)  # may come before its waiter
         if event is not None:
             event.set()
@@ -104,13 +114,6 @@ def parse_listen(text: str) -> tuple[str, int]:
     if not sep or not port.isdigit():
         raise ValueError(f"WANSWEEP_WEBHOOK_LISTEN={text!r}: expected HOST:PORT")
     return host or "0.0.0.0", int(port)
-
-
-def _url_address(url: str) -> tuple[str, int]:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"WANSWEEP_WEBHOOK_URL={url!r}: expected an http(s) URL fal can reach")
-    return parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
 
 
 _receivers: dict[str, WebhookReceiver] = {}
