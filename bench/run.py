@@ -442,16 +442,26 @@ def bench_cold(work: Path, fal, n: int) -> None:
     spec = make_case(work / "cold", rows=n, concurrency=100, name="cold")
     fal.reset()
     wall, rss = run_cli(spec, fal.env)
-    record(f"4. peak RSS, cold wansweep run of {n} jobs", rss, "MB", "<= 1024",
-           note=f"{wall:.0f} s wall at zero latency; {fal.stats()['submits_accepted']} submits")
+    record(
+        f"4. peak RSS, cold wansweep run of {n} jobs",
+        rss,
+        "MB",
+        "<= 1024",
+        note=f"{wall:.0f} s wall at zero latency; {fal.stats()['submits_accepted']} submits",
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: check the harness only")
     parser.add_argument("--json", type=Path, help="also write the results here as JSON")
-    parser.add_argument("--cold", type=int, default=0, metavar="N",
-                        help="only measure a cold run of N jobs (memory at scale; slow)")
+    parser.add_argument(
+        "--cold",
+        type=int,
+        default=0,
+        metavar="N",
+        help="only measure a cold run of N jobs (memory at scale; slow)",
+    )
     args = parser.parse_args()
     sizes = dict(n=1000, latency=5.0, concurrency=100, warm=10_000, plan=100_000, mb=200, econ=20)
     if args.smoke:
@@ -463,7 +473,9 @@ def main() -> None:
         work = Path(tmp)
         server = prefect_server(work / "prefect")
         if args.cold:
-            with start_local_fal(latency="zero", media="tiny", concurrency=1000, workdir=work / "fal") as fal:
+            with start_local_fal(
+                latency="zero", media="tiny", concurrency=1000, workdir=work / "fal"
+            ) as fal:
                 os.environ.update(fal.env)
                 bench_cold(work, fal, args.cold)
             server.terminate()

@@ -15,8 +15,8 @@ from wansweep.archive import (
     SIDECAR,
     Ledger,
     job_file,
-    sidecar_row,
     read_sidecars,
+    sidecar_row,
     sweep_prefix,
     write_index,
 )
