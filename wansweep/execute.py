@@ -322,9 +322,7 @@ def _archive(job: Job, rt: Runtime, ledger: Ledger, entry: dict[str, Any]) -> No
         "timings": {
             "submitted_at": submitted,
             # fal reports inference time, not a start time: started = completed - inference
-            "started_at": round(completed - inference, 3)
-            if completed and inference is not None
-            else None,
+            "started_at": completed - inference if completed and inference is not None else None,
             "completed_at": completed,
             "archived_at": archived_at,
             "inference_seconds": inference,

@@ -136,6 +136,11 @@ class LocalFalProcess:
         with self._client() as c:
             c.post("/_local/reset").raise_for_status()
 
+    def expire_media(self) -> int:
+        """Delete every generated video (a CDN past its retention); returns how many."""
+        with self._client() as c:
+            return c.post("/_local/expire-media").raise_for_status().json()["removed"]
+
     def configure(self, **changes: Any) -> None:
         with self._client() as c:
             c.post("/_local/config", content=json.dumps(changes)).raise_for_status()

@@ -133,6 +133,7 @@ class LocalFal:
             Route("/_local/stats", self.get_stats, methods=["GET"]),
             Route("/_local/reset", self.post_reset, methods=["POST"]),
             Route("/_local/config", self.post_config, methods=["POST"]),
+            Route("/_local/expire-media", self.post_expire_media, methods=["POST"]),
             Route("/_local/media/{name}", self.get_media, methods=["GET"]),
             Route("/_local/files/{name}", self.files, methods=["GET", "PUT"]),
             Route("/v1/models/requests/by-endpoint", self.list_requests, methods=["GET"]),
@@ -453,7 +454,7 @@ class LocalFal:
         name = f"{key}.mp4"
         path = self.media_dir / name
         meta_path = path.with_suffix(".json")
-        if meta_path.exists():
+        if meta_path.exists() and path.exists():
             meta = json.loads(meta_path.read_text())
         else:
             clip = await asyncio.get_running_loop().run_in_executor(
@@ -570,6 +571,15 @@ class LocalFal:
     async def post_reset(self, request: Request) -> Response:
         self.reset_stats()
         return JSONResponse({"ok": True})
+
+    async def post_expire_media(self, request: Request) -> Response:
+        """Forget every generated video, as fal's CDN does after its retention (tests)."""
+        removed = 0
+        for path in self.media_dir.glob("*.mp4"):
+            path.with_suffix(".json").unlink(missing_ok=True)  # the render cache entry first
+            path.unlink(missing_ok=True)
+            removed += 1
+        return JSONResponse({"removed": removed})
 
     async def post_config(self, request: Request) -> Response:
         """Change latency, faults or concurrency of a running server (tests, benchmarks)."""
