@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from wansweep.localfal.config import FAULTS
+
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
@@ -34,9 +36,10 @@ def fal_server(
     ),
     faults: str = typer.Option(
         "",
-        help="Fault rates, e.g. submit_429=0.1,submit_5xx=0.05,drop_after_accept=0.05,"
-        "failed=0.05,status_429=0.1,status_5xx=0.05,result_5xx=0.05,download_fail=0.05,"
-        "download_slow=0.1,retention=360 (seconds a result stays fetchable).",
+        help="Fault rates NAME=P (probability 0-1), comma-separated, NAME one of: "
+        + ", ".join(FAULTS)
+        + "; and retention=S (seconds a result stays fetchable), slow_bytes_per_s=N. "
+        "E.g. submit_429=0.1,drop_after_accept=0.05,failed=0.05.",
     ),
     concurrency: int = typer.Option(
         10, min=1, help="Requests IN_PROGRESS at once; the rest queue."
