@@ -15,6 +15,7 @@ from typing import Any
 from prefect import flow
 
 from flows.sweep import run_jobs
+from tasks.secrets import load_secrets
 from wansweep.manifest import plan
 from wansweep.store import open_store
 from wansweep.sweep import load_spec
@@ -32,6 +33,7 @@ def shard(
     global_limits: bool = False,
 ) -> dict[str, Any]:
     """Run the jobs of ``spec`` whose keys are in ``job_keys``; archive to ``store``."""
+    load_secrets()
     cfg = load_spec(spec, manifest=manifest, store=store)
     wanted = set(job_keys)
     jobs = [j for j in plan(cfg, cfg.manifest, skip_invalid=True).jobs if j.job_key in wanted]

@@ -19,6 +19,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from tasks.generate import generate
 from tasks.report import build_report
 from tasks.runtime import RunSettings, close_runtime, limit_name, stop_event
+from tasks.secrets import load_secrets
 from wansweep.archive import Ledger, archived_keys
 from wansweep.manifest import plan
 from wansweep.notify import notify
@@ -271,6 +272,7 @@ def sweep(
             ``prefect gcl create``), so every worker of the fleet stays within the fal account's limit.
     """
     log = get_run_logger()
+    load_secrets()
     cfg = load_spec(
         spec, manifest=manifest, store=store, concurrency=concurrency, budget_usd=budget_usd
     )

@@ -25,6 +25,15 @@ ROOT = Path(__file__).resolve().parents[2]
 PREFECT = [sys.executable, "-m", "prefect"]
 
 
+CREDENTIALS = ("FAL_KEY", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+SAVE_SECRETS = """
+import os
+from prefect.blocks.system import Secret
+for var in ("FAL_KEY", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+    Secret(value=os.environ[var]).save(var.lower().replace("_", "-"), overwrite=True)
+"""
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -47,11 +56,11 @@ def test_sharded_sweep_on_two_workers_within_one_fleet_limit(fal, tmp_path, buck
     logs.mkdir()
     procs: list[subprocess.Popen] = []
 
-    def background(name: str, args: list[str], **extra: str) -> None:
+    def background(name: str, args: list[str], drop: tuple[str, ...] = (), **extra: str) -> None:
         procs.append(
             subprocess.Popen(
                 args,
-                env={**env, **extra},
+                env={**{k: v for k, v in env.items() if k not in drop}, **extra},
                 cwd=ROOT,
                 start_new_session=True,
                 stdout=(logs / f"{name}.log").open("wb"),
@@ -83,6 +92,7 @@ def test_sharded_sweep_on_two_workers_within_one_fleet_limit(fal, tmp_path, buck
         wait_for(healthy, timeout=120, what="the Prefect server")
         run(*PREFECT, "work-pool", "create", "wansweep", "--type", "process")
         run(*PREFECT, "gcl", "create", "wansweep-flash", "--limit", "2")
+        run(sys.executable, "-c", SAVE_SECRETS)  # README: keys as Secret blocks, not on workers
         out = run(*PREFECT, "--no-prompt", "deploy", "--all")
         assert "wansweep-shard/shard" in out and "wansweep-sweep/ab-sweep" in out
         for n in (1, 2):
@@ -99,6 +109,7 @@ def test_sharded_sweep_on_two_workers_within_one_fleet_limit(fal, tmp_path, buck
                     "--limit",
                     "1",
                 ],
+                drop=CREDENTIALS,  # the workers' flow runs read them from the Secret blocks
                 WANSWEEP_WORKER_ID=f"w{n}",
             )
 
