@@ -162,6 +162,7 @@ def _generate(job: Job, rt: Runtime, ledger: Ledger, entry: dict[str, Any]) -> d
     while True:
         if entry.get("result"):
             return entry
+        fresh = False  # submitted by this call (else taken over: maybe long done at fal)
         handle = Handle(**entry["handle"]) if entry.get("handle") else None
         if handle is None and entry.get("status") == "submitting":
             # A submit whose answer was lost: did fal take it?
@@ -207,9 +208,12 @@ def _generate(job: Job, rt: Runtime, ledger: Ledger, entry: dict[str, Any]) -> d
                 rt.budget.release(job.estimated_usd)  # not accepted: nothing was spent
                 raise
             entry = _submitted(ledger, job, entry, handle, submits=entry.get("submits", 0) + 1)
+            fresh = True
         poll = rt.poll
         try:
-            done = rt.fal.wait(handle, poll.first, poll.factor, poll.max, poll.webhook_fallback)
+            done = rt.fal.wait(
+                handle, poll.first, poll.factor, poll.max, poll.webhook_fallback, not fresh
+            )
             result = rt.fal.result(handle, generation_failed=bool(done.error))
         except Stopped:
             try:

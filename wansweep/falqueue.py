@@ -12,6 +12,7 @@ fal-client's own :class:`fal_client.SyncRequestHandle`.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import random
@@ -300,13 +301,15 @@ class FalQueue:
         factor: float,
         longest: float,
         fallback: float = 60.0,
+        check_now: bool = False,
     ) -> fal_client.Completed:
         """Poll politely: first after ``first`` s, then each wait ``factor`` times longer, up to
-        ``longest``. With webhooks, check when fal's webhook comes, else every ``fallback`` s."""
+        ``longest``. With webhooks, check when fal's webhook comes, else every ``fallback`` s.
+        ``check_now``: a request taken over from an earlier run may be long done; look at once."""
         fh = self._handle(handle)
-        delay = fallback if self.webhooks else first
+        delays = self._delays(first, factor, longest, fallback)
         try:
-            while True:
+            for delay in itertools.chain([0.0] if check_now else [], delays):
                 self._pause(handle, delay)
                 try:
                     status = self._retrying("status", fh.status)
@@ -320,11 +323,18 @@ class FalQueue:
                     ) from exc
                 if isinstance(status, fal_client.Completed):
                     return status
-                if not self.webhooks:
-                    delay = min(longest, delay * factor)
+            raise AssertionError("unreachable")
         finally:
             if self.webhooks:
                 self.webhooks.forget(handle.request_id)
+
+    def _delays(self, first: float, factor: float, longest: float, fallback: float):
+        if self.webhooks:
+            yield from itertools.repeat(fallback)
+        delay = first
+        while True:
+            yield delay
+            delay = min(longest, delay * factor)
 
     def _pause(self, handle: Handle, delay: float) -> None:
         if self.webhooks is None:

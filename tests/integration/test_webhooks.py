@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 
 import httpx
 import pytest
 
 from flows.sweep import sweep
+from tests.integration.test_resilience import ledger_statuses, start_run, wait_for
 from tests.integration.test_sweep_flow import write_case
 from wansweep import webhooks
 from wansweep.webhooks import WebhookReceiver
@@ -54,6 +57,25 @@ def test_lost_webhooks_fall_back_to_polling(fal, prefect_harness, tmp_path, webh
     assert result["outcomes"] == {"archived": 6}
     assert stats["faults"]["webhook_drop"] == 6 and stats["webhooks_sent"] == 0
     assert all(n >= 2 for n in stats["status_polls_by_request"].values())
+
+
+def test_requests_taken_over_after_a_kill_are_checked_at_once(
+    fal, prefect_harness, tmp_path, webhook_env
+):
+    """Their webhooks went to the dead process: waiting for one (or for the fallback) would
+    only delay the archive, so a taken-over request is looked at straight away."""
+    fal.configure(latency="fixed=3", media="tiny", concurrency=10)
+    spec = flash_case(tmp_path, fallback=600)
+    proc = start_run(spec, tmp_path)
+    wait_for(lambda: ledger_statuses(tmp_path / "archive")["submitted"] == 6, what="6 in flight")
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    wait_for(lambda: fal.stats()["completed"] == 6, what="fal to finish them")
+    fal.reset()
+    result = sweep(str(spec))
+    stats = fal.stats()
+    assert result["outcomes"] == {"resumed": 6} and stats["submits_accepted"] == 0
+    assert set(stats["status_polls_by_request"].values()) == {1}
 
 
 def test_receiver_wakes_only_the_named_request_and_refuses_junk():
