@@ -42,6 +42,20 @@ def start_run(spec: Path, tmp: Path, **env: str) -> subprocess.Popen:
     return proc
 
 
+def kill_everything(proc: subprocess.Popen) -> None:
+    """SIGKILL a run and all it started, as a machine going down would. Prefect starts its
+    ephemeral server in a session of its own, which killing the run's group would miss."""
+    import psutil
+
+    tree = [proc.pid, *(c.pid for c in psutil.Process(proc.pid).children(recursive=True))]
+    for pid in tree:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait()
+
+
 def wait_for(condition, timeout=180.0, what="condition"):
     """Wait for a state of the world (files in the ledger), with a deadline."""
     deadline = time.monotonic() + timeout
@@ -79,8 +93,7 @@ def test_sigkill_mid_run_then_rerun_pays_once_and_loses_nothing(fal, prefect_har
     try:
         wait_for(lambda: ledger_statuses(store_dir)["submitted"] >= 4, what="jobs in flight")
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        kill_everything(proc)
     in_flight = ledger_statuses(store_dir)
     assert in_flight["submitted"] >= 4 and len(archived_keys(open_store(str(store_dir)))) < 24
 

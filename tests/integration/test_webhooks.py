@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 
 import httpx
 import pytest
 
 from flows.sweep import sweep
-from tests.integration.test_resilience import ledger_statuses, start_run, wait_for
+from tests.integration.test_resilience import (
+    kill_everything,
+    ledger_statuses,
+    start_run,
+    wait_for,
+)
 from tests.integration.test_sweep_flow import write_case
 from wansweep import webhooks
 from wansweep.webhooks import WebhookReceiver
@@ -68,8 +71,7 @@ def test_requests_taken_over_after_a_kill_are_checked_at_once(
     spec = flash_case(tmp_path, fallback=600)
     proc = start_run(spec, tmp_path)
     wait_for(lambda: ledger_statuses(tmp_path / "archive")["submitted"] == 6, what="6 in flight")
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_everything(proc)
     wait_for(lambda: fal.stats()["completed"] == 6, what="fal to finish them")
     fal.reset()
     result = sweep(str(spec))
