@@ -23,6 +23,11 @@ from urllib.parse import urlsplit
 MAX_PENDING = 100_000  # webhooks for requests nobody waits on (yet) kept at most
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 1024  # fal calls back for many jobs at once; the default 5 drops them
+
+
 class WebhookReceiver:
     """Thread-safe; one per process and listening address."""
 
@@ -58,13 +63,12 @@ class WebhookReceiver:
                 pass
 
         try:
-            self.server = ThreadingHTTPServer((host, port), Handler)
+            self.server = _Server((host, port), Handler)
         except OSError as exc:
             raise RuntimeError(
                 f"cannot listen for fal webhooks on {host}:{port} ({exc}); "
                 "set WANSWEEP_WEBHOOK_LISTEN=HOST:PORT"
             ) from exc
-        self.server.daemon_threads = True
         bound = self.server.server_address[1]
         self.address = f"{host}:{bound}"
         # a URL with port 0 (fal on this machine, e.g. the local server) takes the bound port

@@ -96,3 +96,26 @@ def test_receiver_wakes_only_the_named_request_and_refuses_junk():
         assert receiver.wait("b", 0) is True
     finally:
         receiver.close()
+
+
+def test_receiver_takes_a_burst_of_webhooks():
+    """fal calls back for many jobs at once (a wave of equal jobs ends together)."""
+    import asyncio
+
+    receiver = WebhookReceiver("http://127.0.0.1:0/hook")
+    n = 300
+
+    async def burst() -> list[int]:
+        limits = httpx.Limits(max_connections=n)
+        async with httpx.AsyncClient(timeout=10, limits=limits) as http:
+            answers = await asyncio.gather(
+                *(http.post(receiver.url, json={"request_id": f"r{i}"}) for i in range(n)),
+                return_exceptions=True,
+            )
+        return [a.status_code if isinstance(a, httpx.Response) else 0 for a in answers]
+
+    try:
+        assert asyncio.run(burst()) == [200] * n
+        assert all(receiver.wait(f"r{i}", 0) for i in range(n))
+    finally:
+        receiver.close()
