@@ -77,6 +77,7 @@ class LocalFal:
         self._seq = 0
         self._started = 0
         self.reset_stats()
+        self._webhook_client: httpx.AsyncClient | None = None
         self.app = Starlette(routes=self._routes())
 
     def _ssl(self) -> ssl.SSLContext | bool:
@@ -520,8 +521,9 @@ class LocalFal:
             "error": None if not job.error else f"Request failed ({job.status_code})",
         }
         try:
-            async with httpx.AsyncClient(verify=self._ssl(), timeout=10) as client:
-                (await client.post(job.webhook, json=body)).raise_for_status()
+            if self._webhook_client is None:  # one client: a TLS context per call costs ms of CPU
+                self._webhook_client = httpx.AsyncClient(verify=self._ssl(), timeout=10)
+            (await self._webhook_client.post(job.webhook, json=body)).raise_for_status()
             self.stats["webhooks_sent"] += 1
         except Exception:
             self.stats["webhooks_failed"] += 1
