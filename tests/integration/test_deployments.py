@@ -113,6 +113,14 @@ def test_sharded_sweep_on_two_workers_within_one_fleet_limit(fal, tmp_path, buck
                 WANSWEEP_WORKER_ID=f"w{n}",
             )
 
+        def online() -> set[str]:
+            url = f"http://127.0.0.1:{port}/api/work_pools/wansweep/workers/filter"
+            workers = httpx.post(url, json={}, timeout=10).json()
+            return {w["name"] for w in workers if w.get("status") == "ONLINE"}
+
+        # both polling before the sweep starts, or the first one up may take both shards
+        wait_for(lambda: online() == {"w1", "w2"}, timeout=120, what="both workers online")
+
         # A sweep of 8 jobs on S3, as 2 shards; the fal account allows 2 requests in progress.
         fal.configure(latency="fixed=2", media="tiny", concurrency=10)
         spec = write_case(
