@@ -67,7 +67,7 @@ def test_requests_taken_over_after_a_kill_are_checked_at_once(
 ):
     """Their webhooks went to the dead process: waiting for one (or for the fallback) would
     only delay the archive, so a taken-over request is looked at straight away."""
-    fal.configure(latency="fixed=3", media="tiny", concurrency=10)
+    fal.configure(latency="fixed=8", media="tiny", concurrency=10)  # none ends before the kill
     spec = flash_case(tmp_path, fallback=600)
     proc = start_run(spec, tmp_path)
     wait_for(lambda: ledger_statuses(tmp_path / "archive")["submitted"] == 6, what="6 in flight")
