@@ -30,28 +30,36 @@ def start_run(spec: Path, tmp: Path, **env: str) -> subprocess.Popen:
     """`wansweep run` in its own process group (with its own ephemeral Prefect server)."""
     log_path = tmp / f"run-{time.monotonic_ns()}.log"
     log = log_path.open("wb")
+    marker = log_path.name
     proc = subprocess.Popen(
         [sys.executable, "-m", "wansweep.cli", "run", str(spec)],
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
         cwd=tmp,
-        env={**os.environ, "PREFECT_SERVER_ALLOW_EPHEMERAL_MODE": "true", **env},
+        env={
+            **os.environ,
+            "PREFECT_SERVER_ALLOW_EPHEMERAL_MODE": "true",
+            "WANSWEEP_TEST_RUN": marker,  # inherited by all it starts: see kill_everything
+            **env,
+        },
     )
     proc.args_log = str(log_path)
+    proc.marker = marker
     return proc
 
 
 def kill_everything(proc: subprocess.Popen) -> None:
-    """SIGKILL a run and all it started, as a machine going down would. Prefect starts its
-    ephemeral server in a session of its own, which killing the run's group would miss."""
+    """SIGKILL a run and all it started, as a machine going down would; also what a run that
+    died on its own left behind. Prefect starts its ephemeral server in a session of its own,
+    so neither the run's group nor (once orphaned) its parentage finds it: its environment does."""
     import psutil
 
-    tree = [proc.pid, *(c.pid for c in psutil.Process(proc.pid).children(recursive=True))]
-    for pid in tree:
+    for p in psutil.process_iter():
         try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
+            if p.environ().get("WANSWEEP_TEST_RUN") == proc.marker:
+                p.kill()
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             pass
     proc.wait()
 
@@ -120,6 +128,7 @@ def test_killed_between_upload_and_sidecar_resumes_without_fal(fal, prefect_harn
     store_dir = tmp_path / "archive"
     proc = start_run(spec, tmp_path, WANSWEEP_FAULT_EXIT_BEFORE_SIDECAR="1")
     assert proc.wait(300) != 0
+    kill_everything(proc)  # its ephemeral Prefect server outlives a run that died this way
     store = open_store(str(store_dir))
     (key,) = [k.split("/")[1] for k in store.list("jobs/") if k.endswith("video.mp4")]
     assert not store.exists(f"jobs/{key}/meta.json")  # no sidecar for a video it did not finish
