@@ -23,6 +23,7 @@ from tests.integration.test_sweep_flow import write_case
 
 ROOT = Path(__file__).resolve().parents[2]
 PREFECT = [sys.executable, "-m", "prefect"]
+WANSWEEP = [sys.executable, "-m", "wansweep.cli"]
 
 
 CREDENTIALS = ("FAL_KEY", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
@@ -68,9 +69,9 @@ def test_sharded_sweep_on_two_workers_within_one_fleet_limit(fal, tmp_path, buck
             )
         )
 
-    def run(*args: str) -> str:
+    def run(*args: str, cwd: Path = ROOT) -> str:
         proc = subprocess.run(
-            list(args), env=env, cwd=ROOT, capture_output=True, text=True, timeout=600
+            list(args), env=env, cwd=cwd, capture_output=True, text=True, timeout=900
         )
         assert proc.returncode == 0, f"{args}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
         return proc.stdout
@@ -133,24 +134,7 @@ def test_sharded_sweep_on_two_workers_within_one_fleet_limit(fal, tmp_path, buck
             concurrency=8,
             endpoint_concurrency=8,
         )
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "wansweep.cli",
-                "run",
-                str(spec),
-                "--shards",
-                "2",
-                "--global-limits",
-            ],
-            env=env,
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=900,
-        )
-        assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+        run(*WANSWEEP, "run", str(spec), "--shards", "2", "--global-limits", cwd=tmp_path)
 
         s3 = boto3.client("s3")
         markers = [
