@@ -35,7 +35,7 @@ def _motion(rng: random.Random) -> tuple[float, float, float]:
     return 1.0 + rng.uniform(0.05, 0.3), rng.uniform(-0.08, 0.08), rng.uniform(-0.08, 0.08)
 
 
-def render(
+def render_clip(
     image_bytes: bytes,
     *,
     prompt: str,

@@ -1,0 +1,98 @@
+"""The local server's own routes (``/_local/...``): media, uploaded files, counters, config."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
+from wansweep.localfal.config import Faults, Latency
+from wansweep.localfal.faults import Dropped
+
+
+class AdminRoutes:
+    """Part of :class:`~wansweep.localfal.server.LocalFal`: what tests and rehearsals use."""
+
+    async def get_media(self, request: Request) -> Response:
+        path = self.media_dir / Path(request.path_params["name"]).name
+        if path.suffix != ".mp4" or not path.exists():
+            return JSONResponse({"detail": "File not found"}, 404)
+        self.stats["downloads"] += 1
+        size = path.stat().st_size
+        fail = self._fault("download_fail")
+        slow = self._fault("download_slow")
+        rate = self.config.faults.slow_bytes_per_s
+
+        async def body():
+            sent = 0
+            with path.open("rb") as f:
+                while chunk := f.read(256 * 1024):
+                    if fail and sent + len(chunk) > size // 2:
+                        raise Dropped("download dropped by fault injection")
+                    sent += len(chunk)
+                    self.stats["bytes_served"] += len(chunk)
+                    yield chunk
+                    if slow:
+                        await asyncio.sleep(len(chunk) / rate)
+
+        return StreamingResponse(
+            body(), media_type="video/mp4", headers={"Content-Length": str(size)}
+        )
+
+    async def files(self, request: Request) -> Response:
+        """PUT stores a file that requests may then name by URL; GET serves it."""
+        folder = self.media_dir / "files"
+        path = folder / Path(request.path_params["name"]).name
+        if request.method == "PUT":
+            folder.mkdir(exist_ok=True)
+            path.write_bytes(await request.body())
+            return JSONResponse({"url": f"{self._base_url(request)}/_local/files/{path.name}"})
+        if not path.exists():
+            return JSONResponse({"detail": "File not found"}, 404)
+        return Response(path.read_bytes())
+
+    async def get_stats(self, request: Request) -> Response:
+        return JSONResponse(self.snapshot())
+
+    async def post_reset(self, request: Request) -> Response:
+        self.reset_stats()
+        return JSONResponse({"ok": True})
+
+    async def post_expire_media(self, request: Request) -> Response:
+        """Forget every generated video, as fal's CDN does after its retention (tests)."""
+        removed = 0
+        for path in self.media_dir.glob("*.mp4"):
+            path.with_suffix(".json").unlink(missing_ok=True)  # the render cache entry first
+            path.unlink(missing_ok=True)
+            removed += 1
+        return JSONResponse({"removed": removed})
+
+    async def post_config(self, request: Request) -> Response:
+        """Change latency, faults or concurrency of a running server (tests, benchmarks)."""
+        body = await request.json()
+        try:
+            changes: dict[str, Any] = {}
+            if "latency" in body:
+                changes["latency"] = Latency.parse(body["latency"])
+            if "faults" in body:
+                changes["faults"] = Faults.parse(body["faults"])
+            if "media" in body:
+                changes["media"] = body["media"]
+            if "concurrency" in body:
+                changes["concurrency"] = int(body["concurrency"])
+                self._slots = (
+                    None
+                    if not any(j.status != "COMPLETED" for j in self.jobs.values())
+                    else self._slots
+                )
+        except ValueError as exc:
+            return JSONResponse({"detail": str(exc)}, 422)
+        self.config = replace(self.config, **changes)
+        if "fault_seed" in body:
+            self.rng = random.Random(body["fault_seed"])
+        return JSONResponse({"ok": True})

@@ -1,0 +1,160 @@
+"""The local server's generation step: validate as fal does, fetch the media, render a clip
+(cached by its inputs), and shape fal's result."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import random
+from typing import Any
+
+import httpx
+
+from wansweep import schema
+from wansweep.localfal.queue import FalRequest
+from wansweep.localfal.video import render_clip
+from wansweep.media import decode_data_uri
+
+
+class GenerateMixin:
+    """Part of :class:`~wansweep.localfal.server.LocalFal`: what a runner would do."""
+
+    async def _generate(self, job: FalRequest, base_url: str) -> None:
+        payload = job.payload
+        problems = [p for p in schema.check_input(payload) if p.severity == "error"]
+        image = audio = None
+        if not any(p.field == "image_url" for p in problems):
+            try:
+                image = await self._fetch(payload["image_url"])
+            except Exception as exc:
+                problems.append(
+                    schema.Problem(
+                        "image_url", "file_download_error", f"Failed to download the file: {exc}"
+                    )
+                )
+            else:
+                _, img_problems = schema.check_image(image)
+                problems += [p for p in img_problems if p.severity == "error"]
+        if payload.get("audio_url") and not any(p.field == "audio_url" for p in problems):
+            try:
+                audio = await self._fetch(payload["audio_url"])
+            except Exception as exc:
+                problems.append(
+                    schema.Problem(
+                        "audio_url", "file_download_error", f"Failed to download the file: {exc}"
+                    )
+                )
+            else:
+                problems += schema.check_audio(audio)
+        if problems:
+            job.error = {"status_code": 422, "body": {"detail": [p.fal_detail() for p in problems]}}
+            return
+        if self._fault("flagged"):
+            job.error = {
+                "status_code": 422,
+                "body": {
+                    "detail": [
+                        {
+                            "loc": ["body", "image_url"],
+                            "msg": "Image was flagged by the safety checker",
+                            "type": "content_policy_violation",
+                        }
+                    ]
+                },
+            }
+            return
+        if self._fault("failed"):
+            job.error = {
+                "status_code": 500,
+                "body": {"detail": "Generation failed on the runner", "error_type": "runner_error"},
+            }
+            return
+
+        settings = {**schema.FAL_DEFAULTS, **payload}
+        seed = payload.get("seed")
+        if seed is None:
+            seed = random.randrange(2**31)
+        expand = bool(settings["enable_prompt_expansion"])
+        tiny = self.config.media == "tiny"
+        key = hashlib.sha256(
+            json.dumps(
+                [
+                    hashlib.sha256(image).hexdigest(),
+                    hashlib.sha256(audio or b"").hexdigest(),
+                    payload["prompt"],
+                    seed,
+                    settings["resolution"],
+                    settings["duration"],
+                    expand and bool(settings["multi_shots"]),
+                    tiny,
+                ],
+                sort_keys=True,
+            ).encode()
+        ).hexdigest()[:24]
+        name = f"{key}.mp4"
+        path = self.media_dir / name
+        meta_path = path.with_suffix(".json")
+        if meta_path.exists() and path.exists():
+            meta = json.loads(meta_path.read_text())
+        else:
+            clip = await asyncio.get_running_loop().run_in_executor(
+                self.pool,
+                lambda: render_clip(
+                    image,
+                    prompt=payload["prompt"],
+                    seed=seed,
+                    resolution=settings["resolution"],
+                    duration=settings["duration"],
+                    multi_shots=expand and bool(settings["multi_shots"]),
+                    audio=audio,
+                    fps=4 if tiny else 16,
+                    short_side=64 if tiny else None,
+                ),
+            )
+            tmp = path.with_suffix(".part")
+            tmp.write_bytes(clip.data)
+            tmp.replace(path)
+            meta = {
+                "width": clip.width,
+                "height": clip.height,
+                "fps": clip.fps,
+                "duration": clip.duration,
+                "num_frames": clip.num_frames,
+                "file_size": len(clip.data),
+            }
+            meta_path.write_text(json.dumps(meta))
+        output: dict[str, Any] = {
+            "video": {
+                "url": f"{base_url}/_local/media/{name}",
+                "content_type": "video/mp4",
+                "file_name": name,
+                **meta,
+            },
+            "seed": seed,
+        }
+        if expand:
+            output["actual_prompt"] = _expand(payload["prompt"], seed)
+        job.output = output
+
+    async def _fetch(self, url: str) -> bytes:
+        if url.startswith("data:"):
+            return decode_data_uri(url)
+        if url.startswith(("http://", "https://")):
+            own = "/_local/files/"
+            if own in url:
+                return (self.media_dir / "files" / url.split(own, 1)[1].split("?")[0]).read_bytes()
+            async with httpx.AsyncClient(
+                verify=self._ssl(), timeout=30, follow_redirects=True
+            ) as client:
+                response = await client.get(url)
+                response.raise_for_status()
+                return response.content
+        raise ValueError("URL must be https://, http:// or a data URI")
+
+
+def _expand(prompt: str, seed: int) -> str:
+    flavour = ["cinematic lighting", "smooth camera motion", "rich detail", "natural colours"]
+    return (
+        f"{prompt.strip()} ({flavour[seed % len(flavour)]}, {flavour[(seed // 4) % len(flavour)]})"
+    )

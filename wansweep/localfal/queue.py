@@ -1,0 +1,279 @@
+"""The local server's queue: submit, status (and its stream), result, cancel, the scheduler
+that runs each request under the account's concurrency limit, and webhook delivery."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
+from wansweep import schema
+from wansweep.localfal.faults import DroppedResponse, fal_error, ingress_error
+
+
+def input_key(endpoint: str, payload: dict[str, Any]) -> str:
+    """Digest of (endpoint, request body): the key of the per-input submit counter."""
+    return hashlib.sha256(json.dumps([endpoint, payload], sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass
+class FalRequest:
+    """One request as the server holds it."""
+
+    request_id: str
+    endpoint: str
+    payload: dict[str, Any]
+    webhook: str | None
+    sent_at: float
+    queue_seq: int
+    status: str = "IN_QUEUE"
+    started_at: float | None = None
+    ended_at: float | None = None
+    status_code: int | None = None
+    output: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None  # {"status_code": int, "body": {...}}
+    logs: list[dict[str, Any]] = field(default_factory=list)
+    task: asyncio.Task | None = None
+    cancelled: bool = False
+
+
+def iso(ts: float | None) -> str | None:
+    """fal's timestamp format (UTC, microseconds, Z)."""
+    if ts is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1e6):06d}Z"
+
+
+class QueueRoutes:
+    """Part of :class:`~wansweep.localfal.server.LocalFal`: the queue protocol."""
+
+    async def submit(self, request: Request) -> Response:
+        endpoint = request.path_params["endpoint"].strip("/")
+        if endpoint not in schema.ENDPOINTS:
+            return JSONResponse({"detail": f"Application '{endpoint}' not found"}, 404)
+        if not self._authorized(request):
+            return self._unauthorized()
+        try:
+            payload = json.loads(await request.body() or b"null")
+        except ValueError:
+            return JSONResponse({"detail": "Request body is not valid JSON"}, 400)
+        if not isinstance(payload, dict):
+            return JSONResponse({"detail": "Request body must be a JSON object"}, 422)
+        if self._fault("submit_429"):
+            self.stats["submits_rejected"] += 1
+            return JSONResponse(
+                {"detail": "Too many requests"},
+                429,
+                headers={"Retry-After": "1", "X-Fal-Error-Type": "rate_limited"},
+            )
+        if self._fault("submit_5xx"):
+            self.stats["submits_rejected"] += 1
+            return fal_error(500, "Internal server error", "internal_server_error")
+        if self._fault("submit_ingress_5xx"):
+            self.stats["submits_rejected"] += 1
+            return ingress_error(502)
+
+        rid = str(uuid.uuid4())
+        self._seq += 1
+        job = FalRequest(
+            rid, endpoint, payload, request.query_params.get("fal_webhook"), time.time(), self._seq
+        )
+        self.jobs[rid] = job
+        self.stats["submits_accepted"] += 1
+        self.stats["submits_by_input"][input_key(endpoint, payload)] += 1
+        job.task = asyncio.get_running_loop().create_task(self._run(job, self._base_url(request)))
+
+        app = "/".join(endpoint.split("/")[:2])
+        base = f"{self._base_url(request)}/{app}/requests/{rid}"
+        answer = {
+            "status": "IN_QUEUE",
+            "request_id": rid,
+            "queue_position": self._position(job),
+            "response_url": base,
+            "status_url": base + "/status",
+            "cancel_url": base + "/cancel",
+        }
+        if self._fault("drop_after_accept"):
+            return DroppedResponse(answer)
+        return JSONResponse(answer, headers={"x-fal-request-id": rid})
+
+    def _position(self, job: FalRequest) -> int:
+        return max(0, job.queue_seq - self._started - 1)
+
+    def _job(self, request: Request) -> FalRequest | None:
+        return self.jobs.get(request.path_params["request_id"])
+
+    def _status_body(self, job: FalRequest, with_logs: bool) -> tuple[dict[str, Any], int]:
+        logs = job.logs if with_logs else None
+        if job.status == "IN_QUEUE":
+            return {
+                "status": "IN_QUEUE",
+                "queue_position": self._position(job),
+                "response_url": None,
+            }, 202
+        if job.status == "IN_PROGRESS":
+            return {"status": "IN_PROGRESS", "logs": logs}, 202
+        body: dict[str, Any] = {"status": "COMPLETED", "logs": logs, "metrics": {}}
+        if job.started_at and job.ended_at:
+            body["metrics"]["inference_time"] = round(job.ended_at - job.started_at, 3)
+        if job.error:
+            body["error"] = (
+                job.error["body"].get("detail")
+                if isinstance(job.error["body"].get("detail"), str)
+                else "Validation error"
+            )
+            body["error_type"] = job.error["body"].get("error_type", "validation_error")
+        return body, 200
+
+    async def status(self, request: Request) -> Response:
+        if not self._authorized(request):
+            return self._unauthorized()
+        self.stats["status_polls"] += 1
+        job = self._job(request)
+        if job is None:
+            return JSONResponse({"detail": "Request not found"}, 404)
+        self.stats["status_polls_by_request"][job.request_id] += 1
+        if self._fault("status_429"):
+            return JSONResponse({"detail": "Too many requests"}, 429, headers={"Retry-After": "1"})
+        if self._fault("status_5xx"):
+            return ingress_error(503)
+        with_logs = request.query_params.get("logs", "false").lower() in ("true", "1")
+        body, code = self._status_body(job, with_logs)
+        return JSONResponse(body, code, headers={"x-fal-request-id": job.request_id})
+
+    async def status_stream(self, request: Request) -> Response:
+        if not self._authorized(request):
+            return self._unauthorized()
+        job = self._job(request)
+        if job is None:
+            return JSONResponse({"detail": "Request not found"}, 404)
+        with_logs = request.query_params.get("logs", "false").lower() in ("true", "1")
+
+        async def events():
+            last = None
+            while True:
+                body, _ = self._status_body(job, with_logs)
+                text = json.dumps(body)
+                if text != last:
+                    yield f"data: {text}\n\n".encode()
+                    last = text
+                if job.status == "COMPLETED":
+                    return
+                await asyncio.sleep(0.05)
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    async def result(self, request: Request) -> Response:
+        if not self._authorized(request):
+            return self._unauthorized()
+        self.stats["result_fetches"] += 1
+        job = self._job(request)
+        if job is None:
+            return JSONResponse({"detail": "Request not found"}, 404)
+        if job.status != "COMPLETED":
+            return JSONResponse({"detail": "Request is still in progress"}, 400)
+        if time.time() - (job.ended_at or 0) > self.config.faults.retention:
+            return JSONResponse(
+                {"detail": "Request result has expired", "error_type": "result_expired"}, 410
+            )
+        if self._fault("result_5xx"):
+            return fal_error(500, "Internal server error", "internal_server_error")
+        headers = {"x-fal-request-id": job.request_id}
+        if job.error:
+            if job.error["status_code"] == 422:
+                headers["X-Fal-Retryable"] = "false"
+            return JSONResponse(job.error["body"], job.error["status_code"], headers=headers)
+        return JSONResponse(job.output, headers=headers)
+
+    async def cancel(self, request: Request) -> Response:
+        if not self._authorized(request):
+            return self._unauthorized()
+        job = self._job(request)
+        if job is None:
+            return JSONResponse({"status": "NOT_FOUND"}, 404)
+        if job.status == "COMPLETED":
+            return JSONResponse({"status": "ALREADY_COMPLETED"}, 400)
+        self.stats["cancels"] += 1
+        job.cancelled = True
+        if job.task is not None:
+            job.task.cancel()
+        return JSONResponse({"status": "CANCELLATION_REQUESTED"}, 202)
+
+    async def _run(self, job: FalRequest, base_url: str) -> None:
+        video_seconds = (
+            float(job.payload.get("duration", "5"))
+            if job.payload.get("duration") in schema.DURATIONS
+            else 5.0
+        )
+        queue_s, infer_s = self.config.latency.split(job.endpoint, video_seconds)
+        loop = asyncio.get_running_loop()
+        try:
+            if queue_s:
+                await asyncio.sleep(queue_s)
+            if self._slots is None:
+                self._slots = asyncio.Semaphore(self.config.concurrency)
+            async with self._slots:
+                self._started += 1
+                job.status, job.started_at = "IN_PROGRESS", time.time()
+                self.stats["in_progress"] += 1
+                self.stats["peak_in_progress"] = max(
+                    self.stats["peak_in_progress"], self.stats["in_progress"]
+                )
+                job.logs.append(
+                    {
+                        "message": "Generating video",
+                        "level": "INFO",
+                        "timestamp": iso(job.started_at),
+                    }
+                )
+                try:
+                    t0 = loop.time()
+                    await self._generate(job, base_url)
+                    left = infer_s - (loop.time() - t0)
+                    if left > 0:
+                        await asyncio.sleep(left)
+                finally:
+                    self.stats["in_progress"] -= 1
+        except asyncio.CancelledError:
+            if job.status == "IN_QUEUE":
+                self._started += 1  # keeps queue positions of later jobs right
+            job.error = {
+                "status_code": 400,
+                "body": {"detail": "Request was cancelled", "error_type": "request_cancelled"},
+            }
+        except Exception as exc:  # a bug here must still end the request
+            job.error = {
+                "status_code": 500,
+                "body": {"detail": f"Internal error: {exc}", "error_type": "internal_server_error"},
+            }
+        job.status, job.ended_at = "COMPLETED", time.time()
+        job.status_code = job.error["status_code"] if job.error else 200
+        self.stats[
+            "completed" if not job.error else "invalid" if job.status_code == 422 else "failed"
+        ] += 1
+        if job.webhook and not self._fault("webhook_drop"):
+            loop.create_task(self._deliver_webhook(job))
+
+    async def _deliver_webhook(self, job: FalRequest) -> None:
+        body = {
+            "request_id": job.request_id,
+            "gateway_request_id": job.request_id,
+            "status": "ERROR" if job.error else "OK",
+            "payload": job.output if not job.error else job.error["body"],
+            "error": None if not job.error else f"Request failed ({job.status_code})",
+        }
+        try:
+            if self._webhook_client is None:  # one client: a TLS context per call costs ms of CPU
+                self._webhook_client = httpx.AsyncClient(verify=self._ssl(), timeout=10)
+            (await self._webhook_client.post(job.webhook, json=body)).raise_for_status()
+            self.stats["webhooks_sent"] += 1
+        except Exception:
+            self.stats["webhooks_failed"] += 1
