@@ -16,6 +16,7 @@ from prefect import flow
 
 from flows.sweep import run_jobs
 from tasks.secrets import load_secrets
+from wansweep.archive import sweep_file
 from wansweep.manifest import plan
 from wansweep.store import open_store
 from wansweep.sweep import load_spec
@@ -44,7 +45,7 @@ def shard(
         )
     archive = open_store(store)
     archive.put_json(
-        f"sweeps/{cfg.name}/shards/{shard}.json",
+        sweep_file(cfg.name, "shards", f"{shard}.json"),
         {
             "shard": shard,
             "jobs": len(jobs),

@@ -10,25 +10,26 @@ from __future__ import annotations
 import sys
 import time
 import uuid
+from collections import Counter
 from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from tasks.generate import generate
+from tasks.generate import generate, limit_name
 from tasks.report import build_report
-from tasks.runtime import RunSettings, close_runtime, limit_name, stop_event
 from tasks.secrets import load_secrets
-from wansweep.archive import Ledger, archived_keys
-from wansweep.manifest import plan
+from wansweep.archive import SWEEP_INDEX, Ledger, archived_keys, report_file, sweep_file
+from wansweep.errors import LedgerDamaged, PlanInvalid
+from wansweep.lifecycle import FAILURES, SUCCEEDED, JobResult, Outcome
 from wansweep.notify import notify
+from wansweep.preflight import preflight
 from wansweep.report import save_plan
+from wansweep.runtime import RunSettings, close_runtime, stop_event
 from wansweep.store import open_store
-from wansweep.sweep import Job, SweepSpec, load_spec
+from wansweep.sweep import DEFAULT_STORE, Job, SweepSpec, load_spec
 from wansweep.webhooks import receiver_from_env
-
-DEFAULT_STORE = "./archive"
 
 
 class Progress:
@@ -91,14 +92,6 @@ class Progress:
             self.bar.stop()
 
 
-class PlanInvalid(ValueError):
-    pass
-
-
-class OverBudget(ValueError):
-    pass
-
-
 def run_jobs(
     jobs: list[Job],
     cfg: SweepSpec,
@@ -133,13 +126,12 @@ def run_jobs(
                 with Progress(len(jobs), log, cfg.name) as progress:
                     for future in as_completed(futures):
                         result = future.result(raise_on_failure=False)
-                        status = result["status"] if isinstance(result, dict) else "crashed"
-                        counts[status] = counts.get(status, 0) + 1
-                        if status in ("failed", "expired", "crashed"):
-                            log.warning(
-                                "job failed: %s",
-                                result if isinstance(result, dict) else repr(result),
-                            )
+                        outcome = (
+                            result.outcome if isinstance(result, JobResult) else Outcome.CRASHED
+                        )
+                        counts[outcome] = counts.get(outcome, 0) + 1
+                        if outcome in FAILURES:
+                            log.warning("job failed: %r", result)
                         progress.advance(counts)
             except BaseException:
                 # Ctrl-C, flow-run cancellation or a crash: before the pool shuts down, every
@@ -216,15 +208,18 @@ def dispatch_shards(
     # What happened is read back from the archive and the ledger, not from the shards' results.
     done = archived_keys(open_store(store_uri))
     ledger = Ledger(open_store(store_uri))
-    counts: dict[str, int] = {}
-    for job in todo:
-        status = (
-            "archived"
-            if job.job_key in done
-            else (ledger.get(job.job_key) or {}).get("status", "lost")
-        )
-        counts[status] = counts.get(status, 0) + 1
-    return counts
+    return dict(Counter(_shard_status(job.job_key, done, ledger) for job in todo))
+
+
+def _shard_status(job_key: str, done: set[str], ledger: Ledger) -> str:
+    """A dispatched job's status, read back from the archive and its ledger entry."""
+    if job_key in done:
+        return str(Outcome.ARCHIVED)
+    try:
+        entry = ledger.get(job_key)
+    except LedgerDamaged:
+        return "damaged"
+    return str(entry.status) if entry and entry.status else "lost"
 
 
 def notify_failure(flow, flow_run, state) -> None:
@@ -276,38 +271,21 @@ def sweep(
     cfg = load_spec(
         spec, manifest=manifest, store=store, concurrency=concurrency, budget_usd=budget_usd
     )
-    if not cfg.manifest:
-        raise PlanInvalid("no manifest: give one in the spec or with --manifest")
     store_uri = cfg.store or DEFAULT_STORE
-
-    the_plan = plan(cfg, cfg.manifest, skip_invalid=skip_invalid)
+    archive = open_store(store_uri)
+    checked = preflight(cfg, archive, skip_invalid=skip_invalid)
+    the_plan, todo = checked.plan, checked.todo
     for w in the_plan.warnings[:20]:
         log.warning("warning: %s", w)
-    if the_plan.errors and not skip_invalid:
-        shown = "\n".join(f"  {p}" for p in the_plan.errors[:50])
-        more = len(the_plan.errors) - 50
-        raise PlanInvalid(
-            f"{len(the_plan.errors)} problem(s) in {cfg.manifest}; nothing was submitted:\n{shown}"
-            + (f"\n  ... and {more} more (wansweep plan lists them all)" if more > 0 else "")
-        )
-
-    archive = open_store(store_uri)
-    save_plan(archive, cfg.name, the_plan.jobs, the_plan.skipped)
-    done = archived_keys(archive)
-    todo = [j for j in the_plan.jobs if j.job_key not in done]
-    todo_usd = round(sum(j.estimated_usd for j in todo), 6)
     log.info(
         "%d jobs planned, %d already archived, %d to run (estimated $%.2f)",
         len(the_plan.jobs),
         len(the_plan.jobs) - len(todo),
         len(todo),
-        todo_usd,
+        checked.todo_usd,
     )
-    if cfg.budget_usd is not None and todo_usd > cfg.budget_usd + 1e-9:
-        raise OverBudget(
-            f"the {len(todo)} jobs to run are estimated at ${todo_usd:.2f}, over the "
-            f"budget of ${cfg.budget_usd:.2f}; nothing was submitted"
-        )
+    checked.raise_if_blocked()
+    save_plan(archive, cfg.name, the_plan.jobs, the_plan.skipped)
 
     if shards > 1 and len(todo) > 1:
         counts = dispatch_shards(
@@ -319,8 +297,8 @@ def sweep(
         )
 
     files = build_report(archive.uri, cfg.name, report_dir)
-    notify((archive.get_bytes(f"sweeps/{cfg.name}/report/summary.md") or b"").decode())
-    failed = sum(v for k, v in counts.items() if k not in ("archived", "resumed", "cached"))
+    notify((archive.get_bytes(report_file(cfg.name, "summary.md")) or b"").decode())
+    failed = sum(v for k, v in counts.items() if k not in SUCCEEDED)
     return {
         "sweep": cfg.name,
         "store": archive.uri,
@@ -332,5 +310,5 @@ def sweep(
         "skipped_rows": len({p.row for p in the_plan.skipped}),
         "report": files,
         "videos": archive.url("jobs/"),
-        "index": archive.url(f"sweeps/{cfg.name}/index.parquet"),
+        "index": archive.url(sweep_file(cfg.name, SWEEP_INDEX)),
     }

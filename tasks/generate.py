@@ -8,25 +8,26 @@ archive cannot.
 
 from __future__ import annotations
 
-from typing import Any
-
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.runtime import RunSettings, runtime_for
+from wansweep.errors import is_transient
 from wansweep.execute import run_job
-from wansweep.sweep import Job
+from wansweep.lifecycle import JobResult
+from wansweep.runtime import RunSettings, runtime_for
+from wansweep.sweep import Job, endpoint_alias
 
-TRANSIENT = (
-    "ConnectionError",
-    "TimeoutError",
-    "EndpointConnectionError",
-    "ReadTimeoutError",
-    "ConnectTimeoutError",
-    "TransportError",
-    "ReadError",
-    "OSError",
-)
+
+def limit_name(endpoint: str) -> str:
+    """The Prefect global concurrency limit of an endpoint: wansweep-standard, wansweep-flash."""
+    return f"wansweep-{endpoint_alias(endpoint)}"
+
+
+def prefect_slot(endpoint: str):
+    """A slot of the endpoint's global concurrency limit, shared by every worker of the fleet."""
+    from prefect.concurrency.sync import concurrency
+
+    return concurrency(limit_name(endpoint), occupy=1, strict=True)
 
 
 def retry_transient(task, task_run, state) -> bool:
@@ -34,7 +35,7 @@ def retry_transient(task, task_run, state) -> bool:
     try:
         state.result()
     except Exception as exc:
-        return any(cls.__name__ in TRANSIENT for cls in type(exc).__mro__)
+        return is_transient(exc)
     return False
 
 
@@ -48,5 +49,6 @@ def retry_transient(task, task_run, state) -> bool:
     persist_result=False,
     log_prints=False,
 )
-def generate(job: Job, settings: RunSettings) -> dict[str, Any]:
-    return run_job(job, runtime_for(settings))
+def generate(job: Job, settings: RunSettings) -> JobResult:
+    guard = prefect_slot if settings.global_limits else None
+    return run_job(job, runtime_for(settings, guard))

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import os
 
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
 CREDENTIALS = ("FAL_KEY", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 
 
@@ -17,6 +20,7 @@ def block_name(variable: str) -> str:
     return variable.lower().replace("_", "-")
 
 
+@task(name="load-secrets", cache_policy=NO_CACHE, persist_result=False)
 def load_secrets() -> list[str]:
     """Fill unset credentials from Secret blocks; returns the names of the blocks used."""
     missing = [v for v in CREDENTIALS if not os.environ.get(v)]
@@ -36,7 +40,5 @@ def load_secrets() -> list[str]:
         os.environ[variable] = str(value)
         used.append(block_name(variable))
     if used:
-        from prefect import get_run_logger
-
         get_run_logger().info("credentials from Prefect Secret blocks: %s", ", ".join(used))
     return used

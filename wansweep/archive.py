@@ -1,4 +1,4 @@
-"""Archive layout, request ledger and budget.
+"""Archive layout (every key is built here), the request ledger, sidecar rows and indexes.
 
 Layout under the store root (readable with plain ``aws s3 ls``)::
 
@@ -14,13 +14,15 @@ Jobs live by key, not by sweep, so two sweeps that share a job pay for it once.
 
 from __future__ import annotations
 
-import threading
-import time
 from typing import Any
 
+from wansweep.errors import LedgerDamaged
+from wansweep.lifecycle import LedgerEntry
 from wansweep.store import Store
 
 SIDECAR, VIDEO, THUMB, STRIP = "meta.json", "video.mp4", "thumb.jpg", "strip.jpg"
+INDEX_KEY = "index/all.parquet"
+PLAN_FILE, SKIPPED_FILE, SWEEP_INDEX = "plan.parquet", "skipped.parquet", "index.parquet"
 
 
 def job_prefix(job_key: str) -> str:
@@ -39,6 +41,27 @@ def sweep_prefix(name: str) -> str:
     return f"sweeps/{name}"
 
 
+def sweep_file(name: str, *parts: str) -> str:
+    """A file of a sweep: plan, index, report files, shard records."""
+    return "/".join([sweep_prefix(name), *parts])
+
+
+def report_file(name: str, file: str) -> str:
+    return sweep_file(name, "report", file)
+
+
+def sweep_names(store: Store) -> list[str]:
+    """Every sweep with a saved plan."""
+    return sorted({k.split("/")[1] for k in store.list("sweeps/") if k.endswith("/" + PLAN_FILE)})
+
+
+def public_uri(uri: str | None) -> str | None:
+    """Never inline data in metadata: data URIs are recorded by kind only."""
+    if uri and uri.startswith("data:"):
+        return uri.split(",", 1)[0] + ",..."
+    return uri
+
+
 def archived_keys(store: Store) -> set[str]:
     """Job keys whose sidecar exists: one listing of the store, not one call per job."""
     keys = set()
@@ -55,51 +78,34 @@ class Ledger:
     def __init__(self, store: Store):
         self.store = store
 
-    def get(self, job_key: str) -> dict[str, Any] | None:
-        return self.store.get_json(ledger_key(job_key))
+    def get(self, job_key: str) -> LedgerEntry | None:
+        """The job's entry, None if it has none; :class:`LedgerDamaged` if it is unreadable."""
+        data = self.store.get_bytes(ledger_key(job_key))
+        if data is None:
+            return None
+        import json
 
-    def put(self, job_key: str, entry: dict[str, Any], **changes: Any) -> dict[str, Any]:
-        entry = {**entry, **changes, "job_key": job_key, "updated_at": time.time()}
-        history = entry.setdefault("history", [])
-        if "status" in changes:
-            history.append([changes["status"], entry["updated_at"]])
-        self.store.put_json(ledger_key(job_key), entry)
+        try:
+            parsed = json.loads(data)
+        except ValueError:
+            raise LedgerDamaged(f"ledger entry of {job_key} is not valid JSON") from None
+        return LedgerEntry.from_json(parsed, job_key)
+
+    def put(self, entry: LedgerEntry, **changes: Any) -> LedgerEntry:
+        """Write the next version of an entry (changes applied) and return it."""
+        entry = entry.with_changes(**changes)
+        self.store.put_json(ledger_key(entry.job_key), entry.to_json())
         return entry
 
-    def all(self) -> dict[str, dict[str, Any]]:
+    def all(self) -> dict[str, LedgerEntry]:
         out = {}
         for key in self.store.list("ledger/"):
             if key.endswith(".json"):
-                entry = self.store.get_json(key)
+                job_key = key.rsplit("/", 1)[1].removesuffix(".json")
+                entry = self.get(job_key)
                 if entry:
-                    out[entry["job_key"]] = entry
+                    out[job_key] = entry
         return out
-
-
-class BudgetExceeded(RuntimeError):
-    pass
-
-
-class Budget:
-    """Spend committed by submits in this process; a submit that would pass the budget is refused."""
-
-    def __init__(self, limit_usd: float | None, committed_usd: float = 0.0):
-        self.limit = limit_usd
-        self.committed = committed_usd
-        self._lock = threading.Lock()
-
-    def reserve(self, usd: float, what: str) -> None:
-        with self._lock:
-            if self.limit is not None and self.committed + usd > self.limit + 1e-9:
-                raise BudgetExceeded(
-                    f"{what}: submitting would commit ${self.committed + usd:.2f}, past the budget "
-                    f"of ${self.limit:.2f}; raise budget_usd to go on"
-                )
-            self.committed = round(self.committed + usd, 6)
-
-    def release(self, usd: float) -> None:
-        with self._lock:
-            self.committed = round(max(0.0, self.committed - usd), 6)
 
 
 def sidecar_row(meta: dict[str, Any]) -> dict[str, Any]:
@@ -155,9 +161,6 @@ def index_row(meta: dict[str, Any], store: Store) -> dict[str, Any]:
     return row
 
 
-INDEX_KEY = "index/all.parquet"
-
-
 def read_sidecars(store: Store, keys: list[str] | None = None) -> list[dict[str, Any]]:
     """Sidecars of the given jobs (or of every archived job), read in parallel."""
     from concurrent.futures import ThreadPoolExecutor
@@ -169,16 +172,29 @@ def read_sidecars(store: Store, keys: list[str] | None = None) -> list[dict[str,
 
 def write_index(store: Store, metas: list[dict[str, Any]], key: str, merge: bool = False) -> int:
     """Write (or, with ``merge``, add to) a Parquet index; returns its row count."""
+    import pandas as pd
+
+    frame = pd.DataFrame([index_row(m, store) for m in metas])
+    if merge and (old := get_parquet(store, key)) is not None:
+        frame = pd.concat([old, frame], ignore_index=True)
+    if len(frame):
+        frame = frame.drop_duplicates("job_key", keep="last").sort_values("job_key")
+    put_parquet(store, key, frame)
+    return len(frame)
+
+
+def put_parquet(store: Store, key: str, frame: Any) -> None:
+    import io
+
+    buf = io.BytesIO()
+    frame.to_parquet(buf, index=False)
+    store.put_bytes(key, buf.getvalue(), "application/vnd.apache.parquet")
+
+
+def get_parquet(store: Store, key: str) -> Any | None:
     import io
 
     import pandas as pd
 
-    frame = pd.DataFrame([index_row(m, store) for m in metas])
-    if merge and (old := store.get_bytes(key)) is not None:
-        frame = pd.concat([pd.read_parquet(io.BytesIO(old)), frame], ignore_index=True)
-    if len(frame):
-        frame = frame.drop_duplicates("job_key", keep="last").sort_values("job_key")
-    buf = io.BytesIO()
-    frame.to_parquet(buf, index=False)
-    store.put_bytes(key, buf.getvalue(), "application/vnd.apache.parquet")
-    return len(frame)
+    data = store.get_bytes(key)
+    return None if data is None else pd.read_parquet(io.BytesIO(data))

@@ -1,4 +1,5 @@
-"""The `wansweep` command."""
+"""The `wansweep` command: the outside face. Prefect is imported only by the commands that run
+flows (``run``), never at import time; errors map to exit codes in :func:`_fail` alone."""
 
 from __future__ import annotations
 
@@ -83,6 +84,14 @@ def fal_server(
     )
 
 
+def _fail(console, exc: BaseException) -> typer.Exit:
+    """Print a wansweep error verbatim (never as markup) and give its exit code."""
+    from wansweep.errors import exit_code
+
+    console.print(str(exc), style="red", markup=False, highlight=False)
+    return typer.Exit(exit_code(exc))
+
+
 def _use_fal(console) -> object | None:
     """Which fal: host variables set -> that server; FAL_KEY alone -> fal.ai; neither -> start ours."""
     import os
@@ -153,7 +162,7 @@ def run(
     def on_sigint(signum, frame):
         """Ctrl-C: cancel every in-flight fal request, record it, and exit promptly. Prefect's
         own bookkeeping may hang on (in ephemeral mode Ctrl-C stops its server too)."""
-        from tasks.runtime import active_jobs, stop_all
+        from wansweep.runtime import active_jobs, stop_all
 
         interrupted.append(True)
         signal.signal(signal.SIGINT, previous)
@@ -172,9 +181,8 @@ def run(
 
     signal.signal(signal.SIGINT, on_sigint)
     try:
-        from flows.sweep import OverBudget, PlanInvalid, sweep
-        from wansweep.manifest import ManifestError
-        from wansweep.sweep import SpecError
+        from flows.sweep import sweep
+        from wansweep.errors import InputError
 
         try:
             result = sweep(
@@ -189,9 +197,8 @@ def run(
                 shards=shards,
                 global_limits=global_limits,
             )
-        except (PlanInvalid, OverBudget, SpecError, ManifestError) as exc:
-            console.print(f"[red]{exc}[/red]", highlight=False)
-            raise typer.Exit(2) from None
+        except InputError as exc:
+            raise _fail(console, exc) from None
         except (KeyboardInterrupt, Exception):
             if not interrupted:
                 raise
@@ -226,22 +233,18 @@ def plan_cmd(
     from rich.console import Console
     from rich.table import Table
 
-    from flows.sweep import DEFAULT_STORE
-    from wansweep.archive import archived_keys
-    from wansweep.manifest import ManifestError, plan
+    from wansweep.errors import InputError, OverBudget
+    from wansweep.preflight import preflight
     from wansweep.store import open_store
-    from wansweep.sweep import SpecError, load_spec
+    from wansweep.sweep import DEFAULT_STORE, load_spec
 
     console = Console()
     try:
         cfg = load_spec(spec, manifest=manifest, store=store)
-        if not cfg.manifest:
-            raise SpecError("no manifest: give one in the spec or with --manifest")
-        result = plan(cfg, cfg.manifest)
-    except (SpecError, ManifestError) as exc:
-        console.print(f"[red]{exc}[/red]", highlight=False)
-        raise typer.Exit(2) from None
-    done = archived_keys(open_store(cfg.store or DEFAULT_STORE))
+        checked = preflight(cfg, open_store(cfg.store or DEFAULT_STORE))
+    except InputError as exc:
+        raise _fail(console, exc) from None
+    result, done = checked.plan, checked.archived
     table = Table(title=f"sweep {cfg.name}: {result.rows} rows, {len(result.jobs)} jobs")
     for col in ("arm", "jobs", "video s", "estimated $", "archived", "to run", "to run $"):
         table.add_column(col, justify="left" if col == "arm" else "right")
@@ -275,10 +278,17 @@ def plan_cmd(
         console.print(f"budget: ${cfg.budget_usd:.2f}")
     for p in result.problems:
         console.print(
-            f"[{'red' if p.severity == 'error' else 'yellow'}]{p.severity}: {p}[/]", highlight=False
+            f"{p.severity}: {p}",
+            style="red" if p.severity == "error" else "yellow",
+            markup=False,
+            highlight=False,
         )
     if result.errors:
         console.print(f"[red]{len(result.errors)} error(s): a run would submit nothing[/red]")
+    for blocked in checked.blocking:
+        if isinstance(blocked, OverBudget):  # row problems are listed above
+            console.print(str(blocked), style="red", markup=False, highlight=False)
+    if checked.blocking:
         raise typer.Exit(2)
 
 
@@ -297,7 +307,7 @@ def pricing(
     table = PriceTable.load()
     live: dict = {}
     if refresh:
-        from wansweep.falqueue import FalConfig, FalQueue
+        from wansweep.fal import FalConfig, FalQueue
 
         try:
             fal = FalQueue(FalConfig.from_env(), attempts=3)

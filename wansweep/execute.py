@@ -1,16 +1,19 @@
 """One job, start to archive: the steps that spend money, written so none happens twice.
 
-sidecar exists             -> done, nothing to do (the archive is the cache)
-ledger has a result        -> archive from it (no new submit)
-ledger has a request_id    -> resume: poll that request
-ledger says "submitting"   -> the answer was lost: look the request up in fal's listing
-otherwise                  -> reserve budget, ledger "submitting", submit once, ledger request_id
+The state table (which ledger status leads to which step) is in :mod:`wansweep.lifecycle`;
+every ledger status is set here, each in one place:
+
+- ``submitting``, ``submitted``: :func:`_submit` and :func:`_submitted`
+- ``retrying``: :func:`_generate` (after a failure :func:`_may_try_again` allows)
+- ``cancelled``: :func:`_await_result` (the run was stopped while the job waited)
+- ``completed``: :func:`_await_result`
+- ``archived``: :func:`_archive`
+- ``failed``, ``expired``: :func:`_run_job` (a :class:`FalError` nothing could recover)
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
 import mimetypes
 import os
 import tempfile
@@ -23,9 +26,12 @@ from pathlib import Path
 from typing import Any
 
 from wansweep import __version__, media
-from wansweep.archive import SIDECAR, STRIP, THUMB, VIDEO, Budget, BudgetExceeded, Ledger, job_file
-from wansweep.falqueue import AmbiguousSubmit, FalError, FalQueue, Handle, Stopped, body_digest
+from wansweep.archive import VIDEO, Ledger, job_file, public_uri
+from wansweep.errors import AmbiguousSubmit, BudgetExceeded, FailureKind, FalError, Stopped
+from wansweep.fal import FalQueue, body_digest
+from wansweep.lifecycle import Handle, JobResult, LedgerEntry, LedgerStatus, Outcome
 from wansweep.manifest import load_media
+from wansweep.pricing import Budget
 from wansweep.store import Store, presign
 from wansweep.sweep import Job, PollSpec
 
@@ -37,12 +43,12 @@ class Runtime:
     store: Store
     fal: FalQueue
     budget: Budget
-    poll: PollSpec = field(default_factory=PollSpec)
-    max_attempts: int = 2
-    endpoint_slots: dict[str, threading.BoundedSemaphore] = field(default_factory=dict)
-    endpoint_concurrency: int = 8
+    poll: PollSpec
+    max_attempts: int
+    endpoint_concurrency: int
     resubmit_expired: bool = False
     guard: Callable[[str], AbstractContextManager] | None = None  # e.g. a fleet-wide limit
+    endpoint_slots: dict[str, threading.BoundedSemaphore] = field(default_factory=dict)
     active: int = 0  # jobs in run_job right now
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -63,17 +69,6 @@ class Runtime:
             yield
 
 
-def outcome(job: Job, status: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "job_key": job.job_key,
-        "arm": job.arm,
-        "row_id": job.row_id,
-        "status": status,
-        "estimated_usd": job.estimated_usd,
-        **extra,
-    }
-
-
 def media_url(uri: str) -> str:
     """What fal is given for an image or audio: URLs pass through, s3:// is presigned,
     a local file goes inline as a data URI (fal accepts them; nothing is made public)."""
@@ -87,14 +82,16 @@ def media_url(uri: str) -> str:
 
 
 def request_body(job: Job) -> dict[str, Any]:
+    """The body fal is sent for a job: its fields plus the media as fal can fetch them."""
     body = {**job.request_fields(), "image_url": media_url(job.image_uri)}
     if job.audio_uri:
         body["audio_url"] = media_url(job.audio_uri)
     return body
 
 
-def run_job(job: Job, rt: Runtime) -> dict[str, Any]:
-    """Run one job to its archive; never raises for a job-level failure (returns its outcome)."""
+def run_job(job: Job, rt: Runtime) -> JobResult:
+    """Run one job to its archive. Never raises for a job-level failure (it is the outcome);
+    raises only what the caller may retry as a whole (store or network trouble)."""
     with rt._lock:
         rt.active += 1
     try:
@@ -104,225 +101,267 @@ def run_job(job: Job, rt: Runtime) -> dict[str, Any]:
             rt.active -= 1
 
 
-def _run_job(job: Job, rt: Runtime) -> dict[str, Any]:
-    if rt.store.exists(job_file(job.job_key, SIDECAR)):
-        return outcome(job, "cached")
+def _result(
+    job: Job, outcome: Outcome, entry: LedgerEntry | None = None, **extra: Any
+) -> JobResult:
+    return JobResult(
+        job_key=job.job_key,
+        arm=job.arm,
+        row_id=job.row_id,
+        outcome=outcome,
+        estimated_usd=job.estimated_usd,
+        request_id=entry.request_id if entry else None,
+        submits=entry.submits if entry else 0,
+        **extra,
+    )
+
+
+def _run_job(job: Job, rt: Runtime) -> JobResult:
+    if rt.store.exists(job_file(job.job_key, "meta.json")):
+        return _result(job, Outcome.CACHED)
     ledger = rt.ledger
-    entry = ledger.get(job.job_key) or {}
-    resumed = bool(entry.get("request_id") or entry.get("result"))
+    entry = ledger.get(job.job_key) or LedgerEntry(job.job_key)
+    resumed = bool(entry.request_id or entry.result)
     try:
         with rt.slot(job.endpoint):
             entry = _generate(job, rt, ledger, entry)
         try:
             _archive(job, rt, ledger, entry)
         except FalError as exc:
-            if exc.kind != "expired" or not rt.resubmit_expired:
+            if exc.kind is not FailureKind.EXPIRED or not rt.resubmit_expired:
                 raise
             # fal's copy of the video is gone (CDN expiry) and ours was never made: generate
             # it again, as the user allowed; _generate still holds to max_attempts
             entry = ledger.put(
-                job.job_key, entry, status="retrying", error=str(exc), result=None, handle=None
+                entry, status=LedgerStatus.RETRYING, error=str(exc), result=None, handle=None
             )
             with rt.slot(job.endpoint):
                 entry = _generate(job, rt, ledger, entry)
             _archive(job, rt, ledger, entry)
             resumed = False  # generated anew
     except Stopped:
-        return outcome(job, "cancelled", request_id=entry.get("request_id"))
+        return _result(job, Outcome.CANCELLED, entry)
     except BudgetExceeded as exc:
-        return outcome(job, "skipped", error=str(exc))
+        return _result(job, Outcome.SKIPPED, entry, error=str(exc))
     except FalError as exc:
         entry = ledger.get(job.job_key) or entry
-        ledger.put(
-            job.job_key,
+        expired = exc.kind is FailureKind.EXPIRED
+        entry = ledger.put(
             entry,
-            status="failed" if exc.kind != "expired" else "expired",
+            status=LedgerStatus.EXPIRED if expired else LedgerStatus.FAILED,
             error=str(exc),
             error_kind=exc.kind,
         )
-        return outcome(
+        return _result(
             job,
-            "failed" if exc.kind != "expired" else "expired",
+            Outcome.EXPIRED if expired else Outcome.FAILED,
+            entry,
             error=str(exc),
             error_kind=exc.kind,
-            request_id=entry.get("request_id"),
         )
-    return outcome(
-        job,
-        "resumed" if resumed else "archived",
-        request_id=entry.get("request_id"),
-        submits=entry.get("submits", 0),
-    )
+    return _result(job, Outcome.RESUMED if resumed else Outcome.ARCHIVED, entry)
 
 
-def _generate(job: Job, rt: Runtime, ledger: Ledger, entry: dict[str, Any]) -> dict[str, Any]:
+def _generate(job: Job, rt: Runtime, ledger: Ledger, entry: LedgerEntry) -> LedgerEntry:
     """Make sure fal has produced this job's result, paying at most once per attempt."""
-    attempts = entry.get("attempts", 0)
     reserved = False  # this process's budget holds this job's estimate
-    while True:
-        if entry.get("result"):
-            return entry
-        fresh = False  # submitted by this call (else taken over: maybe long done at fal)
-        handle = Handle(**entry["handle"]) if entry.get("handle") else None
-        if handle is None and entry.get("status") == "submitting":
-            # A submit whose answer was lost: did fal take it?
-            handle = rt.fal.find_submitted(
-                job.endpoint, entry["body_digest"], entry["submitted_at"]
-            )
-            if handle is not None:
-                entry = _submitted(ledger, job, entry, handle, reconciled=True)
-            else:
-                attempts = max(0, attempts - 1)  # fal never took it: that attempt cost nothing
+    while entry.result is None:
+        handle, fresh = entry.handle, False  # fresh: submitted by this call, not taken over
+        if handle is None and entry.status is LedgerStatus.SUBMITTING:
+            entry, handle = _settle_lost_submit(job, rt, ledger, entry)
         if handle is None:
-            if attempts >= rt.max_attempts:
+            if entry.attempts >= rt.max_attempts:
                 raise FalError(
-                    entry.get("error") or "no attempts left", entry.get("error_kind", "failed")
+                    entry.error or "no attempts left", entry.error_kind or FailureKind.FAILED
                 )
-            if rt.fal.stop.is_set():  # cancelled while waiting for a slot: submit nothing
-                raise Stopped("run cancelled before submit")
-            body = request_body(job)
-            digest = body_digest(body)
             if not reserved:
                 rt.budget.reserve(
                     job.estimated_usd, f"job {job.job_key} (row {job.row_index}, {job.arm})"
                 )
                 reserved = True
-            attempts += 1
-            entry = ledger.put(
-                job.job_key,
-                entry,
-                status="submitting",
-                endpoint=job.endpoint,
-                body_digest=digest,
-                submitted_at=time.time(),
-                attempts=attempts,
-                handle=None,
-                request_id=None,
-            )
             try:
-                handle = rt.fal.submit(job.endpoint, body)
-            except AmbiguousSubmit as exc:
-                entry = ledger.put(job.job_key, entry, status="submitting", ambiguous=str(exc))
-                continue  # reconcile through the listing above
+                entry = _submit(job, rt, ledger, entry)
             except FalError:
                 rt.budget.release(job.estimated_usd)  # not accepted: nothing was spent
                 raise
-            entry = _submitted(ledger, job, entry, handle, submits=entry.get("submits", 0) + 1)
-            fresh = True
-        poll = rt.poll
+            if entry.handle is None:
+                continue  # the answer was lost: settled through fal's records above
+            handle, fresh = entry.handle, True
         try:
-            done = rt.fal.wait(
-                handle, poll.first, poll.factor, poll.max, poll.webhook_fallback, not fresh
-            )
-            result = rt.fal.result(handle, generation_failed=bool(done.error))
-        except Stopped:
-            try:
-                rt.fal.cancel(handle)
-            finally:
-                ledger.put(job.job_key, entry, status="cancelled", cancelled_at=time.time())
-            raise
+            entry = _await_result(job, rt, ledger, entry, handle, check_now=not fresh)
         except FalError as exc:
-            if exc.kind == "failed" and attempts < rt.max_attempts:
+            if exc.kind is FailureKind.FAILED and reserved:
                 rt.budget.release(job.estimated_usd)  # fal does not bill failed (5xx) generations
                 reserved = False
-                entry = ledger.put(
-                    job.job_key, entry, status="retrying", error=str(exc), handle=None
-                )
-                continue
-            if exc.kind == "cancelled" and attempts < rt.max_attempts:
-                # cancelled by an earlier run (Ctrl-C, flow cancel) before fal finished it
-                entry = ledger.put(
-                    job.job_key, entry, status="retrying", error=str(exc), handle=None
-                )
-                continue
-            if exc.kind == "expired" and rt.resubmit_expired and attempts < rt.max_attempts:
-                entry = ledger.put(
-                    job.job_key, entry, status="retrying", error=str(exc), handle=None
-                )
-                continue
-            raise
-        return ledger.put(
-            job.job_key,
-            entry,
-            status="completed",
-            result=result,
-            completed_at=time.time(),
-            inference_seconds=done.metrics.get("inference_time"),
-        )
+            if not _may_try_again(exc, entry, rt):
+                raise
+            entry = ledger.put(entry, status=LedgerStatus.RETRYING, error=str(exc), handle=None)
+    return entry
 
 
-def _submitted(ledger: Ledger, job: Job, entry: dict[str, Any], handle: Handle, **extra: Any):
+def _may_try_again(exc: FalError, entry: LedgerEntry, rt: Runtime) -> bool:
+    """After a generation ended badly: may another attempt be submitted?"""
+    if entry.attempts >= rt.max_attempts:
+        return False
+    if exc.kind in (FailureKind.FAILED, FailureKind.CANCELLED):
+        return True  # unbilled failure; or cancelled by an earlier run before fal finished it
+    return exc.kind is FailureKind.EXPIRED and rt.resubmit_expired
+
+
+def _settle_lost_submit(
+    job: Job, rt: Runtime, ledger: Ledger, entry: LedgerEntry
+) -> tuple[LedgerEntry, Handle | None]:
+    """A submit whose answer was lost: did fal take it? Look in fal's request listing."""
+    handle = rt.fal.find_submitted(job.endpoint, entry.body_digest, entry.submitted_at)
+    if handle is not None:
+        return _submitted(ledger, entry, handle, reconciled=True), handle
+    # fal never took it: that attempt cost nothing
+    return ledger.put(entry, attempts=max(0, entry.attempts - 1)), None
+
+
+def _submit(job: Job, rt: Runtime, ledger: Ledger, entry: LedgerEntry) -> LedgerEntry:
+    """Ledger ``submitting`` first, then one POST; ``submitted`` when fal answers with a
+    request. A lost answer leaves the entry ``submitting`` (no handle) for settling."""
+    if rt.fal.stop.is_set():  # cancelled while waiting for a slot: submit nothing
+        raise Stopped("run cancelled before submit")
+    body = request_body(job)
+    entry = ledger.put(
+        entry,
+        status=LedgerStatus.SUBMITTING,
+        endpoint=job.endpoint,
+        body_digest=body_digest(body),
+        submitted_at=time.time(),
+        attempts=entry.attempts + 1,
+        handle=None,
+        request_id=None,
+    )
+    try:
+        handle = rt.fal.submit(job.endpoint, body)
+    except AmbiguousSubmit as exc:
+        return ledger.put(entry, ambiguous=str(exc))
+    return _submitted(ledger, entry, handle, submits=entry.submits + 1)
+
+
+def _submitted(ledger: Ledger, entry: LedgerEntry, handle: Handle, **extra: Any) -> LedgerEntry:
     """Record that fal holds this job's request: from here on it is resumed, never resubmitted."""
     return ledger.put(
-        job.job_key,
-        entry,
-        status="submitted",
-        request_id=handle.request_id,
-        handle=handle.__dict__,
-        **extra,
+        entry, status=LedgerStatus.SUBMITTED, request_id=handle.request_id, handle=handle, **extra
     )
 
 
-def _archive(job: Job, rt: Runtime, ledger: Ledger, entry: dict[str, Any]) -> None:
-    """Video first, checksum verified, thumbnail, then the sidecar last."""
-    result = entry["result"]
-    video = result["video"]
+def _await_result(
+    job: Job, rt: Runtime, ledger: Ledger, entry: LedgerEntry, handle: Handle, check_now: bool
+) -> LedgerEntry:
+    """Wait until fal ends the request, then fetch its result into the ledger (``completed``).
+    Stopped while waiting: the request is cancelled at fal and ``cancelled`` recorded."""
+    poll = rt.poll
+    try:
+        done = rt.fal.wait(
+            handle, poll.first, poll.factor, poll.max, poll.webhook_fallback, check_now
+        )
+        result = rt.fal.result(handle, generation_failed=bool(done.error))
+    except Stopped:
+        try:
+            rt.fal.cancel(handle)
+        finally:
+            ledger.put(entry, status=LedgerStatus.CANCELLED, cancelled_at=time.time())
+        raise
+    return ledger.put(
+        entry,
+        status=LedgerStatus.COMPLETED,
+        result=result,
+        completed_at=time.time(),
+        inference_seconds=done.metrics.get("inference_time"),
+    )
+
+
+def _archive(job: Job, rt: Runtime, ledger: Ledger, entry: LedgerEntry) -> None:
+    """Video first, checksum verified, thumbnail and strip, then the sidecar last."""
+    video = entry.result["video"]
     store = rt.store
+    video_key = job_file(job.job_key, VIDEO)
     with tempfile.TemporaryDirectory(prefix="wansweep-") as tmp:
         local = Path(tmp) / VIDEO
-        video_key = job_file(job.job_key, VIDEO)
-        size, sha = entry.get("video_size"), entry.get("video_sha256")
+        size, sha = entry.video_size, entry.video_sha256
         # Killed between upload and sidecar: the stored copy is fetched once and checked here,
         # and fal is not asked again when it is whole.
         if not (
-            sha
-            and store.size(video_key) == size
-            and _stored_copy_matches(store, video_key, local, sha)
+            sha and store.size(video_key) == size and store.fetch_matches(video_key, local, sha)
         ):
             size, sha = rt.fal.download(video["url"], local, video.get("file_size"))
-            entry = ledger.put(job.job_key, entry, video_size=size, video_sha256=sha)
+            entry = ledger.put(entry, video_size=size, video_sha256=sha)
             store.put_file(video_key, local, "video/mp4")
             if store.sha256(video_key) != sha:
                 raise FalError(
-                    f"archive check failed for {job.job_key}: stored checksum differs", "transient"
+                    f"archive check failed for {job.job_key}: stored checksum differs",
+                    FailureKind.TRANSIENT,
                 )
         probe = media.probe(local)
         first, middle, last = media.frames_at(local, (0.0, 0.5, 1.0))
-        store.put_bytes(job_file(job.job_key, THUMB), media.thumbnail_jpeg(first), "image/jpeg")
         store.put_bytes(
-            job_file(job.job_key, STRIP), media.strip_jpeg([first, middle, last]), "image/jpeg"
+            job_file(job.job_key, "thumb.jpg"), media.thumbnail_jpeg(first), "image/jpeg"
         )
-        try:
-            import io
-
-            from PIL import Image
-
-            fidelity = media.similarity(Image.open(io.BytesIO(load_media(job.image_uri))), first)
-        except Exception:
-            fidelity = None
+        store.put_bytes(
+            job_file(job.job_key, "strip.jpg"),
+            media.strip_jpeg([first, middle, last]),
+            "image/jpeg",
+        )
+        fidelity = _first_frame_similarity(job, first)
     archived_at = time.time()
-    submitted = entry.get("submitted_at")
-    completed = entry.get("completed_at")
-    inference = entry.get("inference_seconds")
-    meta = {
+    meta = sidecar(job, entry, size, sha, probe, fidelity, archived_at)
+    if os.environ.get("WANSWEEP_FAULT_EXIT_BEFORE_SIDECAR"):  # fault injection for tests
+        os._exit(137)
+    store.put_json(job_file(job.job_key, "meta.json"), meta)
+    ledger.put(entry, status=LedgerStatus.ARCHIVED, archived_at=archived_at)
+
+
+def _first_frame_similarity(job: Job, first: Any) -> float | None:
+    """How much the video's first frame looks like the input image (None if unreadable)."""
+    import io
+
+    from PIL import Image
+
+    try:
+        return media.similarity(Image.open(io.BytesIO(load_media(job.image_uri))), first)
+    except Exception:
+        return None
+
+
+def sidecar(
+    job: Job,
+    entry: LedgerEntry,
+    size: int,
+    sha: str,
+    probe: media.Probe,
+    fidelity: float | None,
+    archived_at: float,
+) -> dict[str, Any]:
+    """The metadata sidecar of an archived job (no secrets, no inline data)."""
+    result = entry.result
+    submitted, completed, inference = (
+        entry.submitted_at,
+        entry.completed_at,
+        entry.inference_seconds,
+    )
+    return {
         "job_key": job.job_key,
         "arm": job.arm,
         "endpoint": job.endpoint,
         "row": {"index": job.row_index, "id": job.row_id, **job.extra},
         "input": {
             **job.request_fields(),
-            "image": {"uri": _public_uri(job.image_uri), "sha256": job.image_sha256},
+            "image": {"uri": public_uri(job.image_uri), "sha256": job.image_sha256},
             **(
-                {"audio": {"uri": _public_uri(job.audio_uri), "sha256": job.audio_sha256}}
+                {"audio": {"uri": public_uri(job.audio_uri), "sha256": job.audio_sha256}}
                 if job.audio_uri
                 else {}
             ),
         },
-        "request_id": entry.get("request_id"),
+        "request_id": entry.request_id,
         "seed_requested": job.seed,
         "seed": result.get("seed"),
         "actual_prompt": result.get("actual_prompt"),
-        "fal_video": {k: v for k, v in video.items() if k != "url"},
+        "fal_video": {k: v for k, v in result["video"].items() if k != "url"},
         "timings": {
             "submitted_at": submitted,
             # fal reports inference time, not a start time: started = completed - inference
@@ -345,23 +384,3 @@ def _archive(job: Job, rt: Runtime, ledger: Ledger, entry: dict[str, Any]) -> No
         "estimated_usd": job.estimated_usd,
         "tool_version": __version__,
     }
-    if os.environ.get("WANSWEEP_FAULT_EXIT_BEFORE_SIDECAR"):  # fault injection for tests
-        os._exit(137)
-    store.put_json(job_file(job.job_key, SIDECAR), meta)
-    ledger.put(job.job_key, entry, status="archived", archived_at=archived_at)
-
-
-def _stored_copy_matches(store: Store, key: str, local: Path, sha: str) -> bool:
-    store.download_file(key, local)
-    h = hashlib.sha256()
-    with local.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest() == sha
-
-
-def _public_uri(uri: str | None) -> str | None:
-    """Never inline data in metadata: data URIs are recorded by kind only."""
-    if uri and uri.startswith("data:"):
-        return uri.split(",", 1)[0] + ",..."
-    return uri

@@ -98,7 +98,9 @@ def seed_comparison(frame: pd.DataFrame) -> pd.DataFrame:
     ).round(3)
 
 
-def render(store: Store, sweep: str, frame: pd.DataFrame, summ: pd.DataFrame, markdown: str) -> str:
+def render_html(
+    store: Store, sweep: str, frame: pd.DataFrame, summ: pd.DataFrame, markdown: str
+) -> str:
     planned = frame[frame["arm"].notna()].sort_values(["row_id", "arm", "seed_requested"])
     cells = planned.head(MAX_CELLS)
     keys = [k for k, s in zip(cells["job_key"], cells["status"]) if s == "succeeded"]

@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 from wansweep import schema
+from wansweep.errors import ManifestError
 from wansweep.pricing import PriceTable
 from wansweep.store import read_uri
 from wansweep.sweep import Job, SweepSpec, job_key, normalise_settings
@@ -28,10 +29,6 @@ KNOWN_COLUMNS = {
     "seed",
 } | schema.SETTING_FIELDS
 COLUMN_ALIASES = {"image_url": "image", "image_path": "image", "audio_url": "audio"}
-
-
-class ManifestError(ValueError):
-    """The manifest as a whole cannot be read (missing file, wrong format, no columns)."""
 
 
 @dataclass(frozen=True)
@@ -170,112 +167,140 @@ def load_media(uri: str) -> bytes:
     return read_uri(uri)
 
 
-def plan(
-    spec: SweepSpec, manifest_uri: str, prices: PriceTable | None = None, skip_invalid: bool = False
-) -> Plan:
-    """Validate every row and expand rows x arms x seeds into priced jobs."""
-    prices = prices or PriceTable.load()
-    df = read_manifest(manifest_uri)
-    arms = spec.expand_arms()
-    seeds = spec.seed_list()
-    media = MediaCache()
-    problems: list[RowProblem] = []
-    jobs: list[Job] = []
-    extra_cols = [c for c in df.columns if c not in KNOWN_COLUMNS]
-    setting_cols = [c for c in df.columns if c in schema.SETTING_FIELDS]
-    seen_ids: dict[str, int] = {}
-    bad_rows: set[int] = set()
+@dataclass
+class _RowCheck:
+    """Problems of one row as they are found (each names the row, its id, field, rule, value)."""
 
-    for idx, rec in enumerate(df.to_dict("records"), start=1):
+    index: int
+    row_id: str
+    problems: list[RowProblem]
+    bad: bool = False
+
+    def report(self, p: schema.Problem, value: Any) -> None:
+        text = str(value)
+        if len(text) > 60:
+            text = text[:57] + "..."
+        self.problems.append(
+            RowProblem(self.index, self.row_id, p.field, p.rule, repr(text), p.msg, p.severity)
+        )
+        self.bad = self.bad or p.severity == "error"
+
+
+class _Planner:
+    """Expands one manifest row at a time into jobs; shared state: media cache, seen ids."""
+
+    def __init__(self, spec: SweepSpec, manifest_uri: str, prices: PriceTable, columns: list[str]):
+        self.manifest_uri, self.prices = manifest_uri, prices
+        self.arms, self.seeds = spec.expand_arms(), spec.seed_list()
+        self.media = MediaCache()
+        self.extra_cols = [c for c in columns if c not in KNOWN_COLUMNS]
+        self.setting_cols = [c for c in columns if c in schema.SETTING_FIELDS]
+        self.seen_ids: dict[str, int] = {}
+        self.problems: list[RowProblem] = []
+
+    def row(self, idx: int, rec: dict[str, Any]) -> list[Job]:
+        """The jobs of one row; none when the row has an error (its problems are recorded)."""
         rec = {k: _cell(v) for k, v in rec.items()}
-        prompt = str(rec["prompt"])
-        image_ref = str(rec["image"]).strip()
         row_id = str(rec.get("id") or "").strip() or f"row{idx}"
-
-        def report(p: schema.Problem, value: Any, idx: int = idx, row_id: str = row_id) -> None:
-            text = str(value)
-            if len(text) > 60:
-                text = text[:57] + "..."
-            problems.append(RowProblem(idx, row_id, p.field, p.rule, repr(text), p.msg, p.severity))
-            if p.severity == "error":
-                bad_rows.add(idx)
-
-        if row_id in seen_ids:
-            report(
-                schema.Problem("id", "duplicate_id", f"id also used by row {seen_ids[row_id]}"),
+        check = _RowCheck(idx, row_id, self.problems)
+        if row_id in self.seen_ids:
+            check.report(
+                schema.Problem(
+                    "id", "duplicate_id", f"id also used by row {self.seen_ids[row_id]}"
+                ),
                 row_id,
             )
-        seen_ids.setdefault(row_id, idx)
-        if not image_ref:
-            report(schema.Problem("image", "missing", "no image given"), image_ref)
-            continue
-        image = media.get(image_ref, "image", manifest_uri)
-        for p in image.problems:
-            report(p, image_ref)
-        audio = None
-        audio_ref = str(rec.get("audio") or "").strip()
-        if audio_ref:
-            audio = media.get(audio_ref, "audio", manifest_uri)
-            for p in audio.problems:
-                report(p, audio_ref)
-
-        overrides = normalise_settings({c: rec[c] for c in setting_cols if rec[c] != ""})
+        self.seen_ids.setdefault(row_id, idx)
+        media = self._media(rec, check)
+        seeds = self._row_seeds(rec, check)
+        if media is None or seeds is None:
+            return []
+        image, audio = media
+        overrides = normalise_settings({c: rec[c] for c in self.setting_cols if rec[c] != ""})
         if rec.get("negative_prompt"):
             overrides["negative_prompt"] = str(rec["negative_prompt"])
-        row_seed = rec.get("seed", "")
-        row_seeds: list[int | None] = seeds
-        if row_seed != "":
-            try:
-                row_seeds = [int(float(row_seed))]
-            except ValueError:
-                report(schema.Problem("seed", "int_type", "seed must be a whole number"), row_seed)
-                continue
-
-        checked_settings: set[str] = set()
-        for arm in arms:
+        prompt = str(rec["prompt"])
+        jobs, checked = [], set()
+        for arm in self.arms:
             settings = {**arm.settings, **overrides}
             fields = {"prompt": prompt, **settings}
             signature = repr(sorted(fields.items()))
-            if signature not in checked_settings:
-                checked_settings.add(signature)
+            if signature not in checked:  # arms that send the same fields are checked once
+                checked.add(signature)
                 for p in schema.check_input({**fields, "image_url": "x"}):
-                    report(p, fields.get(p.field, ""))
-            if idx in bad_rows:
-                continue
-            for seed in row_seeds:
-                jobs.append(
-                    Job(
-                        job_key="",
-                        arm=arm.name,
-                        endpoint=arm.endpoint,
-                        row_index=idx,
-                        row_id=row_id,
-                        prompt=prompt,
-                        settings=settings,
-                        seed=seed,
-                        image_uri=image.uri,
-                        image_sha256=image.sha256 or "",
-                        audio_uri=audio.uri if audio else None,
-                        audio_sha256=audio.sha256 if audio else None,
-                        estimated_usd=prices.estimate(
-                            arm.endpoint, settings["resolution"], settings["duration"]
-                        ),
-                        extra={c: rec[c] for c in extra_cols},
-                    )
-                )
-                job = jobs[-1]
-                job.job_key = job_key(
-                    job.endpoint, job.request_fields(), job.image_sha256, job.audio_sha256
-                )
+                    check.report(p, fields.get(p.field, ""))
+            if not check.bad:  # a bad setting cannot be priced
+                jobs += [
+                    self._job(idx, row_id, arm, prompt, settings, seed, image, audio, rec)
+                    for seed in seeds
+                ]
+        return [] if check.bad else jobs
 
-    result = Plan(
-        jobs=[j for j in jobs if j.row_index not in bad_rows], problems=problems, rows=len(df)
-    )
-    if skip_invalid:
-        result.skipped = [p for p in problems if p.severity == "error"]
-    # The same job twice (e.g. two rows with identical image bytes and prompt) is paid once.
+    def _media(self, rec: dict[str, Any], check: _RowCheck) -> tuple[_Media, _Media | None] | None:
+        image_ref = str(rec["image"]).strip()
+        if not image_ref:
+            check.report(schema.Problem("image", "missing", "no image given"), image_ref)
+            return None
+        image = self.media.get(image_ref, "image", self.manifest_uri)
+        for p in image.problems:
+            check.report(p, image_ref)
+        audio = None
+        if audio_ref := str(rec.get("audio") or "").strip():
+            audio = self.media.get(audio_ref, "audio", self.manifest_uri)
+            for p in audio.problems:
+                check.report(p, audio_ref)
+        return image, audio
+
+    def _row_seeds(self, rec: dict[str, Any], check: _RowCheck) -> list[int | None] | None:
+        row_seed = rec.get("seed", "")
+        if row_seed == "":
+            return self.seeds
+        try:
+            return [int(float(row_seed))]
+        except ValueError:
+            check.report(
+                schema.Problem("seed", "int_type", "seed must be a whole number"), row_seed
+            )
+            return None
+
+    def _job(self, idx, row_id, arm, prompt, settings, seed, image, audio, rec) -> Job:
+        job = Job(
+            job_key="",
+            arm=arm.name,
+            endpoint=arm.endpoint,
+            row_index=idx,
+            row_id=row_id,
+            prompt=prompt,
+            settings=settings,
+            seed=seed,
+            image_uri=image.uri,
+            image_sha256=image.sha256 or "",
+            audio_uri=audio.uri if audio else None,
+            audio_sha256=audio.sha256 if audio else None,
+            estimated_usd=self.prices.estimate(
+                arm.endpoint, settings["resolution"], settings["duration"]
+            ),
+            extra={c: rec[c] for c in self.extra_cols},
+        )
+        job.job_key = job_key(
+            job.endpoint, job.request_fields(), job.image_sha256, job.audio_sha256
+        )
+        return job
+
+
+def plan(
+    spec: SweepSpec, manifest_uri: str, prices: PriceTable | None = None, skip_invalid: bool = False
+) -> Plan:
+    """Validate every row and expand rows x arms x seeds into priced jobs. A row with any
+    error gives no job; every problem of every row is listed. Identical jobs (same key: e.g.
+    two rows with the same image bytes and prompt) are planned, and paid for, once."""
+    df = read_manifest(manifest_uri)
+    planner = _Planner(spec, manifest_uri, prices or PriceTable.load(), list(df.columns))
     unique: dict[str, Job] = {}
-    for job in result.jobs:
-        unique.setdefault(job.job_key, job)
-    result.jobs = list(unique.values())
+    for idx, rec in enumerate(df.to_dict("records"), start=1):
+        for job in planner.row(idx, rec):
+            unique.setdefault(job.job_key, job)
+    result = Plan(jobs=list(unique.values()), problems=planner.problems, rows=len(df))
+    if skip_invalid:
+        result.skipped = result.errors
     return result

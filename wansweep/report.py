@@ -12,17 +12,24 @@ import pandas as pd
 
 from wansweep.archive import (
     INDEX_KEY,
+    PLAN_FILE,
     SIDECAR,
+    SKIPPED_FILE,
+    SWEEP_INDEX,
+    VIDEO,
     Ledger,
+    get_parquet,
     job_file,
+    put_parquet,
     read_sidecars,
+    report_file,
     sidecar_row,
-    sweep_prefix,
+    sweep_file,
+    sweep_names,
     write_index,
 )
+from wansweep.errors import LedgerDamaged
 from wansweep.store import Store
-
-PLAN_FILE, SKIPPED_FILE = "plan.parquet", "skipped.parquet"
 
 
 def save_plan(store: Store, sweep: str, jobs: list[Any], skipped: list[Any] = ()) -> None:
@@ -45,7 +52,7 @@ def save_plan(store: Store, sweep: str, jobs: list[Any], skipped: list[Any] = ()
         }
         for j in jobs
     ]
-    _put_parquet(store, f"{sweep_prefix(sweep)}/{PLAN_FILE}", pd.DataFrame(rows))
+    put_parquet(store, sweep_file(sweep, PLAN_FILE), pd.DataFrame(rows))
     if skipped:
         frame = pd.DataFrame(
             [
@@ -60,29 +67,17 @@ def save_plan(store: Store, sweep: str, jobs: list[Any], skipped: list[Any] = ()
                 for p in skipped
             ]
         )
-        _put_parquet(store, f"{sweep_prefix(sweep)}/{SKIPPED_FILE}", frame)
+        put_parquet(store, sweep_file(sweep, SKIPPED_FILE), frame)
 
 
-def _put_parquet(store: Store, key: str, frame: pd.DataFrame) -> None:
-    buf = io.BytesIO()
-    frame.to_parquet(buf, index=False)
-    store.put_bytes(key, buf.getvalue(), "application/vnd.apache.parquet")
-
-
-def _get_parquet(store: Store, key: str) -> pd.DataFrame | None:
-    data = store.get_bytes(key)
-    return None if data is None else pd.read_parquet(io.BytesIO(data))
-
-
-def sweeps(store: Store) -> list[str]:
-    return sorted({k.split("/")[1] for k in store.list("sweeps/") if k.endswith(PLAN_FILE)})
+sweeps = sweep_names  # the report's name for it
 
 
 def load_sweep(store: Store, sweep: str) -> tuple[pd.DataFrame, list[dict[str, Any] | None]]:
     """A sweep's plan and, aligned with it, each job's sidecar (None where not archived)."""
-    plan = _get_parquet(store, f"{sweep_prefix(sweep)}/{PLAN_FILE}")
+    plan = get_parquet(store, sweep_file(sweep, PLAN_FILE))
     if plan is None:
-        raise FileNotFoundError(f"{store.url(sweep_prefix(sweep))} holds no sweep plan")
+        raise FileNotFoundError(f"{store.url(sweep_file(sweep))} holds no sweep plan")
     with ThreadPoolExecutor(16) as pool:
         metas = list(pool.map(lambda k: store.get_json(job_file(k, SIDECAR)), plan["job_key"]))
     return plan, metas
@@ -97,29 +92,39 @@ def jobs_frame(store: Store, sweep: str, loaded: tuple | None = None) -> pd.Data
     )
     frame = plan.merge(archived, on="job_key", how="left")
     missing = [k for k, m in zip(keys, metas) if not m]
-    ledger = Ledger(store)
     with ThreadPoolExecutor(16) as pool:
-        entries = dict(zip(missing, pool.map(ledger.get, missing)))
-    frame["status"] = [
-        "succeeded" if m else (entries.get(k) or {}).get("status", "pending")
-        for k, m in zip(keys, metas)
-    ]
-    frame["error"] = [
-        None if m else (entries.get(k) or {}).get("error") for k, m in zip(keys, metas)
-    ]
+        entries = dict(zip(missing, pool.map(_ledger_state(store), missing)))
+    frame["status"] = ["succeeded" if m else entries[k][0] for k, m in zip(keys, metas)]
+    frame["error"] = [None if m else entries[k][1] for k, m in zip(keys, metas)]
     frame["archive_uri"] = [
-        store.url(f"jobs/{k}/video.mp4") if m else None for k, m in zip(keys, metas)
+        store.url(job_file(k, VIDEO)) if m else None for k, m in zip(keys, metas)
     ]
     frame["cost_usd"] = frame["estimated_usd"].where(frame["status"] == "succeeded", 0.0)
     frame["prompt_expanded"] = frame["actual_prompt"].notna() & (
         frame["actual_prompt"] != frame["prompt"]
     )
-    skipped = _get_parquet(store, f"{sweep_prefix(sweep)}/{SKIPPED_FILE}")
+    skipped = get_parquet(store, sweep_file(sweep, SKIPPED_FILE))
     if skipped is not None and len(skipped):
         rows = skipped.groupby(["row_index", "row_id"])["reason"].agg("; ".join).reset_index()
         rows["status"], rows["error"], rows["arm"] = "skipped", rows.pop("reason"), None
         frame = pd.concat([frame, rows], ignore_index=True)
     return frame
+
+
+def _ledger_state(store: Store):
+    """(status, error) of a job that is not archived, from its ledger entry."""
+    ledger = Ledger(store)
+
+    def state(job_key: str) -> tuple[str, str | None]:
+        try:
+            entry = ledger.get(job_key)
+        except LedgerDamaged as exc:
+            return "damaged", str(exc)
+        if entry is None or entry.status is None:
+            return "pending", None
+        return str(entry.status), entry.error
+
+    return state
 
 
 def _p(q: float):
@@ -191,14 +196,13 @@ def write_report(
     loaded = load_sweep(store, sweep)
     frame = jobs_frame(store, sweep, loaded)
     archived = [m for m in loaded[1] if m]
-    write_index(store, archived, f"{sweep_prefix(sweep)}/index.parquet")
+    write_index(store, archived, sweep_file(sweep, SWEEP_INDEX))
     write_index(store, archived, INDEX_KEY, merge=True)
     summ = summary(frame, by)
     by_arm = summ if not by or by == ["arm"] else summary(frame)
     md = markdown_summary(sweep, frame, by_arm)
-    from wansweep.html import render, seed_comparison
+    from wansweep.html import render_html, seed_comparison
 
-    base = f"{sweep_prefix(sweep)}/report"
     buf = io.BytesIO()
     frame.to_parquet(buf, index=False)
     outputs = {
@@ -207,16 +211,17 @@ def write_report(
         "summary.csv": summ.to_csv(index=False).encode(),
         "summary.md": md.encode(),
         "seeds.csv": seed_comparison(frame).to_csv().encode(),
-        "report.html": render(store, sweep, frame, by_arm, md).encode(),
+        "report.html": render_html(store, sweep, frame, by_arm, md).encode(),
     }
     for name, data in outputs.items():
-        store.put_bytes(f"{base}/{name}", data)
+        store.put_bytes(report_file(sweep, name), data)
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         for name, data in outputs.items():
             (out_dir / name).write_bytes(data)
     where = {
-        n: str(out_dir / n) if out_dir is not None else store.url(f"{base}/{n}") for n in outputs
+        n: str(out_dir / n) if out_dir is not None else store.url(report_file(sweep, n))
+        for n in outputs
     }
     return (
         frame,
@@ -272,7 +277,7 @@ def rebuild_indexes(store: Store) -> dict[str, int]:
     metas = {m["job_key"]: m for m in read_sidecars(store)}
     counts = {"all": write_index(store, list(metas.values()), INDEX_KEY)}
     for name in sweeps(store):
-        plan = _get_parquet(store, f"{sweep_prefix(name)}/{PLAN_FILE}")
+        plan = get_parquet(store, sweep_file(name, PLAN_FILE))
         mine = [metas[k] for k in plan["job_key"] if k in metas]
-        counts[name] = write_index(store, mine, f"{sweep_prefix(name)}/index.parquet")
+        counts[name] = write_index(store, mine, sweep_file(name, SWEEP_INDEX))
     return counts

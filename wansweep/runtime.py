@@ -1,14 +1,20 @@
-"""Per-process shared state for tasks: one store client, one fal connection pool, one budget."""
+"""Per-process shared state of a run: one store client, one fal connection pool, one budget.
+
+A run's jobs may execute in several threads (and, sharded, several processes); each process
+builds its :class:`~wansweep.execute.Runtime` once per run id from :class:`RunSettings`.
+"""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 
 from pydantic import BaseModel
 
-from wansweep.archive import Budget
 from wansweep.execute import Runtime
-from wansweep.falqueue import FalConfig, FalQueue
+from wansweep.fal import FalConfig, FalQueue
+from wansweep.pricing import Budget
 from wansweep.store import open_store
 from wansweep.sweep import PollSpec
 from wansweep.webhooks import receiver_from_env
@@ -19,30 +25,18 @@ _lock = threading.Lock()
 
 
 class RunSettings(BaseModel):
-    """What a generation task needs to know about its run (serialisable: it crosses processes)."""
+    """What a generation task needs to know about its run (serialisable: it crosses processes).
+    Defaults live on the sweep spec; every field here is given by the flow."""
 
     run_id: str
     store: str
-    budget_usd: float | None = None
-    poll: PollSpec = PollSpec()
-    max_attempts: int = 2
-    endpoint_concurrency: int = 8
-    connections: int = 64
-    resubmit_expired: bool = False
-    global_limits: bool = False  # hold a Prefect global concurrency slot per in-flight request
-
-
-def limit_name(endpoint: str) -> str:
-    """The Prefect global concurrency limit of an endpoint: wansweep-standard, wansweep-flash."""
-    from wansweep.sweep import endpoint_alias
-
-    return f"wansweep-{endpoint_alias(endpoint)}"
-
-
-def _prefect_slot(endpoint: str):
-    from prefect.concurrency.sync import concurrency
-
-    return concurrency(limit_name(endpoint), occupy=1, strict=True)
+    budget_usd: float | None
+    poll: PollSpec
+    max_attempts: int
+    endpoint_concurrency: int
+    connections: int
+    resubmit_expired: bool
+    global_limits: bool  # hold a Prefect global concurrency slot per in-flight request
 
 
 def stop_event(run_id: str) -> threading.Event:
@@ -52,6 +46,7 @@ def stop_event(run_id: str) -> threading.Event:
 
 
 def stop_all() -> None:
+    """Cancel every run of this process (Ctrl-C)."""
     with _lock:
         events = list(_stops.values())
     for event in events:
@@ -64,7 +59,10 @@ def active_jobs() -> int:
         return sum(rt.active for rt in _runtimes.values())
 
 
-def runtime_for(settings: RunSettings) -> Runtime:
+def runtime_for(
+    settings: RunSettings, guard: Callable[[str], AbstractContextManager] | None = None
+) -> Runtime:
+    """The process's runtime of this run, built on first use."""
     stop = stop_event(settings.run_id)
     with _lock:
         rt = _runtimes.get(settings.run_id)
@@ -82,7 +80,7 @@ def runtime_for(settings: RunSettings) -> Runtime:
                 max_attempts=settings.max_attempts,
                 endpoint_concurrency=settings.endpoint_concurrency,
                 resubmit_expired=settings.resubmit_expired,
-                guard=_prefect_slot if settings.global_limits else None,
+                guard=guard,
             )
             _runtimes[settings.run_id] = rt
         return rt

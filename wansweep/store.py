@@ -11,30 +11,57 @@ import json
 import os
 import shutil
 import tempfile
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-
-class StoreError(RuntimeError):
-    pass
+from wansweep.errors import StoreError, StoreUnavailable
 
 
-class Store:
-    """Keys are '/'-separated paths below the store's root."""
+class Store(ABC):
+    """Keys are '/'-separated paths below the store's root. Writes are whole-object: a reader
+    sees the old object or the whole new one, never a part."""
 
     uri: str
 
     def url(self, key: str) -> str:
         return f"{self.uri.rstrip('/')}/{key}"
 
+    @abstractmethod
     def put_bytes(self, key: str, data: bytes, content_type: str | None = None) -> None: ...
+
+    @abstractmethod
     def put_file(self, key: str, path: Path, content_type: str | None = None) -> None: ...
-    def get_bytes(self, key: str) -> bytes | None: ...
-    def size(self, key: str) -> int | None: ...
-    def list(self, prefix: str) -> Iterator[str]: ...
+
+    @abstractmethod
+    def get_bytes(self, key: str) -> bytes | None:
+        """The object's bytes, None if there is none."""
+
+    @abstractmethod
+    def size(self, key: str) -> int | None:
+        """The object's size, None if there is none."""
+
+    @abstractmethod
+    def list(self, prefix: str) -> Iterator[str]:
+        """Every key below ``prefix`` (temporary files excluded)."""
+
+    @abstractmethod
     def download_file(self, key: str, path: Path) -> None: ...
+
+    @abstractmethod
+    def iter_chunks(self, key: str) -> Iterator[bytes] | None:
+        """The object's bytes in chunks, None if there is none."""
+
+    def fetch_matches(self, key: str, local: Path, sha256: str) -> bool:
+        """Download ``key`` to ``local``; True when its bytes have this checksum."""
+        self.download_file(key, local)
+        h = hashlib.sha256()
+        with local.open("rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        return h.hexdigest() == sha256
 
     def exists(self, key: str) -> bool:
         return self.size(key) is not None
@@ -48,8 +75,6 @@ class Store:
         for chunk in chunks:
             h.update(chunk)
         return h.hexdigest()
-
-    def iter_chunks(self, key: str) -> Iterator[bytes] | None: ...
 
     def put_json(self, key: str, value: Any) -> None:
         self.put_bytes(
@@ -125,6 +150,40 @@ class LocalStore(Store):
         return read()
 
 
+def _unavailable_on_network_errors(cls: type) -> type:
+    """Translate botocore's network and throttling errors (after boto's own retries) into
+    :class:`StoreUnavailable`, so callers decide retries on one class, not on botocore's."""
+    import functools
+
+    def unavailable(exc: Exception) -> bool:
+        from botocore.exceptions import ClientError, ConnectionError, HTTPClientError
+
+        if isinstance(exc, (ConnectionError, HTTPClientError)):
+            return True
+        if isinstance(exc, ClientError):
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+            return status >= 500 or status == 429 or "Throttl" in str(exc)
+        return False
+
+    def translate(method):
+        @functools.wraps(method)
+        def wrapper(*args, **kwargs):
+            try:
+                return method(*args, **kwargs)
+            except Exception as exc:
+                if unavailable(exc):
+                    raise StoreUnavailable(f"object store unavailable: {exc}") from exc
+                raise
+
+        return wrapper
+
+    for name, value in list(vars(cls).items()):
+        if callable(value) and not name.startswith("_"):
+            setattr(cls, name, translate(value))
+    return cls
+
+
+@_unavailable_on_network_errors
 class S3Store(Store):
     def __init__(self, bucket: str, prefix: str = "", client: Any = None):
         self.bucket, self.prefix = bucket, prefix.strip("/")

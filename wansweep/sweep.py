@@ -14,10 +14,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from wansweep import schema
+from wansweep.errors import SpecError
 
-
-class SpecError(ValueError):
-    """A sweep spec that cannot be used; the message names the key."""
+DEFAULT_STORE = "./archive"  # the archive when neither the spec nor the command names one
+DEFAULT_MAX_ATTEMPTS = 2
+DEFAULT_CONCURRENCY = 8
 
 
 class Seeds(BaseModel):
@@ -80,10 +81,10 @@ class SweepSpec(BaseModel):
     arms: list[Arm] = []
     seeds: Seeds | list[int] | None = None
     budget_usd: float | None = Field(None, gt=0)
-    concurrency: int = Field(8, ge=1, le=1000)
-    endpoint_concurrency: int = Field(8, ge=1, le=1000)
+    concurrency: int = Field(DEFAULT_CONCURRENCY, ge=1, le=1000)
+    endpoint_concurrency: int = Field(DEFAULT_CONCURRENCY, ge=1, le=1000)
     max_attempts: int = Field(
-        2, ge=1, le=10, description="generations tried per job (fal failures)"
+        DEFAULT_MAX_ATTEMPTS, ge=1, le=10, description="generations tried per job (fal failures)"
     )
     poll: PollSpec = PollSpec()
 

@@ -1,0 +1,137 @@
+"""Every error wansweep raises on purpose, in one tree.
+
+::
+
+    WansweepError                 base of all of them; str() is a message a user can act on
+    ├── InputError                the user's input cannot be used; nothing was submitted (exit 2)
+    │   ├── SpecError             a sweep spec: the message names the key
+    │   ├── ManifestError         a manifest as a whole (missing, unreadable, no such column)
+    │   ├── PlanInvalid           rows with problems; the message lists row, field, rule, value
+    │   └── OverBudget            the jobs to run are estimated above the budget
+    ├── BudgetExceeded            during a run: this submit would pass the budget (job skipped)
+    ├── Stopped                   the run was cancelled (Ctrl-C, flow-run cancel) while a job waited
+    ├── StoreError                the object store refused or lost something
+    │   └── StoreUnavailable      ... and trying again may help (connection, throttling)
+    ├── LedgerDamaged             a ledger entry cannot be read: settled through fal, never trusted
+    ├── LeaseHeld                 another process works this job now (its lease is live)
+    └── FalError                  one job's request at fal ended badly; ``kind`` says how
+        ├── FalUnavailable        fal could not be reached or kept answering 429/5xx (transient)
+        └── AmbiguousSubmit       a submit went out but its answer was lost: fal may hold the job
+
+:func:`is_transient` is the one answer to "may the same step simply be run again?", used by the
+Prefect task's retry condition; a job-level failure is an outcome, not an exception to retry.
+The CLI maps the tree to exit codes in one place (:data:`EXIT_CODES`).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class WansweepError(Exception):
+    """Base class: anything wansweep raises deliberately."""
+
+
+class InputError(WansweepError, ValueError):
+    """The user's input cannot be used as it is; nothing was submitted or paid for."""
+
+
+class SpecError(InputError):
+    """A sweep spec that cannot be used; the message names the key."""
+
+
+class ManifestError(InputError):
+    """The manifest as a whole cannot be read (missing file, wrong format, no columns)."""
+
+
+class PlanInvalid(InputError):
+    """Rows with problems (each named by row, field, rule and value)."""
+
+
+class OverBudget(InputError):
+    """The jobs left to run are estimated above the budget: the sweep does not start."""
+
+
+class BudgetExceeded(WansweepError):
+    """A submit that would pass the budget was refused (the job ends ``skipped``)."""
+
+
+class Stopped(WansweepError):
+    """The run was cancelled while this job waited."""
+
+
+class StoreError(WansweepError):
+    """The object store refused an operation or holds something unusable."""
+
+
+class StoreUnavailable(StoreError):
+    """The store could not be reached (or throttled us): the same step may be run again."""
+
+
+class LedgerDamaged(WansweepError):
+    """A ledger entry exists but cannot be read. It is never trusted nor silently replaced:
+    the job is settled through fal's own records (``wansweep reconcile``)."""
+
+
+class LeaseHeld(WansweepError):
+    """Another process holds this job's lease and renews it: it is not ours to run now."""
+
+
+class FailureKind(StrEnum):
+    """How a fal request ended badly; decides what may happen next (see lifecycle)."""
+
+    INVALID = "invalid"  # 422: the input was refused (may be billed when GPU time was spent)
+    FAILED = "failed"  # the generation failed (5xx result): not billed, may be tried again
+    EXPIRED = "expired"  # fal no longer holds the request, its result or its video
+    CANCELLED = "cancelled"  # cancelled (by us, earlier) before fal finished it
+    REJECTED = "rejected"  # another 4xx: not accepted, not billed
+    TRANSIENT = "transient"  # fal could not be reached / kept answering 429 or 5xx
+    AMBIGUOUS = "ambiguous"  # the submit may or may not have been accepted
+
+
+class FalError(WansweepError):
+    """A job-level failure at fal. ``kind``: a :class:`FailureKind`."""
+
+    def __init__(self, message: str, kind: FailureKind | str, status_code: int | None = None):
+        super().__init__(message)
+        self.kind = FailureKind(kind)
+        self.status_code = status_code
+
+
+class FalUnavailable(FalError):
+    """fal could not be reached, or kept answering 429/5xx after every retry."""
+
+    def __init__(self, message: str, status_code: int | None = None):
+        super().__init__(message, FailureKind.TRANSIENT, status_code)
+
+
+class AmbiguousSubmit(FalError):
+    """The submit went out but its answer was lost: fal may or may not hold the job."""
+
+    def __init__(self, message: str, status_code: int | None = None):
+        super().__init__(message, FailureKind.AMBIGUOUS, status_code)
+
+
+EXIT_CODES: dict[type[BaseException], int] = {
+    InputError: 2,  # bad spec, manifest, rows or budget: fix the input; nothing was paid
+    WansweepError: 1,  # anything else we raised on purpose
+}
+
+
+def exit_code(exc: BaseException) -> int:
+    """The CLI's exit code for an error (the most specific class listed wins)."""
+    for cls in type(exc).__mro__:
+        if cls in EXIT_CODES:
+            return EXIT_CODES[cls]
+    return 1
+
+
+def is_transient(exc: BaseException) -> bool:
+    """May the step that raised this simply be run again? (network, store or fal hiccups)"""
+    if isinstance(exc, (FalUnavailable, StoreUnavailable)):
+        return True
+    if isinstance(exc, WansweepError):
+        return False
+    import httpx
+
+    return isinstance(exc, (httpx.TransportError, ConnectionError, TimeoutError))

@@ -1,0 +1,14 @@
+"""The one owner of fal: only this package imports fal_client.
+
+- :mod:`.policy`     pure decisions: is a submit accepted / retried / ambiguous; backoff
+- :mod:`.connection` configuration, the HTTP client, the retry loop
+- :mod:`.queue`      submit, wait, result, cancel (:class:`FalQueue`, the face jobs use)
+- :mod:`.platform`   the Platform API: request listing, pricing
+- :mod:`.download`   video downloads
+"""
+
+from wansweep.fal.connection import FalConfig
+from wansweep.fal.platform import body_digest
+from wansweep.fal.queue import FalQueue
+
+__all__ = ["FalConfig", "FalQueue", "body_digest"]

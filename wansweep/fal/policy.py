@@ -1,0 +1,137 @@
+"""The retry policy toward fal, as pure functions: every "send again?" decision lives here.
+
+Nothing here does I/O, so each rule is unit-tested on its own (tests/unit/test_fal_policy.py).
+
+Submit answers, and why (fal's queue has no idempotency key, so a re-sent submit that fal had
+taken is a second paid job):
+
+- any 2xx with a ``request_id``: accepted. Both official clients accept any 2xx.
+- 408, 429: not queued. fal's docs: queued requests are never rejected, so a 429 is the rate
+  limiter refusing before the queue; 408 means the request never arrived whole.
+- 502/503 from the ingress (an nginx page, no ``x-fal-request-id``): not queued. The ingress
+  could not reach fal's app; fal-client retries exactly these (``_is_ingress_error``).
+- 504 from the ingress: ambiguous. A gateway *timeout* means the app may have taken it.
+- any other 5xx, or a 5xx that carries ``x-fal-request-id`` (fal's app answered): ambiguous.
+  No source says a 500/502/503 from fal's app means the request was not queued.
+- 409: ambiguous (a conflict with something fal already holds).
+- 422: the input was refused; other 4xx: refused (auth, unknown app); neither is retried.
+- transport errors before the request went out (connect, pool): not sent, retry.
+  Any other transport error (read, write, a dropped answer): ambiguous.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+from enum import StrEnum
+
+import httpx
+
+from wansweep.errors import FailureKind
+
+
+class SubmitVerdict(StrEnum):
+    ACCEPTED = "accepted"  # fal holds the job
+    RETRY = "retry"  # fal surely did not take it: send again after a backoff
+    AMBIGUOUS = "ambiguous"  # fal may hold it: never send again until its records say not
+    INVALID = "invalid"  # input refused (422)
+    REJECTED = "rejected"  # refused for another reason (auth, unknown app, ...)
+
+
+def is_ingress_error(status_code: int, headers: Mapping[str, str], text: str) -> bool:
+    """An answer of fal's ingress (nginx) rather than of fal's app: the app never saw it."""
+    return (
+        status_code in (502, 503, 504)
+        and "x-fal-request-id" not in {k.lower() for k in headers}
+        and "nginx" in text
+    )
+
+
+def classify_submit_answer(
+    status_code: int, headers: Mapping[str, str], text: str
+) -> SubmitVerdict:
+    """What an HTTP answer to a submit POST tells about whether fal took the job."""
+    if status_code == 200:
+        return SubmitVerdict.ACCEPTED  # the caller checks the body names a request
+    if status_code == 504:
+        return SubmitVerdict.AMBIGUOUS
+    if status_code in (408, 429, 500, 502, 503):
+        return SubmitVerdict.RETRY
+    if status_code == 422:
+        return SubmitVerdict.INVALID
+    return SubmitVerdict.REJECTED
+
+
+def classify_submit_error(exc: Exception) -> SubmitVerdict:
+    """What a transport error during a submit tells: was anything sent?"""
+    if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)):
+        return SubmitVerdict.RETRY  # the request never left this machine
+    return SubmitVerdict.AMBIGUOUS
+
+
+def retry_idempotent(status_code: int) -> bool:
+    """Status, result, listing, pricing, downloads: safe to repeat on these answers."""
+    return status_code in (408, 429) or status_code in (500, 502, 503, 504)
+
+
+class ResultVerdict(StrEnum):
+    OK = "ok"
+    RETRY = "retry"  # the gateway's trouble, not the job's: ask again
+    FAIL = "fail"  # the job ended badly: see :func:`result_failure`
+
+
+def classify_result(status_code: int, generation_failed: bool) -> ResultVerdict:
+    """A result GET. A 5xx is the job's own failure only when its status said it failed;
+    otherwise it is the gateway's and the same GET is tried again."""
+    if status_code == 200:
+        return ResultVerdict.OK
+    if status_code in (408, 429, 502, 503, 504):
+        return ResultVerdict.RETRY
+    if status_code >= 500 and not generation_failed:
+        return ResultVerdict.RETRY
+    return ResultVerdict.FAIL
+
+
+def result_failure(status_code: int, text: str) -> FailureKind:
+    """How a failed result answer ended the job."""
+    if status_code == 422:
+        return FailureKind.INVALID
+    if status_code in (404, 410):
+        return FailureKind.EXPIRED
+    if status_code >= 500:
+        return FailureKind.FAILED
+    if status_code == 400 and "cancel" in text.lower():
+        return FailureKind.CANCELLED
+    return FailureKind.REJECTED
+
+
+def download_failure(status_code: int) -> FailureKind | None:
+    """A video download answer: None to retry, else how it failed."""
+    if retry_idempotent(status_code):
+        return None
+    return FailureKind.EXPIRED if status_code in (403, 404, 410) else FailureKind.REJECTED
+
+
+def retry_after(headers: Mapping[str, str] | None) -> float | None:
+    """Seconds from a ``Retry-After`` header (numeric form), if any."""
+    if not headers:
+        return None
+    value = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
+    try:
+        return max(0.0, float(value)) if value else None
+    except ValueError:
+        return None
+
+
+def backoff(
+    attempt: int,
+    hinted: float | None = None,
+    base: float = 0.5,
+    cap: float = 30.0,
+    jitter: float | None = None,
+) -> float:
+    """Seconds to wait before try ``attempt + 1``: exponential with +-50% jitter, capped,
+    never shorter than the server's ``Retry-After``. ``jitter`` (0-1) fixes the draw (tests)."""
+    draw = random.random() if jitter is None else jitter
+    delay = min(cap, base * 2**attempt) * (0.5 + draw)
+    return max(hinted or 0.0, delay)

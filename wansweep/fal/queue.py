@@ -1,0 +1,196 @@
+"""fal's queue: submit, wait, result, cancel.
+
+Why submit is our own POST: fal-client re-POSTs a submit after a transport error or a
+timeout, and fal's queue has no idempotency key, so one lost answer can mean two paid
+jobs. Here a submit is sent again only when :mod:`wansweep.fal.policy` says fal surely did
+not take it; otherwise :class:`AmbiguousSubmit` is raised and the caller settles it through
+fal's own records. Status and cancel go through fal-client's own request handle.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import fal_client
+import httpx
+
+from wansweep.errors import AmbiguousSubmit, FailureKind, FalError, FalUnavailable, Stopped
+from wansweep.fal import policy
+from wansweep.fal.connection import Connection, detail
+from wansweep.fal.download import DownloadMixin
+from wansweep.fal.platform import PlatformMixin
+from wansweep.lifecycle import Handle
+from wansweep.webhooks import WebhookReceiver
+
+
+class FalQueue(PlatformMixin, DownloadMixin, Connection):
+    """Thread-safe: one per process, shared by every job."""
+
+    def __init__(self, config, *, webhooks: WebhookReceiver | None = None, **kwargs: Any):
+        super().__init__(config, **kwargs)
+        self.webhooks = webhooks
+        self._closed = threading.Event()
+        if webhooks is not None:
+            threading.Thread(target=self._wake_waiters_on_stop, daemon=True).start()
+
+    def close(self) -> None:
+        self._closed.set()
+        super().close()
+
+    def _wake_waiters_on_stop(self) -> None:
+        while not self._closed.is_set():
+            if self.stop.wait(1.0):
+                self.webhooks.wake_all()
+                return
+
+    def _handle(self, h: Handle) -> fal_client.SyncRequestHandle:
+        return fal_client.SyncRequestHandle(
+            request_id=h.request_id,
+            response_url=h.response_url,
+            status_url=h.status_url,
+            cancel_url=h.cancel_url,
+            client=self.http,
+        )
+
+    def handle_for(self, endpoint: str, request_id: str) -> Handle:
+        """The URLs of a request known only by id (status/result use owner/app only)."""
+        app = "/".join(endpoint.split("/")[:2])
+        base = f"{self.config.queue_base}/{app}/requests/{request_id}"
+        return Handle(request_id, base, base + "/status", base + "/cancel")
+
+    # -------------------------------------------------------------- submit
+    def submit(self, endpoint: str, body: dict[str, Any]) -> Handle:
+        """POST once per attempt; POST again only when fal surely did not take the job.
+
+        Raises :class:`AmbiguousSubmit` when fal may hold it, :class:`FalError` (invalid or
+        rejected) when refused, :class:`FalUnavailable` when every try was turned away."""
+        url = f"{self.config.queue_base}/{endpoint}"
+        params = {"fal_webhook": self.webhooks.url} if self.webhooks else None
+        last = ""
+        for attempt in range(self.attempts):
+            try:
+                response = self.http.post(url, json=body, params=params)
+            except httpx.TransportError as exc:
+                if policy.classify_submit_error(exc) is policy.SubmitVerdict.AMBIGUOUS:
+                    raise AmbiguousSubmit(f"{type(exc).__name__}: {exc}") from exc
+                last = f"{type(exc).__name__}: {exc}"
+                self.pause_before_retry(attempt)
+                continue
+            verdict = policy.classify_submit_answer(
+                response.status_code, response.headers, response.text
+            )
+            code = response.status_code
+            if verdict is policy.SubmitVerdict.ACCEPTED:
+                try:
+                    data = response.json()
+                    return Handle(
+                        data["request_id"],
+                        data["response_url"],
+                        data["status_url"],
+                        data["cancel_url"],
+                    )
+                except (ValueError, KeyError, TypeError) as exc:
+                    raise AmbiguousSubmit(f"{code} from {url} names no request: {exc}") from None
+            if verdict is policy.SubmitVerdict.AMBIGUOUS:
+                raise AmbiguousSubmit(f"{code} from {url}: {detail(response)}", code)
+            if verdict is policy.SubmitVerdict.RETRY:
+                last = f"{code}: {detail(response)}"
+                self.pause_before_retry(attempt, response.headers)
+                continue
+            kind = (
+                FailureKind.INVALID
+                if verdict is policy.SubmitVerdict.INVALID
+                else FailureKind.REJECTED
+            )
+            raise FalError(f"submit rejected ({code}): {detail(response)}", kind, code)
+        raise FalUnavailable(f"submit not accepted after {self.attempts} attempts ({last})")
+
+    # ---------------------------------------------------------- wait/result
+    def wait(
+        self,
+        handle: Handle,
+        first: float,
+        factor: float,
+        longest: float,
+        fallback: float = 60.0,
+        check_now: bool = False,
+    ) -> fal_client.Completed:
+        """Poll politely: first after ``first`` s, then each wait ``factor`` times longer, up to
+        ``longest``. With webhooks, check when fal's webhook comes, else every ``fallback`` s.
+        ``check_now``: a request taken over from an earlier run may be long done; look at once."""
+        fh = self._handle(handle)
+        delays = self._delays(first, factor, longest, fallback)
+        try:
+            for delay in itertools.chain([0.0] if check_now else [], delays):
+                self._pause(handle, delay)
+                try:
+                    status = self.with_retries("status", fh.status)
+                except fal_client.client.FalClientHTTPError as exc:
+                    if exc.status_code == 404:
+                        raise FalError(
+                            f"fal no longer knows request {handle.request_id}",
+                            FailureKind.EXPIRED,
+                            404,
+                        ) from exc
+                    raise FalUnavailable(
+                        f"status failed ({exc.status_code}): {exc}", exc.status_code
+                    ) from exc
+                if isinstance(status, fal_client.Completed):
+                    return status
+            raise AssertionError("unreachable")
+        finally:
+            if self.webhooks:
+                self.webhooks.forget(handle.request_id)
+
+    def _delays(
+        self, first: float, factor: float, longest: float, fallback: float
+    ) -> Iterator[float]:
+        if self.webhooks:
+            yield from itertools.repeat(fallback)
+        delay = first
+        while True:
+            yield delay
+            delay = min(longest, delay * factor)
+
+    def _pause(self, handle: Handle, delay: float) -> None:
+        if self.webhooks is None:
+            self.sleep(delay)
+            return
+        self.webhooks.wait(handle.request_id, delay)
+        if self.stop.is_set():
+            raise Stopped("run cancelled")
+
+    def result(self, handle: Handle, generation_failed: bool = False) -> dict[str, Any]:
+        """A completed request's result; :class:`FalError` says how the job ended otherwise."""
+        response = self.send(
+            "result",
+            lambda: self.http.get(handle.response_url),
+            lambda code: (
+                policy.classify_result(code, generation_failed) is policy.ResultVerdict.RETRY
+            ),
+        )
+        code = response.status_code
+        verdict = policy.classify_result(code, generation_failed)
+        if verdict is policy.ResultVerdict.OK:
+            return response.json()
+        if verdict is policy.ResultVerdict.RETRY:
+            raise FalUnavailable(f"result failed ({code}): {detail(response)}", code)
+        kind = policy.result_failure(code, response.text)
+        text = {
+            FailureKind.INVALID: detail(response),
+            FailureKind.EXPIRED: f"result of {handle.request_id} is gone ({code}): {detail(response)}",
+            FailureKind.FAILED: f"generation failed ({code}): {detail(response)}",
+            FailureKind.CANCELLED: f"request {handle.request_id} was cancelled",
+        }.get(kind, f"result rejected ({code}): {detail(response)}")
+        raise FalError(text, kind, code)
+
+    def cancel(self, handle: Handle) -> None:
+        """Ask fal to cancel (a running request may still finish, and be billed)."""
+        try:
+            self.with_retries("cancel", self._handle(handle).cancel)
+        except fal_client.client.FalClientHTTPError as exc:
+            if exc.status_code not in (400, 404):  # already completed / unknown: nothing to cancel
+                raise

@@ -1,0 +1,192 @@
+"""A job's life as typed state: ledger statuses, run outcomes, and what each means for money.
+
+The ledger entry (``ledger/<job_key>.json``) is written before and after every step that
+spends or can lose money, so a run that dies is resumed by the next one from it:
+
+==============  ======================================================  ==========================
+ledger status   what it means                                           what the next run does
+==============  ======================================================  ==========================
+(none)          never submitted                                         reserve budget, submit
+submitting      written just before the POST: the answer may be lost    look the request up at fal
+ambiguous       the POST may have been accepted; fal's records do not   nothing, until settled
+                show it (yet)                                           (reconcile / a later run)
+submitted       fal holds ``request_id``                                poll that request
+retrying        the last generation failed unbilled (or the user        submit again (an attempt)
+                allowed a new one)
+cancelled       cancelled by the user (Ctrl-C, flow-run cancel)         poll it; if fal dropped it,
+                                                                        submit again (no attempt)
+completed       the result is in the ledger; video not yet archived     archive from it (no submit)
+archived        the sidecar is written: the video is whole              nothing (the archive is
+                                                                        the cache)
+failed          fal failed it on every attempt, or refused its input    nothing (reported)
+expired         fal no longer holds the request, result or video        nothing, unless
+                                                                        ``--resubmit-expired``
+==============  ======================================================  ==========================
+
+The sidecar (``jobs/<key>/meta.json``), written last, outranks every ledger status.
+Each status is set in exactly one place, in :mod:`wansweep.execute`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field, fields, replace
+from enum import StrEnum
+from typing import Any
+
+from wansweep.errors import FailureKind, LedgerDamaged
+
+
+class LedgerStatus(StrEnum):
+    SUBMITTING = "submitting"
+    AMBIGUOUS = "ambiguous"
+    SUBMITTED = "submitted"
+    RETRYING = "retrying"
+    CANCELLED = "cancelled"
+    COMPLETED = "completed"
+    ARCHIVED = "archived"
+    FAILED = "failed"
+    EXPIRED = "expired"
+
+
+class Outcome(StrEnum):
+    """How one job ended in one run."""
+
+    ARCHIVED = "archived"  # generated and archived by this run
+    RESUMED = "resumed"  # an earlier run's request, archived by this one (no new submit)
+    CACHED = "cached"  # already archived: nothing done
+    FAILED = "failed"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"  # this run was cancelled while the job waited
+    SKIPPED = "skipped"  # refused by the budget before any submit
+    AMBIGUOUS = "ambiguous"  # submit may have been accepted; settled by a later run
+    BUSY = "busy"  # another process holds the job's lease and is running it
+    CRASHED = "crashed"  # the task itself crashed (a bug or the machine): see the log
+
+
+SUCCEEDED = frozenset({Outcome.ARCHIVED, Outcome.RESUMED, Outcome.CACHED})
+"""Outcomes whose video is in the archive."""
+
+UNFINISHED = frozenset({Outcome.CANCELLED, Outcome.SKIPPED, Outcome.AMBIGUOUS, Outcome.BUSY})
+"""Outcomes a later run (the same command again) can finish."""
+
+FAILURES = frozenset(set(Outcome) - SUCCEEDED - UNFINISHED)
+"""Outcomes that are failures (logged as such). Any outcome outside SUCCEEDED makes a run
+exit non-zero: the sweep is not whole."""
+
+
+class Billing(StrEnum):
+    """What fal probably charged for a job, from what it answered (fal's billing FAQ)."""
+
+    BILLED = "billed"  # a video was produced
+    MAYBE = "maybe"  # 422 after GPU time, cancelled while running, ambiguous submit
+    NOT_BILLED = "not_billed"  # never accepted, or the generation failed (5xx)
+
+
+def billing(status: str, error_kind: str | None) -> Billing:
+    """The one rule for "was this job billed?", from its report status and failure kind."""
+    if status in ("succeeded", LedgerStatus.ARCHIVED, LedgerStatus.COMPLETED):
+        return Billing.BILLED
+    if status == LedgerStatus.EXPIRED and error_kind == FailureKind.EXPIRED:
+        return Billing.MAYBE  # an expired result was billed when it completed
+    if status in (LedgerStatus.CANCELLED, LedgerStatus.AMBIGUOUS, LedgerStatus.SUBMITTING):
+        return Billing.MAYBE
+    if status == LedgerStatus.SUBMITTED:
+        return Billing.MAYBE  # still running at fal
+    if status == LedgerStatus.FAILED and error_kind == FailureKind.INVALID:
+        return Billing.MAYBE
+    return Billing.NOT_BILLED
+
+
+@dataclass(frozen=True)
+class Handle:
+    """Where fal keeps one request: its id and the three URLs fal answered with."""
+
+    request_id: str
+    response_url: str
+    status_url: str
+    cancel_url: str
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """One job's ledger record. Immutable: :meth:`with_changes` returns the next version."""
+
+    job_key: str
+    status: LedgerStatus | None = None
+    endpoint: str | None = None
+    body_digest: str | None = None
+    submitted_at: float | None = None  # just before the POST (our clock)
+    attempts: int = 0  # generations paid for or possibly paid for
+    submits: int = 0  # submits fal surely accepted
+    request_id: str | None = None
+    handle: Handle | None = None
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    error_kind: FailureKind | None = None
+    reconciled: bool = False  # the request was found through fal's records
+    ambiguous: str | None = None  # why the last submit's answer is unknown
+    completed_at: float | None = None
+    detected_at: float | None = None
+    inference_seconds: float | None = None
+    video_size: int | None = None
+    video_sha256: str | None = None
+    cancelled_at: float | None = None
+    archived_at: float | None = None
+    updated_at: float | None = None
+    history: tuple[tuple[str, float], ...] = ()
+
+    def with_changes(self, **changes: Any) -> LedgerEntry:
+        """The next version: changes applied, a status change appended to the history."""
+        now = time.time()
+        history = self.history
+        if "status" in changes:
+            changes["status"] = LedgerStatus(changes["status"])
+            history = (*history, (str(changes["status"]), now))
+        if isinstance(changes.get("error_kind"), str):
+            changes["error_kind"] = FailureKind(changes["error_kind"])
+        return replace(self, **changes, history=history, updated_at=now)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["history"] = [list(h) for h in self.history]
+        return data
+
+    @classmethod
+    def from_json(cls, data: Any, job_key: str) -> LedgerEntry:
+        """Parse a stored entry; anything malformed raises :class:`LedgerDamaged`."""
+        if not isinstance(data, dict) or data.get("job_key") != job_key:
+            raise LedgerDamaged(f"ledger entry of {job_key} is not an entry of that job")
+        known = {f.name for f in fields(cls)}
+        try:
+            values = {k: v for k, v in data.items() if k in known}
+            if values.get("status") is not None:
+                values["status"] = LedgerStatus(values["status"])
+            if values.get("error_kind") is not None:
+                values["error_kind"] = FailureKind(values["error_kind"])
+            if values.get("handle") is not None:
+                values["handle"] = Handle(**values["handle"])
+            values["history"] = tuple((str(s), float(t)) for s, t in values.get("history") or ())
+            return cls(**values)
+        except (TypeError, ValueError) as exc:
+            raise LedgerDamaged(f"ledger entry of {job_key} is damaged: {exc}") from None
+
+
+@dataclass
+class JobResult:
+    """What one run did with one job (the generation task's return value)."""
+
+    job_key: str
+    arm: str
+    row_id: str
+    outcome: Outcome
+    estimated_usd: float
+    request_id: str | None = None
+    submits: int = 0
+    error: str | None = None
+    error_kind: FailureKind | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def status(self) -> str:  # the name the run's counters use
+        return str(self.outcome)
