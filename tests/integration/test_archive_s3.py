@@ -12,8 +12,7 @@ import pandas as pd
 import pytest
 
 from flows.dataset import dataset
-from tests.conftest import make_image
-from tests.integration.test_sweep_flow import write_case
+from tests.helpers import make_image, write_case
 from wansweep.report import rebuild_indexes
 from wansweep.store import open_store
 

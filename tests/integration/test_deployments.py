@@ -9,7 +9,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -18,8 +17,7 @@ import boto3
 import httpx
 import pandas as pd
 
-from tests.integration.test_resilience import accepted_per_job, ledger_statuses, wait_for
-from tests.integration.test_sweep_flow import write_case
+from tests.helpers import accepted_per_job, free_port, ledger_statuses, wait_for, write_case
 
 ROOT = Path(__file__).resolve().parents[2]
 PREFECT = [sys.executable, "-m", "prefect"]
@@ -33,12 +31,6 @@ from prefect.blocks.system import Secret
 for var in ("FAL_KEY", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
     Secret(value=os.environ[var]).save(var.lower().replace("_", "-"), overwrite=True)
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_sharded_sweep_on_two_workers_within_one_fleet_limit(fal, tmp_path, bucket):

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from flows.sweep import sweep
-from tests.integration.test_sweep_flow import write_case
+from tests.helpers import write_case
 from wansweep.report import summary, write_report
 from wansweep.store import open_store
 

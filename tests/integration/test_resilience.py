@@ -2,95 +2,26 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
 import signal
-import subprocess
-import sys
-import time
-from collections import Counter
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from flows.sweep import sweep
-from tests.integration.test_sweep_flow import write_case
+from tests.helpers import (
+    accepted_per_job,
+    kill_everything,
+    ledger_statuses,
+    start_run,
+    wait_for,
+    write_case,
+)
 from wansweep.archive import Ledger, archived_keys
-from wansweep.execute import request_body
-from wansweep.localfal.server import input_key
-from wansweep.manifest import plan
 from wansweep.store import open_store
-from wansweep.sweep import load_spec
-
-
-def start_run(spec: Path, tmp: Path, **env: str) -> subprocess.Popen:
-    """`wansweep run` in its own process group (with its own ephemeral Prefect server)."""
-    log_path = tmp / f"run-{time.monotonic_ns()}.log"
-    log = log_path.open("wb")
-    marker = log_path.name
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "wansweep.cli", "run", str(spec)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        cwd=tmp,
-        env={
-            **os.environ,
-            "PREFECT_SERVER_ALLOW_EPHEMERAL_MODE": "true",
-            "WANSWEEP_TEST_RUN": marker,  # inherited by all it starts: see kill_everything
-            **env,
-        },
-    )
-    proc.args_log = str(log_path)
-    proc.marker = marker
-    return proc
-
-
-def kill_everything(proc: subprocess.Popen) -> None:
-    """SIGKILL a run and all it started, as a machine going down would; also what a run that
-    died on its own left behind. Prefect starts its ephemeral server in a session of its own,
-    so neither the run's group nor (once orphaned) its parentage finds it: its environment does."""
-    import psutil
-
-    for p in psutil.process_iter():
-        try:
-            if p.environ().get("WANSWEEP_TEST_RUN") == proc.marker:
-                p.kill()
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-            pass
-    proc.wait()
-
-
-def wait_for(condition, timeout=180.0, what="condition"):
-    """Wait for a state of the world (files in the ledger), with a deadline."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
-
-
-def ledger_statuses(store_dir: Path) -> Counter:
-    folder = store_dir / "ledger"
-    out: Counter = Counter()
-    for f in folder.glob("*.json") if folder.exists() else []:
-        try:
-            out[json.loads(f.read_text())["status"]] += 1
-        except (ValueError, KeyError):
-            pass
-    return out
-
-
-def accepted_per_job(fal, spec: Path) -> dict[str, int]:
-    cfg = load_spec(spec)
-    stats = fal.stats()["submits_by_input"]
-    return {
-        j.job_key: stats.get(input_key(j.endpoint, request_body(j)), 0)
-        for j in plan(cfg, cfg.manifest).jobs
-    }
 
 
 def test_sigkill_mid_run_then_rerun_pays_once_and_loses_nothing(fal, prefect_harness, tmp_path):
@@ -206,7 +137,7 @@ def test_status_polls_stay_under_one_per_two_seconds_of_latency(fal, prefect_har
         # at most one poll per 2 s of the job's latency (>= the server's, longer on a busy machine)
         seconds = max(latency, meta["timings"]["wall_seconds"])
         assert polls[meta["request_id"]] <= math.ceil(seconds / 2), (meta["timings"], polls)
-        assert Ledger(store).get(key)["status"] == "archived"
+        assert Ledger(store).get(key).status == "archived"
 
 
 def test_a_video_gone_from_fal_is_generated_again_only_when_allowed(fal, prefect_harness, tmp_path):

@@ -5,48 +5,20 @@ from __future__ import annotations
 import io
 import json
 from collections import Counter
-from pathlib import Path
 
 import boto3
 import pandas as pd
 import pytest
-import yaml
 
-from flows.sweep import OverBudget, PlanInvalid, sweep
-from tests.conftest import make_image
+from flows.sweep import sweep
+from tests.helpers import make_image, write_case
 from wansweep.archive import Ledger, archived_keys
+from wansweep.errors import OverBudget, PlanInvalid
 from wansweep.execute import request_body
-from wansweep.localfal.server import input_key
+from wansweep.localfal.queue import input_key
 from wansweep.manifest import plan
 from wansweep.store import open_store
 from wansweep.sweep import load_spec
-
-FAST_POLL = {"first": 0.05, "factor": 1.5, "max": 0.5}
-
-
-def write_case(tmp: Path, rows: int = 3, **spec) -> Path:
-    """A manifest of ``rows`` generated images and a spec beside it."""
-    lines = ["id,image,prompt,group"]
-    for i in range(rows):
-        (tmp / f"img{i}.png").write_bytes(
-            make_image(640, 360, colour=(40 * i % 255, 90, 200), seed=i)
-        )
-        lines.append(f"r{i},img{i}.png,prompt number {i},g{i % 2}")
-    (tmp / "manifest.csv").write_text("\n".join(lines) + "\n")
-    cfg = {
-        "name": "t",
-        "manifest": "manifest.csv",
-        "store": str(tmp / "archive"),
-        "endpoints": ["standard", "flash"],
-        "defaults": {"duration": 5},
-        "grid": {"resolution": ["720p", "1080p"]},
-        "seeds": [1, 2],
-        "concurrency": 8,
-        "poll": FAST_POLL,
-        **spec,
-    }
-    (tmp / "spec.yaml").write_text(yaml.safe_dump(cfg))
-    return tmp / "spec.yaml"
 
 
 def test_sweep_archives_every_job_and_a_rerun_pays_nothing(fal, prefect_harness, tmp_path):
@@ -181,20 +153,20 @@ def test_faults_never_pay_twice(fal, prefect_harness, tmp_path):
     gave_up = []
     for job in jobs:
         entry = ledger[job.job_key]
-        retries = sum(1 for s, _ in entry["history"] if s == "retrying")
+        retries = sum(1 for s, _ in entry.history if s == "retrying")
         n = per_input[input_key(job.endpoint, request_body(job))]
         # one accepted submit per attempt: a lost answer or a 429/5xx never adds one
         assert n == 1 + retries, (
             f"job {job.job_key} was accepted {n} times for {1 + retries} attempts"
         )
-        if entry["status"] != "archived":
+        if entry.status != "archived":
             # the only way to end unarchived: every attempt was a failed generation at fal
-            assert entry["status"] == "failed" and entry["error_kind"] == "failed", entry
+            assert entry.status == "failed" and entry.error_kind == "failed", entry
             assert n == cfg.max_attempts, f"job {job.job_key} gave up after {n} attempts"
             gave_up.append(job.job_key)
     assert stats["faults"].get("drop_after_accept", 0) >= 1
     assert stats["faults"].get("failed", 0) >= 1
-    assert any(e.get("reconciled") for e in ledger.values())
+    assert any(e.reconciled for e in ledger.values())
     assert result["failed"] == len(gave_up) <= 2  # 200 x 0.05**3: more would mean lost retries
     assert result["outcomes"].get("archived") == 200 - len(gave_up)
 

@@ -8,13 +8,7 @@ import httpx
 import pytest
 
 from flows.sweep import sweep
-from tests.integration.test_resilience import (
-    kill_everything,
-    ledger_statuses,
-    start_run,
-    wait_for,
-)
-from tests.integration.test_sweep_flow import write_case
+from tests.helpers import kill_everything, ledger_statuses, start_run, wait_for, write_case
 from wansweep import webhooks
 from wansweep.webhooks import WebhookReceiver
 

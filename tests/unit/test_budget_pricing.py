@@ -5,8 +5,8 @@ import threading
 import pytest
 
 from wansweep import schema
-from wansweep.archive import Budget, BudgetExceeded
-from wansweep.pricing import PriceTable
+from wansweep.errors import BudgetExceeded
+from wansweep.pricing import Budget, PriceTable
 
 
 def test_budget_refuses_the_submit_that_would_pass_it():

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import data_uri, make_image, make_wav
+from tests.helpers import data_uri, make_image, make_wav
 from wansweep.manifest import ManifestError, plan
 from wansweep.sweep import load_spec
 

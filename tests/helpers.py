@@ -1,0 +1,157 @@
+"""Helpers shared by the tests (one place): sample media, a sweep case on disk, waiting on the
+world, runs in their own process, and counting what the local fal server accepted."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import yaml
+
+from wansweep.localfal.samples import data_uri, free_port, make_image, make_wav
+
+__all__ = [
+    "FAST_POLL",
+    "accepted_per_job",
+    "data_uri",
+    "fetch",
+    "free_port",
+    "free_port_pair",
+    "kill_everything",
+    "ledger_statuses",
+    "make_image",
+    "make_wav",
+    "start_run",
+    "wait_for",
+    "write_case",
+]
+
+
+FAST_POLL = {"first": 0.05, "factor": 1.5, "max": 0.5}
+
+
+def write_case(tmp: Path, rows: int = 3, **spec) -> Path:
+    """A manifest of ``rows`` generated images and a spec beside it."""
+    lines = ["id,image,prompt,group"]
+    for i in range(rows):
+        (tmp / f"img{i}.png").write_bytes(
+            make_image(640, 360, colour=(40 * i % 255, 90, 200), seed=i)
+        )
+        lines.append(f"r{i},img{i}.png,prompt number {i},g{i % 2}")
+    (tmp / "manifest.csv").write_text("\n".join(lines) + "\n")
+    cfg = {
+        "name": "t",
+        "manifest": "manifest.csv",
+        "store": str(tmp / "archive"),
+        "endpoints": ["standard", "flash"],
+        "defaults": {"duration": 5},
+        "grid": {"resolution": ["720p", "1080p"]},
+        "seeds": [1, 2],
+        "concurrency": 8,
+        "poll": FAST_POLL,
+        **spec,
+    }
+    (tmp / "spec.yaml").write_text(yaml.safe_dump(cfg))
+    return tmp / "spec.yaml"
+
+
+def start_run(spec: Path, tmp: Path, **env: str) -> subprocess.Popen:
+    """`wansweep run` in its own process group (with its own ephemeral Prefect server)."""
+    log_path = tmp / f"run-{time.monotonic_ns()}.log"
+    log = log_path.open("wb")
+    marker = log_path.name
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "wansweep.cli", "run", str(spec)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        cwd=tmp,
+        env={
+            **os.environ,
+            "PREFECT_SERVER_ALLOW_EPHEMERAL_MODE": "true",
+            "WANSWEEP_TEST_RUN": marker,  # inherited by all it starts: see kill_everything
+            **env,
+        },
+    )
+    proc.args_log = str(log_path)
+    proc.marker = marker
+    return proc
+
+
+def kill_everything(proc: subprocess.Popen) -> None:
+    """SIGKILL a run and all it started, as a machine going down would; also what a run that
+    died on its own left behind. Prefect starts its ephemeral server in a session of its own,
+    so neither the run's group nor (once orphaned) its parentage finds it: its environment does."""
+    import psutil
+
+    for p in psutil.process_iter():
+        try:
+            if p.environ().get("WANSWEEP_TEST_RUN") == proc.marker:
+                p.kill()
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            pass
+    proc.wait()
+
+
+def wait_for(condition, timeout=180.0, what="condition"):
+    """Wait for a state of the world (files in the ledger), with a deadline."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def ledger_statuses(store_dir: Path) -> Counter:
+    folder = store_dir / "ledger"
+    out: Counter = Counter()
+    for f in folder.glob("*.json") if folder.exists() else []:
+        try:
+            out[json.loads(f.read_text())["status"]] += 1
+        except (ValueError, KeyError):
+            pass
+    return out
+
+
+def accepted_per_job(fal, spec: Path) -> dict[str, int]:
+    """Submits the local server accepted for each planned job of a spec (keyed by job key)."""
+    # imported here: fal-client must not be imported before the server's environment is set
+    from wansweep.execute import request_body
+    from wansweep.localfal.queue import input_key
+    from wansweep.manifest import plan
+    from wansweep.sweep import load_spec
+
+    cfg = load_spec(spec)
+    stats = fal.stats()["submits_by_input"]
+    return {
+        j.job_key: stats.get(input_key(j.endpoint, request_body(j)), 0)
+        for j in plan(cfg, cfg.manifest).jobs
+    }
+
+
+def fetch(url: str) -> bytes:
+    """The body of a GET (e.g. a video URL the local server returned)."""
+    import httpx
+
+    return httpx.get(url, timeout=60).raise_for_status().content
+
+
+def free_port_pair() -> int:
+    """A port p with p and p + 10000 free (SeaweedFS puts gRPC at port + 10000)."""
+    for _ in range(200):
+        port = random.randint(20000, 40000)
+        try:
+            for p in (port, port + 10000):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", p))
+            return port
+        except OSError:
+            continue
+    raise RuntimeError("no free port pair")

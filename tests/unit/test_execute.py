@@ -1,0 +1,254 @@
+"""The job state machine, row by row of the table in wansweep.lifecycle: an in-process fake
+fal queue and a real LocalStore, no server. Each test starts a job from one ledger state and
+checks what was paid for (submits), what the ledger says and how the job ended."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import make_image
+from wansweep.archive import Ledger, job_file
+from wansweep.errors import AmbiguousSubmit, FailureKind, FalError, Stopped
+from wansweep.execute import Runtime, run_job
+from wansweep.lifecycle import SUCCEEDED, Handle, LedgerEntry, LedgerStatus, Outcome
+from wansweep.localfal.video import render_clip
+from wansweep.pricing import Budget
+from wansweep.store import LocalStore
+from wansweep.sweep import Job, PollSpec
+
+CLIP = render_clip(
+    make_image(320, 240), prompt="p", seed=1, resolution="720p", duration="5", fps=4, short_side=64
+)
+
+
+class Done:
+    error = None
+    metrics = {"inference_time": 1.5}
+
+
+class FakeQueue:
+    """Scripted fal: ``submits`` is a list of what each submit does ('ok', 'lost', or an
+    exception); ``results`` likewise for each result fetch ('ok' or an exception)."""
+
+    def __init__(self, submits=("ok",), results=("ok",), found=None, stop_on_wait=False):
+        self.submit_script, self.result_script = list(submits), list(results)
+        self.found, self.stop_on_wait = found, stop_on_wait
+        self.stop = threading.Event()
+        self.calls: list[str] = []
+        self.accepted = 0
+
+    def _handle(self, n: int) -> Handle:
+        return Handle(
+            f"req-{n}", f"https://q/r/{n}", f"https://q/r/{n}/status", f"https://q/r/{n}/c"
+        )
+
+    def submit(self, endpoint, body):
+        self.calls.append("submit")
+        action = self.submit_script.pop(0)
+        if isinstance(action, Exception):
+            raise action
+        self.accepted += 1
+        if action == "lost":
+            raise AmbiguousSubmit("answer lost")
+        return self._handle(self.accepted)
+
+    def find_submitted(self, endpoint, digest, since):
+        self.calls.append("find")
+        return self.found
+
+    def wait(self, handle, *args):
+        self.calls.append("wait")
+        if self.stop_on_wait:
+            self.stop.set()
+            raise Stopped("run cancelled")
+        return Done()
+
+    def result(self, handle, generation_failed=False):
+        self.calls.append("result")
+        action = self.result_script.pop(0)
+        if isinstance(action, Exception):
+            raise action
+        return {"video": {"url": "https://cdn/v.mp4", "file_size": len(CLIP.data)}, "seed": 7}
+
+    def cancel(self, handle):
+        self.calls.append("cancel")
+
+    def download(self, url, dest: Path, expected_size=None):
+        self.calls.append("download")
+        dest.write_bytes(CLIP.data)
+        return len(CLIP.data), hashlib.sha256(CLIP.data).hexdigest()
+
+
+@pytest.fixture
+def image(tmp_path) -> Path:
+    path = tmp_path / "in.png"
+    path.write_bytes(make_image(320, 240))
+    return path
+
+
+@pytest.fixture
+def job(image) -> Job:
+    return Job(
+        job_key="k1",
+        arm="flash-720p",
+        endpoint="wan/v2.6/image-to-video/flash",
+        row_index=1,
+        row_id="r1",
+        prompt="a harbour",
+        settings={"resolution": "720p", "duration": "5"},
+        seed=7,
+        image_uri=str(image),
+        image_sha256="x",
+        estimated_usd=0.25,
+    )
+
+
+def runtime(tmp_path, fal, budget=10.0, **kw) -> Runtime:
+    return Runtime(
+        store=LocalStore(tmp_path / "archive"),
+        fal=fal,
+        budget=Budget(budget),
+        poll=PollSpec(),
+        max_attempts=kw.pop("max_attempts", 2),
+        endpoint_concurrency=4,
+        **kw,
+    )
+
+
+def seed_ledger(rt: Runtime, **fields) -> None:
+    Ledger(rt.store).put(LedgerEntry("k1"), **fields)
+
+
+def ledger(rt: Runtime) -> LedgerEntry:
+    return Ledger(rt.store).get("k1")
+
+
+HANDLE = Handle("req-old", "https://q/r/old", "https://q/r/old/status", "https://q/r/old/c")
+
+
+def test_no_entry_submits_once_and_archives(tmp_path, job):
+    fal = FakeQueue()
+    rt = runtime(tmp_path, fal)
+    result = run_job(job, rt)
+    assert result.outcome is Outcome.ARCHIVED and fal.accepted == 1
+    entry = ledger(rt)
+    assert entry.status is LedgerStatus.ARCHIVED and entry.submits == 1 and entry.attempts == 1
+    assert [s for s, _ in entry.history] == ["submitting", "submitted", "completed", "archived"]
+    assert rt.store.exists(job_file("k1", "meta.json")) and rt.budget.committed == 0.25
+
+
+def test_a_sidecar_means_nothing_to_do(tmp_path, job):
+    fal = FakeQueue()
+    rt = runtime(tmp_path, fal)
+    rt.store.put_json(job_file("k1", "meta.json"), {"job_key": "k1"})
+    assert run_job(job, rt).outcome is Outcome.CACHED and fal.calls == []
+
+
+def test_submitted_is_resumed_not_paid_again(tmp_path, job):
+    fal = FakeQueue()
+    rt = runtime(tmp_path, fal)
+    seed_ledger(rt, status="submitted", handle=HANDLE, request_id="req-old", attempts=1)
+    assert run_job(job, rt).outcome is Outcome.RESUMED
+    assert "submit" not in fal.calls and ledger(rt).request_id == "req-old"
+
+
+def test_completed_is_archived_from_the_ledger_without_asking_fal(tmp_path, job):
+    fal = FakeQueue()
+    rt = runtime(tmp_path, fal)
+    result = {"video": {"url": "https://cdn/v.mp4", "file_size": len(CLIP.data)}, "seed": 7}
+    seed_ledger(rt, status="completed", handle=HANDLE, request_id="req-old", result=result)
+    assert run_job(job, rt).outcome is Outcome.RESUMED
+    assert fal.calls == ["download"]
+
+
+def test_submitting_found_at_fal_is_adopted(tmp_path, job):
+    fal = FakeQueue(found=HANDLE)
+    rt = runtime(tmp_path, fal)
+    seed_ledger(rt, status="submitting", body_digest="d", submitted_at=1.0, attempts=1)
+    assert run_job(job, rt).outcome is Outcome.ARCHIVED
+    assert "submit" not in fal.calls and ledger(rt).reconciled
+
+
+def test_submitting_not_found_is_submitted_again_within_attempts(tmp_path, job):
+    fal = FakeQueue(found=None)
+    rt = runtime(tmp_path, fal)
+    seed_ledger(rt, status="submitting", body_digest="d", submitted_at=1.0, attempts=1)
+    assert run_job(job, rt).outcome is Outcome.ARCHIVED and fal.accepted == 1
+
+
+def test_a_lost_answer_is_settled_through_fal_before_anything_else(tmp_path, job):
+    fal = FakeQueue(submits=["lost"], found=HANDLE)
+    rt = runtime(tmp_path, fal)
+    assert run_job(job, rt).outcome is Outcome.ARCHIVED
+    assert fal.calls[:2] == ["submit", "find"] and fal.accepted == 1
+    assert ledger(rt).request_id == "req-old"
+
+
+def test_failed_generation_is_tried_again_and_its_reservation_given_back(tmp_path, job):
+    fal = FakeQueue(submits=["ok", "ok"], results=[FalError("boom", FailureKind.FAILED, 500), "ok"])
+    rt = runtime(tmp_path, fal, budget=0.25)  # room for one job: the failure was not billed
+    assert run_job(job, rt).outcome is Outcome.ARCHIVED and fal.accepted == 2
+    assert "retrying" in [s for s, _ in ledger(rt).history]
+
+
+def test_failing_every_attempt_ends_failed(tmp_path, job):
+    boom = FalError("boom", FailureKind.FAILED, 500)
+    fal = FakeQueue(submits=["ok", "ok"], results=[boom, boom])
+    rt = runtime(tmp_path, fal)
+    result = run_job(job, rt)
+    assert result.outcome is Outcome.FAILED and result.error_kind is FailureKind.FAILED
+    assert fal.accepted == 2 and ledger(rt).status is LedgerStatus.FAILED
+    assert rt.budget.committed == 0
+
+
+def test_refused_input_is_not_tried_again(tmp_path, job):
+    fal = FakeQueue(results=[FalError("flagged", FailureKind.INVALID, 422)])
+    rt = runtime(tmp_path, fal)
+    assert run_job(job, rt).outcome is Outcome.FAILED and fal.accepted == 1
+    assert ledger(rt).error_kind is FailureKind.INVALID
+
+
+def test_stopped_while_waiting_cancels_at_fal_and_records_it(tmp_path, job):
+    fal = FakeQueue(stop_on_wait=True)
+    rt = runtime(tmp_path, fal)
+    assert run_job(job, rt).outcome is Outcome.CANCELLED
+    assert fal.calls[-1] == "cancel" and ledger(rt).status is LedgerStatus.CANCELLED
+
+
+def test_cancelled_by_an_earlier_run_is_generated_again(tmp_path, job):
+    fal = FakeQueue(results=[FalError("was cancelled", FailureKind.CANCELLED, 400), "ok"])
+    rt = runtime(tmp_path, fal)
+    seed_ledger(rt, status="cancelled", handle=HANDLE, request_id="req-old", attempts=1)
+    assert run_job(job, rt).outcome in SUCCEEDED and fal.accepted == 1
+
+
+def test_expired_is_reported_unless_the_user_allows_paying_again(tmp_path, job):
+    gone = FalError("gone", FailureKind.EXPIRED, 410)
+    fal = FakeQueue(results=[gone])
+    rt = runtime(tmp_path, fal)
+    seed_ledger(rt, status="submitted", handle=HANDLE, request_id="req-old", attempts=1)
+    assert run_job(job, rt).outcome is Outcome.EXPIRED and fal.accepted == 0
+    assert ledger(rt).status is LedgerStatus.EXPIRED
+
+    fal = FakeQueue(results=[gone, "ok"])
+    rt = runtime(tmp_path, fal, resubmit_expired=True)
+    seed_ledger(rt, status="submitted", handle=HANDLE, request_id="req-old", attempts=1)
+    assert run_job(job, rt).outcome in SUCCEEDED and fal.accepted == 1
+
+
+def test_budget_refuses_before_any_submit(tmp_path, job):
+    fal = FakeQueue()
+    rt = runtime(tmp_path, fal, budget=0.1)
+    result = run_job(job, rt)
+    assert result.outcome is Outcome.SKIPPED and fal.calls == []
+    assert "past the budget" in result.error and ledger(rt) is None
+
+
+def test_a_refused_submit_gives_its_reservation_back(tmp_path, job):
+    fal = FakeQueue(submits=[FalError("no such app", FailureKind.REJECTED, 404)])
+    rt = runtime(tmp_path, fal)
+    assert run_job(job, rt).outcome is Outcome.FAILED and rt.budget.committed == 0

@@ -1,0 +1,101 @@
+"""The retry policy toward fal, as pure functions (no I/O): every 'send again?' decision."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from wansweep.errors import FailureKind
+from wansweep.fal import policy
+from wansweep.fal.policy import ResultVerdict, SubmitVerdict
+
+NGINX = "<html><center>nginx</center></html>"
+
+
+@pytest.mark.parametrize(
+    "code, headers, text, verdict",
+    [
+        (200, {}, "{}", SubmitVerdict.ACCEPTED),
+        (429, {"retry-after": "1"}, "{}", SubmitVerdict.RETRY),
+        (408, {}, "", SubmitVerdict.RETRY),
+        (504, {}, NGINX, SubmitVerdict.AMBIGUOUS),
+        (504, {"x-fal-request-id": "r"}, "{}", SubmitVerdict.AMBIGUOUS),
+        (422, {}, "{}", SubmitVerdict.INVALID),
+        (401, {}, "{}", SubmitVerdict.REJECTED),
+        (404, {}, "{}", SubmitVerdict.REJECTED),
+    ],
+)
+def test_submit_answers(code, headers, text, verdict):
+    assert policy.classify_submit_answer(code, headers, text) is verdict
+
+
+def test_a_lost_answer_is_ambiguous_but_a_refused_connection_is_not():
+    request = httpx.Request("POST", "https://queue.fal.run/x")
+    assert (
+        policy.classify_submit_error(httpx.ConnectError("refused", request=request))
+        is SubmitVerdict.RETRY
+    )
+    assert policy.classify_submit_error(httpx.PoolTimeout("pool")) is SubmitVerdict.RETRY
+    for exc in (
+        httpx.ReadTimeout("slow", request=request),
+        httpx.RemoteProtocolError("closed", request=request),
+        httpx.ReadError("reset", request=request),
+        httpx.WriteError("broken pipe", request=request),
+    ):
+        assert policy.classify_submit_error(exc) is SubmitVerdict.AMBIGUOUS, exc
+
+
+def test_ingress_errors_are_told_from_app_errors():
+    assert policy.is_ingress_error(502, {}, NGINX)
+    assert not policy.is_ingress_error(502, {"X-Fal-Request-Id": "r"}, NGINX)
+    assert not policy.is_ingress_error(500, {}, NGINX)
+    assert not policy.is_ingress_error(502, {}, '{"detail": "x"}')
+
+
+@pytest.mark.parametrize(
+    "code, failed, verdict",
+    [
+        (200, False, ResultVerdict.OK),
+        (500, False, ResultVerdict.RETRY),  # the gateway's, not the job's
+        (500, True, ResultVerdict.FAIL),  # status said the generation failed
+        (503, True, ResultVerdict.RETRY),
+        (429, False, ResultVerdict.RETRY),
+        (422, False, ResultVerdict.FAIL),
+        (410, False, ResultVerdict.FAIL),
+    ],
+)
+def test_result_answers(code, failed, verdict):
+    assert policy.classify_result(code, failed) is verdict
+
+
+@pytest.mark.parametrize(
+    "code, text, kind",
+    [
+        (422, "", FailureKind.INVALID),
+        (404, "", FailureKind.EXPIRED),
+        (410, "", FailureKind.EXPIRED),
+        (500, "", FailureKind.FAILED),
+        (400, '{"detail": "Request was cancelled"}', FailureKind.CANCELLED),
+        (400, '{"detail": "bad"}', FailureKind.REJECTED),
+    ],
+)
+def test_result_failures(code, text, kind):
+    assert policy.result_failure(code, text) is kind
+
+
+def test_downloads_retry_gateway_trouble_and_call_a_missing_video_expired():
+    assert policy.download_failure(503) is None and policy.download_failure(429) is None
+    assert policy.download_failure(404) is FailureKind.EXPIRED
+    assert policy.download_failure(403) is FailureKind.EXPIRED
+    assert policy.download_failure(400) is FailureKind.REJECTED
+
+
+def test_backoff_grows_caps_jitters_and_honours_retry_after():
+    assert policy.backoff(0, base=0.5, jitter=0.5) == pytest.approx(0.5)
+    assert policy.backoff(3, base=0.5, jitter=0.5) == pytest.approx(4.0)
+    assert policy.backoff(20, base=0.5, cap=30, jitter=1.0) == pytest.approx(45.0)
+    assert policy.backoff(20, base=0.5, cap=30, jitter=0.0) == pytest.approx(15.0)
+    assert policy.backoff(0, hinted=7.0, jitter=0.0) == 7.0
+    assert policy.retry_after({"Retry-After": "3"}) == 3.0
+    assert policy.retry_after({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}) is None
+    assert policy.retry_after(None) is None
