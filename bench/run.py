@@ -14,7 +14,6 @@ import asyncio
 import json
 import math
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -24,113 +23,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from harness import (  # noqa: E402
+    RESULTS,
+    bare_loop,
+    make_case,
+    populate_archive,
+    prefect_server,
+    record,
+    run_cli,
+)
+
 from wansweep.localfal.runner import start_local_fal  # noqa: E402
-
-RESULTS: list[dict] = []
-
-
-def record(
-    name: str,
-    value: float,
-    unit: str,
-    target: str = "",
-    baseline: float | None = None,
-    note: str = "",
-) -> None:
-    row = {
-        "benchmark": name,
-        "value": round(value, 3),
-        "unit": unit,
-        "target": target,
-        "note": note,
-    }
-    if baseline:
-        row["baseline"] = round(baseline, 3)
-        row["ratio"] = round(value / baseline, 3)
-    RESULTS.append(row)
-    extra = f"  baseline {baseline:.3f}  ratio {value / baseline:.3f}" if baseline else ""
-    print(f"{name:<44} {value:>10.3f} {unit:<8}{extra}  {target}  {note}".rstrip(), flush=True)
-
-
-def make_case(
-    folder: Path,
-    rows: int,
-    images: int = 5,
-    seeds: int = 1,
-    poll: dict | None = None,
-    concurrency: int = 100,
-    name: str = "bench",
-) -> Path:
-    from tests.conftest import make_image
-
-    folder.mkdir(parents=True, exist_ok=True)
-    for i in range(images):
-        (folder / f"i{i}.png").write_bytes(make_image(640, 360, seed=i * 9))
-    with (folder / "manifest.csv").open("w") as f:
-        f.write("id,image,prompt\n")
-        for r in range(rows):
-            f.write(f"r{r},i{r % images}.png,benchmark prompt {r}\n")
-    import yaml
-
-    spec = {
-        "name": name,
-        "manifest": "manifest.csv",
-        "store": str(folder / "archive"),
-        "endpoints": ["flash"],
-        "grid": {"resolution": ["720p"]},
-        "seeds": list(range(seeds)),
-        "defaults": {"duration": 5, "enable_prompt_expansion": False},
-        "concurrency": concurrency,
-        "endpoint_concurrency": concurrency,
-        "poll": poll or {"first": 2.0, "factor": 1.5, "max": 15.0},
-    }
-    (folder / "spec.yaml").write_text(yaml.safe_dump(spec))
-    return folder / "spec.yaml"
-
-
-def run_cli(spec: Path, env: dict[str, str]) -> tuple[float, int]:
-    """`wansweep run` as a user runs it; returns (wall seconds, peak RSS MB of the run process)."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    t = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, "-m", "wansweep.cli", "run", str(spec)],
-        cwd=spec.parent,
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-    )
-    wall = time.perf_counter() - t
-    if proc.returncode != 0:
-        raise RuntimeError(f"wansweep run failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return wall, max(peak, before) // 1024
-
-
-async def bare_loop(jobs: list[dict], concurrency: int, poll: dict, out: Path) -> None:
-    """What a user could write in 40 lines: fal-client submit / poll / result / download."""
-    import fal_client
-    import httpx
-
-    client = fal_client.AsyncClient()
-    sem = asyncio.Semaphore(concurrency)
-    async with httpx.AsyncClient(timeout=60) as http:
-
-        async def one(i: int, body: dict) -> None:
-            async with sem:
-                handle = await client.submit("wan/v2.6/image-to-video/flash", arguments=body)
-                delay = poll["first"]
-                while True:
-                    await asyncio.sleep(delay)
-                    if isinstance(await handle.status(), fal_client.Completed):
-                        break
-                    delay = min(poll["max"], delay * poll["factor"])
-                result = await client.result("wan/v2.6/image-to-video/flash", handle.request_id)
-                async with http.stream("GET", result["video"]["url"]) as r:
-                    with (out / f"{i}.mp4").open("wb") as f:
-                        async for chunk in r.aiter_bytes():
-                            f.write(chunk)
-
-        await asyncio.gather(*(one(i, b) for i, b in enumerate(jobs)))
 
 
 def bench_overhead(work: Path, fal, n: int, latency: float, concurrency: int) -> None:
@@ -201,7 +104,7 @@ def bench_default_subscribe(fal, latency: float, n: int) -> None:
     """fal-client's default subscribe polls every 0.1 s: the request economy baseline."""
     import fal_client
 
-    from tests.conftest import data_uri, make_image
+    from wansweep.localfal.samples import data_uri, make_image
 
     fal.configure(latency=f"fixed={latency}", media="tiny", concurrency=max(n, 10))
     fal.reset()
@@ -223,46 +126,6 @@ def bench_default_subscribe(fal, latency: float, n: int) -> None:
         "polls",
         note="fal-client polls every 0.1 s",
     )
-
-
-def populate_archive(spec: Path) -> list:
-    """Write sidecars for every planned job, as a finished sweep leaves them (no fal involved)."""
-    from wansweep.archive import job_file
-    from wansweep.manifest import plan
-    from wansweep.store import open_store
-    from wansweep.sweep import load_spec
-
-    cfg = load_spec(spec)
-    jobs = plan(cfg, cfg.manifest).jobs
-    store = open_store(cfg.store)
-    for i, j in enumerate(jobs):
-        store.put_json(
-            job_file(j.job_key, "meta.json"),
-            {
-                "job_key": j.job_key,
-                "arm": j.arm,
-                "seed": j.seed,
-                "request_id": f"r{i}",
-                "video": {
-                    "duration": 5.0,
-                    "width": 128,
-                    "height": 72,
-                    "fps": 4.0,
-                    "frames": 20,
-                    "size": 1000,
-                    "sha256": "0" * 64,
-                    "codec": "h264",
-                    "has_audio": False,
-                },
-                "timings": {
-                    "queue_seconds": 1.0 + i % 7,
-                    "inference_seconds": 3.0 + i % 5,
-                    "wall_seconds": 4.0 + i % 11,
-                },
-                "first_frame_similarity": 0.99,
-            },
-        )
-    return jobs
 
 
 def bench_warm_10k(work: Path, fal, n: int) -> None:
@@ -352,7 +215,7 @@ def bench_archive_memory(work: Path, fal, mb: int) -> None:
 import resource, sys
 from pathlib import Path
 sys.path.insert(0, {str(ROOT)!r})
-from wansweep.falqueue import FalConfig, FalQueue
+from wansweep.fal import FalConfig, FalQueue
 from wansweep.store import open_store
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 q = FalQueue(FalConfig.from_env())
@@ -375,53 +238,6 @@ print(size, (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) // 1024)
         "flat (<< video size)",
         note=f"{int(size) // 2**20} MB streamed to a file, then into the store",
     )
-
-
-def prefect_server(home: Path) -> subprocess.Popen:
-    """A standing Prefect server (SQLite), as deployments use, with the recorder settings
-    that keep up with thousands of task runs (shared/reference/prefect-notes.md)."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {
-        **os.environ,
-        "PREFECT_HOME": str(home),
-        "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE": "500",
-        "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_READ_BATCH_SIZE": "100",
-    }
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "prefect",
-            "server",
-            "start",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    import httpx
-
-    url = f"http://127.0.0.1:{port}/api"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline or proc.poll() is not None:
-            raise RuntimeError("prefect server did not start")
-        time.sleep(0.5)
-    os.environ["PREFECT_API_URL"] = url
-    return proc
 
 
 def bench_ephemeral_startup() -> None:
