@@ -73,26 +73,49 @@ class AdminRoutes:
         return JSONResponse({"removed": removed})
 
     async def post_config(self, request: Request) -> Response:
-        """Change latency, faults or concurrency of a running server (tests, benchmarks)."""
-        body = await request.json()
+        """Change latency, faults, concurrency, listing mode, cancel behaviour or clock of a
+        running server (tests, benchmarks). Every value is checked; nothing changes on error."""
         try:
+            body = await request.json()
+            if not isinstance(body, dict):
+                raise ValueError("expected a JSON object")
+            unknown = set(body) - CONFIGURABLE
+            if unknown:
+                raise ValueError(
+                    f"unknown setting(s) {sorted(unknown)}; known: {sorted(CONFIGURABLE)}"
+                )
             changes: dict[str, Any] = {}
             if "latency" in body:
-                changes["latency"] = Latency.parse(body["latency"])
+                changes["latency"] = Latency.parse(str(body["latency"]))
             if "faults" in body:
-                changes["faults"] = Faults.parse(body["faults"])
-            if "media" in body:
-                changes["media"] = body["media"]
+                changes["faults"] = Faults.parse(str(body["faults"]))
+            for name in ("media", "listing", "cancel_running"):
+                if name in body:
+                    changes[name] = str(body[name])
             if "concurrency" in body:
                 changes["concurrency"] = int(body["concurrency"])
-                self._slots = (
-                    None
-                    if not any(j.status != "COMPLETED" for j in self.jobs.values())
-                    else self._slots
-                )
-        except ValueError as exc:
+            if "clock_offset" in body:
+                changes["clock_offset"] = float(body["clock_offset"])
+            config = replace(self.config, **changes)  # validates (ServerConfig.__post_init__)
+            seed = int(body["fault_seed"]) if "fault_seed" in body else None
+        except (ValueError, TypeError) as exc:
             return JSONResponse({"detail": str(exc)}, 422)
-        self.config = replace(self.config, **changes)
-        if "fault_seed" in body:
-            self.rng = random.Random(body["fault_seed"])
+        self.config = config
+        if self._slot_free is not None:  # a higher limit lets waiting requests start now
+            async with self._slot_free:
+                self._slot_free.notify_all()
+        if seed is not None:
+            self.rng = random.Random(seed)
         return JSONResponse({"ok": True})
+
+
+CONFIGURABLE = {
+    "latency",
+    "faults",
+    "media",
+    "listing",
+    "cancel_running",
+    "concurrency",
+    "clock_offset",
+    "fault_seed",
+}

@@ -9,6 +9,8 @@ FAULTS = {
     "submit_5xx": "submit answered a JSON 500 (not accepted)",
     "submit_ingress_5xx": "submit answered an nginx-style 502 (not accepted)",
     "drop_after_accept": "submit accepted, then the connection dropped before the answer",
+    "submit_5xx_after_accept": "submit accepted, then answered a JSON 500 (fal's app)",
+    "listing_payloads": "a request is listed without its payload (payload storage off)",
     "status_429": "status poll answered 429",
     "status_5xx": "status poll answered an nginx-style 503",
     "result_5xx": "result fetch answered a JSON 500",
@@ -57,14 +59,19 @@ class Faults:
     rates: dict[str, float] = field(default_factory=dict)
     retention: float = 3600.0  # seconds a result stays fetchable after completion
     slow_bytes_per_s: float = 256 * 1024
+    listing_lag: float = 0.0  # seconds before a finished request appears in the listing
 
     @classmethod
     def parse(cls, text: str) -> Faults:
         """``submit_429=0.1,failed=0.05,retention=360`` (rates are probabilities 0-1)."""
         if not text or text.strip() in ("none", ""):
             return cls()
-        values = _parse_pairs(text, set(FAULTS) | {"retention", "slow_bytes_per_s"}, "faults")
-        extra = {k: values.pop(k) for k in ("retention", "slow_bytes_per_s") if k in values}
+        settings = ("retention", "slow_bytes_per_s", "listing_lag")
+        values = _parse_pairs(text, set(FAULTS) | set(settings), "faults")
+        extra = {k: values.pop(k) for k in settings if k in values}
+        for name in settings:
+            if name in extra and not 0 <= extra[name] < 10**9:
+                raise ValueError(f"faults: {name}={extra[name]} must be a non-negative number")
         for name, rate in values.items():
             if not 0.0 <= rate <= 1.0:
                 raise ValueError(f"faults: {name}={rate} is not a probability between 0 and 1")
@@ -95,3 +102,22 @@ class ServerConfig:
     media: str = "full"  # "full" or "tiny" (cheap clips for benchmarks)
     fault_seed: int = 0
     key: str | None = None  # when set, Authorization must carry this key
+    listing: str = (
+        "documented"  # or "cooperative": queued requests listed at once, payloads as sent
+    )
+    cancel_running: str = "complete"  # or "stop": what a cancelled running request does
+    clock_offset: float = 0.0  # seconds the server's clock is ahead of this machine's
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.concurrency <= 10_000:
+            raise ValueError(f"concurrency must be between 1 and 10000 (got {self.concurrency})")
+        choices = (
+            ("media", ("full", "tiny")),
+            ("listing", ("documented", "cooperative")),
+            ("cancel_running", ("complete", "stop")),
+        )
+        for name, allowed in choices:
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}")
+        if abs(self.clock_offset) > 86400 * 365:
+            raise ValueError("clock_offset must be within a year")

@@ -62,6 +62,7 @@ class GenerateMixin:
                         }
                     ]
                 },
+                "gpu_time": True,  # refused after the run: fal says such a 422 may be billed
             }
             return
         if self._fault("failed"):

@@ -1,65 +1,104 @@
-"""The local server's Platform API: the request listing and pricing."""
+"""The local server's Platform API: the request listing, pricing and billed usage.
+
+The listing behaves as fal documents it, pessimistically (the default): only finished requests,
+sorted by end time, filtered by ``endpoint_id``, ``status``, ``request_id`` and a ``start``/
+``end`` window on the end time, ``limit`` at most 100 with cursor paging; a request appears only
+``listing_lag`` seconds after it ended; its payload may be missing (``listing_payloads``) and a
+data-URI input comes back as the storage URL fal moved it to. ``--listing cooperative`` lists
+queued and running requests at once with their payloads, for rehearsals that want that.
+"""
 
 from __future__ import annotations
+
+import base64
+import hashlib
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from wansweep import schema
-from wansweep.localfal.queue import iso
+from wansweep.localfal.queue import FalRequest, iso
+
+STATUS_FILTERS = {
+    "success": range(200, 300),
+    "error": range(500, 600),
+    "user_error": range(400, 500),
+}
 
 
 class PlatformRoutes:
     """Part of :class:`~wansweep.localfal.server.LocalFal`: ``/v1/models/...``."""
 
     async def list_requests(self, request: Request) -> Response:
-        """``GET /v1/models/requests/by-endpoint``: recent requests, newest first."""
+        """``GET /v1/models/requests/by-endpoint``."""
         if not self._authorized(request):
             return self._unauthorized()
         q = request.query_params
-        endpoint = q.get("endpoint_id")
-        start = _parse_time(q.get("start"))
-        end = _parse_time(q.get("end"))
-        limit = min(int(q.get("limit", 50)), 1000)
-        offset = int(q.get("cursor") or 0)
-        expand = "payloads" in q.get("expand", "")
+        try:
+            limit = int(q.get("limit", 50))
+            offset = int(base64.urlsafe_b64decode(q["cursor"]).decode()) if q.get("cursor") else 0
+            start, end = _parse_time(q.get("start")), _parse_time(q.get("end"))
+        except ValueError:
+            return JSONResponse({"detail": "invalid limit, cursor, start or end"}, 422)
+        if not 1 <= limit <= 100:
+            return JSONResponse({"detail": "limit must be between 1 and 100"}, 422)
+        status = q.get("status")
+        if status is not None and status not in STATUS_FILTERS:
+            return JSONResponse({"detail": f"status must be one of {sorted(STATUS_FILTERS)}"}, 422)
+        endpoints = set(q.getlist("endpoint_id"))
+        ids = set(q.getlist("request_id"))
+        cooperative = self.config.listing == "cooperative"
+        now = self.now()
+        if cooperative:
+            rows = [j for j in self.jobs.values() if _window(j.sent_at, start, end)]
+            rows.sort(key=lambda j: j.sent_at, reverse=True)
+        else:
+            lag = self.config.faults.listing_lag
+            rows = [
+                j
+                for j in self.jobs.values()
+                if j.ended_at is not None
+                and now >= j.ended_at + lag
+                and _window(j.ended_at, start, end)
+                and (status is None or (j.status_code or 0) in STATUS_FILTERS[status])
+            ]
+            rows.sort(key=lambda j: j.ended_at, reverse=True)
         rows = [
             j
-            for j in self.jobs.values()
-            if (endpoint is None or j.endpoint == endpoint)
-            and (start is None or j.sent_at >= start)
-            and (end is None or j.sent_at <= end)
+            for j in rows
+            if (not endpoints or j.endpoint in endpoints) and (not ids or j.request_id in ids)
         ]
-        rows.sort(key=lambda j: j.sent_at, reverse=True)
-        page = rows[offset : offset + limit]
-        items = []
-        for j in page:
-            item = {
-                "request_id": j.request_id,
-                "endpoint_id": j.endpoint,
-                "sent_at": iso(j.sent_at),
-                "started_at": iso(j.started_at),
-                "ended_at": iso(j.ended_at),
-                "status_code": j.status_code,
-                "duration": round(j.ended_at - j.started_at, 3)
-                if j.ended_at and j.started_at
-                else None,
-            }
-            if expand:
-                item["json_input"] = j.payload
-                item["json_output"] = j.output if not j.error else j.error["body"]
-            items.append(item)
+        expand = "payloads" in q.get("expand", "")
+        page = [self._listed(j, expand, cooperative) for j in rows[offset : offset + limit]]
         more = offset + limit < len(rows)
-        return JSONResponse(
-            {"items": items, "next_cursor": str(offset + limit) if more else None, "has_more": more}
-        )
+        cursor = base64.urlsafe_b64encode(str(offset + limit).encode()).decode() if more else None
+        return JSONResponse({"items": page, "next_cursor": cursor, "has_more": more})
+
+    def _listed(self, j: FalRequest, expand: bool, cooperative: bool) -> dict[str, Any]:
+        item = {
+            "request_id": j.request_id,
+            "endpoint_id": j.endpoint,
+            "sent_at": iso(j.sent_at),
+            "started_at": iso(j.started_at),
+            "ended_at": iso(j.ended_at),
+            "status_code": j.status_code,
+            "duration": round(j.ended_at - j.started_at, 3)
+            if j.ended_at and j.started_at
+            else None,
+        }
+        if expand:
+            stored = cooperative or j.payload_stored
+            item["json_input"] = (
+                (j.payload if cooperative else _as_stored(j.payload)) if stored else None
+            )
+            item["json_output"] = (j.output if not j.error else j.error["body"]) if stored else None
+        return item
 
     async def pricing(self, request: Request) -> Response:
         if not self._authorized(request):
             return self._unauthorized()
-        from wansweep.pricing import PriceTable
-
-        table = PriceTable.load()
+        table = self.prices()
         wanted = request.query_params.getlist("endpoint_id") or list(schema.ENDPOINTS)
         prices = [
             {
@@ -72,6 +111,70 @@ class PlatformRoutes:
             if e in schema.ENDPOINTS
         ]
         return JSONResponse({"prices": prices})
+
+    async def usage(self, request: Request) -> Response:
+        """``GET /v1/models/usage``: what was billed, per endpoint (``expand=summary``) and per
+        hour (``time_series``), from what this server did: a produced video, a 422 after GPU
+        time (a flagged input) and a cancelled-while-running request that finished."""
+        if not self._authorized(request):
+            return self._unauthorized()
+        q = request.query_params
+        try:
+            start, end = _parse_time(q.get("start")), _parse_time(q.get("end"))
+        except ValueError:
+            return JSONResponse({"detail": "invalid start or end"}, 422)
+        endpoints = set(q.getlist("endpoint_id"))
+        expand = set(q.getlist("expand")) or {"time_series"}
+        buckets: dict[tuple[str, str], dict[str, Any]] = {}
+        summary: dict[str, dict[str, Any]] = {}
+        for j in self.jobs.values():
+            if j.billed_seconds is None or not _window(j.ended_at, start, end):
+                continue
+            if endpoints and j.endpoint not in endpoints:
+                continue
+            price = j.unit_price
+            hour = iso(j.ended_at - j.ended_at % 3600)
+            for row in (
+                buckets.setdefault((hour, j.endpoint), _usage_row(j.endpoint, price)),
+                summary.setdefault(j.endpoint, _usage_row(j.endpoint, price)),
+            ):
+                row["quantity"] += j.billed_seconds
+                row["cost"] = round(row["cost"] + j.billed_seconds * price, 6)
+        body: dict[str, Any] = {"next_cursor": None, "has_more": False}
+        if "time_series" in expand:
+            series: dict[str, list] = {}
+            for (hour, _), row in sorted(buckets.items()):
+                series.setdefault(hour, []).append(row)
+            body["time_series"] = [{"bucket": h, "results": r} for h, r in series.items()]
+        if "summary" in expand:
+            body["summary"] = list(summary.values())
+        return JSONResponse(body)
+
+
+def _usage_row(endpoint: str, price: float) -> dict[str, Any]:
+    return {
+        "endpoint_id": endpoint,
+        "unit": "second",
+        "quantity": 0.0,
+        "unit_price": price,
+        "cost": 0.0,
+        "currency": "USD",
+    }
+
+
+def _as_stored(payload: dict[str, Any]) -> dict[str, Any]:
+    """The input as fal keeps it: data URIs were uploaded to fal's storage and replaced by a URL."""
+    out = {}
+    for key, value in payload.items():
+        if isinstance(value, str) and value.startswith("data:"):
+            digest = hashlib.sha256(value.encode()).hexdigest()[:32]
+            value = f"https://v3.fal.media/files/local/{digest}"
+        out[key] = value
+    return out
+
+
+def _window(ts: float | None, start: float | None, end: float | None) -> bool:
+    return ts is not None and (start is None or ts >= start) and (end is None or ts < end)
 
 
 def _parse_time(text: str | None) -> float | None:

@@ -43,6 +43,10 @@ class FalRequest:
     logs: list[dict[str, Any]] = field(default_factory=list)
     task: asyncio.Task | None = None
     cancelled: bool = False
+    start_timeout: float | None = None  # X-Fal-Request-Start-Timeout: seconds to start
+    payload_stored: bool = True  # False: listed without its payload (payload storage off)
+    billed_seconds: float | None = None  # set when the request ends billed
+    unit_price: float = 0.0
 
 
 def iso(ts: float | None) -> str | None:
@@ -84,7 +88,14 @@ class QueueRoutes:
         rid = str(uuid.uuid4())
         self._seq += 1
         job = FalRequest(
-            rid, endpoint, payload, request.query_params.get("fal_webhook"), time.time(), self._seq
+            rid, endpoint, payload, request.query_params.get("fal_webhook"), self.now(), self._seq
+        )
+        job.start_timeout = _seconds(
+            request.headers.get("x-fal-request-start-timeout")
+            or request.headers.get("x-fal-request-timeout")  # deprecated name, same meaning
+        )
+        job.payload_stored = request.headers.get("x-fal-store-io") != "0" and not self._fault(
+            "listing_payloads"
         )
         self.jobs[rid] = job
         self.stats["submits_accepted"] += 1
@@ -103,6 +114,8 @@ class QueueRoutes:
         }
         if self._fault("drop_after_accept"):
             return DroppedResponse(answer)
+        if self._fault("submit_5xx_after_accept"):  # fal's app took it, then answered 500
+            return fal_error(500, "Internal server error", "internal_server_error", rid)
         return JSONResponse(answer, headers={"x-fal-request-id": rid})
 
     def _position(self, job: FalRequest) -> int:
@@ -180,13 +193,17 @@ class QueueRoutes:
             return JSONResponse({"detail": "Request not found"}, 404)
         if job.status != "COMPLETED":
             return JSONResponse({"detail": "Request is still in progress"}, 400)
-        if time.time() - (job.ended_at or 0) > self.config.faults.retention:
+        if self.now() - (job.ended_at or 0) > self.config.faults.retention:
             return JSONResponse(
                 {"detail": "Request result has expired", "error_type": "result_expired"}, 410
             )
         if self._fault("result_5xx"):
             return fal_error(500, "Internal server error", "internal_server_error")
-        headers = {"x-fal-request-id": job.request_id}
+        headers = (
+            {"x-fal-request-id": job.request_id, **job.error.get("headers", {})}
+            if job.error
+            else {"x-fal-request-id": job.request_id}
+        )
         if job.error:
             if job.error["status_code"] == 422:
                 headers["X-Fal-Retryable"] = "false"
@@ -194,6 +211,8 @@ class QueueRoutes:
         return JSONResponse(job.output, headers=headers)
 
     async def cancel(self, request: Request) -> Response:
+        """A queued request is removed. For a running one fal only signals the app, which may
+        finish it anyway (and bill it): ``cancel_running=complete`` (the default) does that."""
         if not self._authorized(request):
             return self._unauthorized()
         job = self._job(request)
@@ -203,7 +222,8 @@ class QueueRoutes:
             return JSONResponse({"status": "ALREADY_COMPLETED"}, 400)
         self.stats["cancels"] += 1
         job.cancelled = True
-        if job.task is not None:
+        running = job.status == "IN_PROGRESS"
+        if job.task is not None and not (running and self.config.cancel_running == "complete"):
             job.task.cancel()
         return JSONResponse({"status": "CANCELLATION_REQUESTED"}, 202)
 
@@ -218,11 +238,10 @@ class QueueRoutes:
         try:
             if queue_s:
                 await asyncio.sleep(queue_s)
-            if self._slots is None:
-                self._slots = asyncio.Semaphore(self.config.concurrency)
-            async with self._slots:
+            await self._take_slot(job)
+            try:
                 self._started += 1
-                job.status, job.started_at = "IN_PROGRESS", time.time()
+                job.status, job.started_at = "IN_PROGRESS", self.now()
                 self.stats["in_progress"] += 1
                 self.stats["peak_in_progress"] = max(
                     self.stats["peak_in_progress"], self.stats["in_progress"]
@@ -234,17 +253,27 @@ class QueueRoutes:
                         "timestamp": iso(job.started_at),
                     }
                 )
-                try:
-                    t0 = loop.time()
-                    await self._generate(job, base_url)
-                    left = infer_s - (loop.time() - t0)
-                    if left > 0:
-                        await asyncio.sleep(left)
-                finally:
-                    self.stats["in_progress"] -= 1
+                t0 = loop.time()
+                await self._generate(job, base_url)
+                left = infer_s - (loop.time() - t0)
+                if left > 0:
+                    await asyncio.sleep(left)
+            finally:
+                self.stats["in_progress"] -= 1
+                await self._free_slot()
+        except _StartTimeout:
+            self._started += 1  # keeps queue positions of later jobs right
+            job.error = {
+                "status_code": 504,
+                "body": {
+                    "detail": "Request timed out before it started",
+                    "error_type": "request_timeout",
+                },
+                "headers": {"X-Fal-Request-Timeout-Type": "user"},
+            }
         except asyncio.CancelledError:
             if job.status == "IN_QUEUE":
-                self._started += 1  # keeps queue positions of later jobs right
+                self._started += 1
             job.error = {
                 "status_code": 400,
                 "body": {"detail": "Request was cancelled", "error_type": "request_cancelled"},
@@ -252,17 +281,57 @@ class QueueRoutes:
         except Exception as exc:  # a bug here must still end the request
             job.error = {
                 "status_code": 500,
-                "body": {"detail": f"Internal error: {exc}", "error_type": "internal_server_error"},
+                "body": {
+                    "detail": f"Internal error: {type(exc).__name__}",
+                    "error_type": "internal_server_error",
+                },
             }
-        job.status, job.ended_at = "COMPLETED", time.time()
+        job.status, job.ended_at = "COMPLETED", self.now()
         job.status_code = job.error["status_code"] if job.error else 200
+        self._bill(job, video_seconds)
         self.stats[
             "completed" if not job.error else "invalid" if job.status_code == 422 else "failed"
         ] += 1
         if job.webhook and not self._fault("webhook_drop"):
             loop.create_task(self._deliver_webhook(job))
 
+    async def _take_slot(self, job: FalRequest) -> None:
+        """Wait for one of the account's ``concurrency`` slots (read at every change, so a new
+        limit applies at once); past the request's start timeout, give up (fal: 504)."""
+        if self._slot_free is None:
+            self._slot_free = asyncio.Condition()
+        async with self._slot_free:
+            wait = self._slot_free.wait_for(lambda: self._running < self.config.concurrency)
+            if job.start_timeout is None:
+                await wait
+            else:
+                left = job.sent_at + job.start_timeout - self.now()
+                try:
+                    await asyncio.wait_for(wait, timeout=max(0.0, left))
+                except TimeoutError:
+                    raise _StartTimeout from None
+            self._running += 1
+
+    async def _free_slot(self) -> None:
+        async with self._slot_free:
+            self._running -= 1
+            self._slot_free.notify_all()
+
+    def _bill(self, job: FalRequest, video_seconds: float) -> None:
+        """fal bills a produced video, and a 422 after GPU time (the flagged case); never a 5xx,
+        a start timeout or a request cancelled before it ran."""
+        flagged = job.error and job.error.get("gpu_time")
+        if job.status_code == 200 or flagged:
+            job.billed_seconds = video_seconds
+            resolution = job.payload.get("resolution", "1080p")
+            try:
+                job.unit_price = self.prices().unit_price(job.endpoint, resolution)
+            except KeyError:
+                job.unit_price = 0.0
+
     async def _deliver_webhook(self, job: FalRequest) -> None:
+        """POST the webhook; retried as fal does when it fails (fal: 10 times over ~2 hours;
+        here the same count over seconds, so tests see it)."""
         body = {
             "request_id": job.request_id,
             "gateway_request_id": job.request_id,
@@ -270,10 +339,27 @@ class QueueRoutes:
             "payload": job.output if not job.error else job.error["body"],
             "error": None if not job.error else f"Request failed ({job.status_code})",
         }
-        try:
-            if self._webhook_client is None:  # one client: a TLS context per call costs ms of CPU
-                self._webhook_client = httpx.AsyncClient(verify=self._ssl(), timeout=10)
-            (await self._webhook_client.post(job.webhook, json=body)).raise_for_status()
-            self.stats["webhooks_sent"] += 1
-        except Exception:
-            self.stats["webhooks_failed"] += 1
+        if self._webhook_client is None:  # one client: a TLS context per call costs ms of CPU
+            self._webhook_client = httpx.AsyncClient(verify=self._ssl(), timeout=10)
+        for attempt in range(WEBHOOK_ATTEMPTS):
+            try:
+                (await self._webhook_client.post(job.webhook, json=body)).raise_for_status()
+                self.stats["webhooks_sent"] += 1
+                return
+            except Exception:
+                self.stats["webhooks_failed"] += 1
+                await asyncio.sleep(min(10.0, 0.5 * 2**attempt))
+
+
+WEBHOOK_ATTEMPTS = 10
+
+
+class _StartTimeout(Exception):
+    """The request did not start within its X-Fal-Request-Start-Timeout."""
+
+
+def _seconds(text: str | None) -> float | None:
+    try:
+        return max(0.0, float(text)) if text else None
+    except ValueError:
+        return None

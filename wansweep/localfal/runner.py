@@ -90,6 +90,7 @@ def serve(
             lifespan="off",
             timeout_keep_alive=30,
             backlog=2048,
+            date_header=False,  # the app sets Date on its own (shiftable) clock
         )
     )
     env = client_env(host, port, tls.bundle, config.key)
@@ -167,6 +168,7 @@ def start_local_fal(
     faults: str = "",
     concurrency: int = 10,
     media: str = "full",
+    listing: str = "documented",
     workdir: Path | None = None,
     state_dir: Path | None = None,
     timeout: float = 60.0,
@@ -193,6 +195,8 @@ def start_local_fal(
         str(concurrency),
         "--media",
         media,
+        "--listing",
+        listing,
         "--media-dir",
         str(workdir / "media"),
         "--quiet",

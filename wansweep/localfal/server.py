@@ -12,8 +12,10 @@ import asyncio
 import random
 import secrets
 import ssl
+import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from email.utils import formatdate
 from pathlib import Path
 from typing import Any
 
@@ -43,12 +45,26 @@ class LocalFal(QueueRoutes, GenerateMixin, PlatformRoutes, AdminRoutes):
         self.jobs: dict[str, FalRequest] = {}
         self.rng = random.Random(config.fault_seed)
         self.pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="localfal-render")
-        self._slots: asyncio.Semaphore | None = None
+        self._slot_free: asyncio.Condition | None = None  # an account slot was freed
+        self._running = 0  # requests holding a slot
         self._seq = 0
         self._started = 0
         self.reset_stats()
         self._webhook_client: httpx.AsyncClient | None = None
-        self.app = Starlette(routes=self._routes())
+        self._prices = None
+        self.app = _DateHeader(Starlette(routes=self._routes()), self)
+
+    def now(self) -> float:
+        """The server's clock (this machine's, shifted by ``clock_offset``): every timestamp
+        it gives out, its ``Date`` headers included, is on this clock."""
+        return time.time() + self.config.clock_offset
+
+    def prices(self):
+        from wansweep.pricing import PriceTable
+
+        if self._prices is None:
+            self._prices = PriceTable.load()
+        return self._prices
 
     def _ssl(self) -> ssl.SSLContext | bool:
         return ssl.create_default_context(cafile=self.ssl_bundle) if self.ssl_bundle else True
@@ -109,6 +125,7 @@ class LocalFal(QueueRoutes, GenerateMixin, PlatformRoutes, AdminRoutes):
             Route("/_local/files/{name}", self.files, methods=["GET", "PUT"]),
             Route("/v1/models/requests/by-endpoint", self.list_requests, methods=["GET"]),
             Route("/v1/models/pricing", self.pricing, methods=["GET"]),
+            Route("/v1/models/usage", self.usage, methods=["GET"]),
             Route(base + "/status/stream", self.status_stream, methods=["GET"]),
             Route(base + "/status", self.status, methods=["GET"]),
             Route(base + "/cancel", self.cancel, methods=["PUT"]),
@@ -128,3 +145,24 @@ class LocalFal(QueueRoutes, GenerateMixin, PlatformRoutes, AdminRoutes):
     @staticmethod
     def _unauthorized() -> JSONResponse:
         return JSONResponse({"detail": "No user found for Key ID and Secret"}, status_code=401)
+
+
+class _DateHeader:
+    """ASGI middleware: every answer carries a ``Date`` on the server's clock (fal's clients
+    may read fal's time from it; ``clock_offset`` makes a skewed client testable)."""
+
+    def __init__(self, app, fal: LocalFal):
+        self.app, self.fal = app, fal
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def with_date(message):
+            if message["type"] == "http.response.start":
+                date = formatdate(self.fal.now(), usegmt=True).encode()
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"date"]
+                message = {**message, "headers": [*headers, (b"date", date)]}
+            await send(message)
+
+        await self.app(scope, receive, with_date)
