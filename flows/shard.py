@@ -31,6 +31,7 @@ def shard(
     shard: int = 0,
     budget_usd: float | None = None,
     resubmit_expired: bool = False,
+    resubmit_ambiguous: bool = False,
     global_limits: bool = False,
 ) -> dict[str, Any]:
     """Run the jobs of ``spec`` whose keys are in ``job_keys``; archive to ``store``."""
@@ -60,6 +61,7 @@ def shard(
         cfg,
         archive.uri,
         resubmit_expired=resubmit_expired,
+        resubmit_ambiguous=resubmit_ambiguous,
         global_limits=global_limits,
         budget_usd=budget_usd,
     )

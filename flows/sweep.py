@@ -98,6 +98,7 @@ def run_jobs(
     store_uri: str,
     *,
     resubmit_expired: bool = False,
+    resubmit_ambiguous: bool = False,
     global_limits: bool = False,
     budget_usd: float | None = None,
 ) -> dict[str, int]:
@@ -108,10 +109,13 @@ def run_jobs(
         store=store_uri,
         budget_usd=budget_usd if budget_usd is not None else cfg.budget_usd,
         poll=cfg.poll,
+        reconcile=cfg.reconcile,
+        leases=cfg.leases,
         max_attempts=cfg.max_attempts,
         endpoint_concurrency=cfg.endpoint_concurrency,
         connections=min(256, 2 * cfg.concurrency + 8),
         resubmit_expired=resubmit_expired,
+        resubmit_ambiguous=resubmit_ambiguous,
         global_limits=global_limits,
     )
     if global_limits:
@@ -167,6 +171,7 @@ def dispatch_shards(
     shards: int,
     deployment: str,
     resubmit_expired: bool,
+    resubmit_ambiguous: bool,
     global_limits: bool,
 ) -> dict[str, int]:
     """Run the jobs as ``shards`` child flow runs on the deployment's work pool; wait for all."""
@@ -193,6 +198,7 @@ def dispatch_shards(
                     "shard": n,
                     "budget_usd": round(sum(j.estimated_usd for j in chunk), 6),
                     "resubmit_expired": resubmit_expired,
+                    "resubmit_ambiguous": resubmit_ambiguous,
                     "global_limits": global_limits,
                 },
             )
@@ -243,6 +249,7 @@ def sweep(
     skip_invalid: bool = False,
     report_dir: str | None = None,
     resubmit_expired: bool = False,
+    resubmit_ambiguous: bool = False,
     shards: int = 0,
     shard_deployment: str = "wansweep-shard/shard",
     global_limits: bool = False,
@@ -259,6 +266,9 @@ def sweep(
         report_dir: also write the report files to this local folder.
         resubmit_expired: submit again (and pay again) a job whose fal request was lost or
             whose result expired before it was archived; off by default: such jobs are reported.
+        resubmit_ambiguous: submit again (and maybe pay twice) a job whose submit answer was
+            lost and that fal's records cannot settle yet; off by default: such jobs are
+            reported ``ambiguous`` and settled by a later run or ``wansweep reconcile``.
         shards: split the jobs into this many child flow runs of ``shard_deployment``, run by
             the workers of its work pool; this run waits for them and writes one report.
         shard_deployment: the deployment that runs one shard (see prefect.yaml).
@@ -289,11 +299,24 @@ def sweep(
 
     if shards > 1 and len(todo) > 1:
         counts = dispatch_shards(
-            cfg, spec, store_uri, todo, shards, shard_deployment, resubmit_expired, global_limits
+            cfg,
+            spec,
+            store_uri,
+            todo,
+            shards,
+            shard_deployment,
+            resubmit_expired,
+            resubmit_ambiguous,
+            global_limits,
         )
     else:
         counts = run_jobs(
-            todo, cfg, archive.uri, resubmit_expired=resubmit_expired, global_limits=global_limits
+            todo,
+            cfg,
+            archive.uri,
+            resubmit_expired=resubmit_expired,
+            resubmit_ambiguous=resubmit_ambiguous,
+            global_limits=global_limits,
         )
 
     files = build_report(archive.uri, cfg.name, report_dir)

@@ -35,16 +35,24 @@ __all__ = [
 
 
 FAST_POLL = {"first": 0.05, "factor": 1.5, "max": 0.5}
+# A lost answer of an accepted request settles within the grace (the local server lists a
+# finished request at once unless a test sets listing_lag); one fal never took stays
+# ambiguous until settle_after, past every test's end.
+FAST_RECONCILE = {"grace": 5, "start_timeout": 600, "settle_after": 900}
+FAST_LEASES = {"ttl": 5, "poll": 0.2}
 
 
-def write_case(tmp: Path, rows: int = 3, **spec) -> Path:
-    """A manifest of ``rows`` generated images and a spec beside it."""
+def write_case(tmp: Path, rows: int = 3, tag: str | None = None, **spec) -> Path:
+    """A manifest of ``rows`` generated images and a spec beside it. Prompts carry ``tag``
+    (default: the folder's name), so the session's one fal server never holds the same
+    request for two tests (as fal holds one account's)."""
+    tag = tag or tmp.name
     lines = ["id,image,prompt,group"]
     for i in range(rows):
         (tmp / f"img{i}.png").write_bytes(
             make_image(640, 360, colour=(40 * i % 255, 90, 200), seed=i)
         )
-        lines.append(f"r{i},img{i}.png,prompt number {i},g{i % 2}")
+        lines.append(f"r{i},img{i}.png,prompt number {i} of {tag},g{i % 2}")
     (tmp / "manifest.csv").write_text("\n".join(lines) + "\n")
     cfg = {
         "name": "t",
@@ -56,6 +64,8 @@ def write_case(tmp: Path, rows: int = 3, **spec) -> Path:
         "seeds": [1, 2],
         "concurrency": 8,
         "poll": FAST_POLL,
+        "reconcile": FAST_RECONCILE,
+        "leases": FAST_LEASES,
         **spec,
     }
     (tmp / "spec.yaml").write_text(yaml.safe_dump(cfg))

@@ -7,6 +7,8 @@ Layout under the store root (readable with plain ``aws s3 ls``)::
     jobs/<job_key>/strip.jpg     first, middle and last frames side by side (contact sheets)
     jobs/<job_key>/meta.json     the sidecar, written last: its presence means the video is whole
     ledger/<job_key>.json        request ledger: written before and after every submit
+    leases/<job_key>.json        who runs the job now (one process at a time)
+    markers/<job_key>/<n>-<id>   webhooks' word of which request attempt n became
     sweeps/<name>/...            each sweep's plan, report and index
 
 Jobs live by key, not by sweep, so two sweeps that share a job pay for it once.
@@ -35,6 +37,17 @@ def job_file(job_key: str, name: str) -> str:
 
 def ledger_key(job_key: str) -> str:
     return f"ledger/{job_key}.json"
+
+
+def marker_key(job_key: str, attempt: int, request_id: str) -> str:
+    """A webhook's word that this attempt of this job is this request (see webhooks)."""
+    return f"markers/{job_key}/{attempt}-{request_id}"
+
+
+def marked_requests(store: Store, job_key: str, attempt: int) -> list[str]:
+    """Request ids that webhooks named for this attempt of this job."""
+    prefix = f"markers/{job_key}/{attempt}-"
+    return [k.removeprefix(prefix) for k in store.list(prefix) if k.startswith(prefix)]
 
 
 def sweep_prefix(name: str) -> str:
@@ -91,11 +104,20 @@ class Ledger:
             raise LedgerDamaged(f"ledger entry of {job_key} is not valid JSON") from None
         return LedgerEntry.from_json(parsed, job_key)
 
-    def put(self, entry: LedgerEntry, **changes: Any) -> LedgerEntry:
+    def put(self, entry: LedgerEntry, cause: str | None = None, **changes: Any) -> LedgerEntry:
         """Write the next version of an entry (changes applied) and return it."""
-        entry = entry.with_changes(**changes)
+        entry = entry.with_changes(cause, **changes)
         self.store.put_json(ledger_key(entry.job_key), entry.to_json())
         return entry
+
+    def set_aside(self, job_key: str) -> float | None:
+        """Keep an unreadable entry as ``ledger/<key>.json.damaged`` (never deleted, never
+        trusted); returns how many seconds ago it was last written (None if it is gone)."""
+        current = self.store.read_versioned(ledger_key(job_key))
+        if current is None:
+            return None
+        self.store.put_bytes(ledger_key(job_key) + ".damaged", current[0])
+        return current[2] or 0.0
 
     def all(self) -> dict[str, LedgerEntry]:
         out = {}

@@ -39,7 +39,8 @@ def fal_server(
         "",
         help="Fault rates NAME=P (probability 0-1), comma-separated, NAME one of: "
         + ", ".join(FAULTS)
-        + "; and retention=S (seconds a result stays fetchable), slow_bytes_per_s=N. "
+        + "; and retention=S (seconds a result stays fetchable), slow_bytes_per_s=N, "
+        "listing_lag=S (seconds before a finished request is listed). "
         "E.g. submit_429=0.1,drop_after_accept=0.05,failed=0.05.",
     ),
     concurrency: int = typer.Option(
@@ -47,6 +48,20 @@ def fal_server(
     ),
     media: str = typer.Option(
         "full", help="full: real-size clips; tiny: 64 px clips (benchmarks)."
+    ),
+    listing: str = typer.Option(
+        "documented",
+        help="Request listing: documented (as fal documents it: finished requests only, "
+        "sorted by end time, faults listing_lag / listing_payloads apply) or cooperative "
+        "(queued requests listed at once, payloads as sent).",
+    ),
+    cancel_running: str = typer.Option(
+        "complete",
+        help="A cancelled running request: complete (finishes and is billed, as fal allows) "
+        "or stop.",
+    ),
+    clock_offset: float = typer.Option(
+        0.0, help="Seconds the server's clock runs ahead (negative: behind) of this machine's."
     ),
     media_dir: Path | None = typer.Option(None, help="Where rendered clips are kept."),
     state_dir: Path | None = typer.Option(None, help="Where the local CA and certificate live."),
@@ -60,8 +75,6 @@ def fal_server(
     from wansweep.localfal.config import Faults, Latency, ServerConfig
     from wansweep.localfal.runner import default_state_dir, serve
 
-    if media not in ("full", "tiny"):
-        raise typer.BadParameter("--media must be full or tiny")
     try:
         config = ServerConfig(
             latency=Latency.parse(latency),
@@ -70,6 +83,9 @@ def fal_server(
             media=media,
             fault_seed=fault_seed,
             key=key,
+            listing=listing,
+            cancel_running=cancel_running,
+            clock_offset=clock_offset,
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
@@ -116,6 +132,50 @@ def _use_fal(console) -> object | None:
     return server
 
 
+def _own_ephemeral_database(console) -> None:
+    """Two runs in ephemeral Prefect mode would share one SQLite file and fail with 'database
+    is locked'. The first run on the machine holds a lock and uses the usual database; another
+    run at the same time gets a database of its own for its lifetime (and says so)."""
+    import atexit
+    import fcntl
+    import os
+    import shutil
+    import tempfile
+
+    if os.environ.get("PREFECT_API_URL") or os.environ.get(
+        "PREFECT_SERVER_DATABASE_CONNECTION_URL"
+    ):
+        return
+    from prefect.settings import get_current_settings
+
+    settings = get_current_settings()
+    if settings.api.url:  # a Prefect server is configured: no ephemeral database
+        return
+    home = Path(settings.home)
+    home.mkdir(parents=True, exist_ok=True)
+    lock = open(home / "wansweep-ephemeral.lock", "w")  # noqa: SIM115 (held for the process)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        _held.append(lock)
+        return
+    except OSError:
+        lock.close()
+    folder = tempfile.mkdtemp(prefix="wansweep-prefect-")
+    atexit.register(shutil.rmtree, folder, True)
+    os.environ["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = (
+        f"sqlite+aiosqlite:///{folder}/prefect.db"
+    )
+    console.print(
+        "prefect: another wansweep run uses this machine's ephemeral Prefect database; this "
+        "run uses one of its own (its run history is not kept). Set PREFECT_API_URL to a "
+        "Prefect server to keep every run's history.",
+        markup=False,
+        highlight=False,
+    )
+
+
+_held: list = []  # the ephemeral-database lock, held until the process exits
+
 INTERRUPTED = (
     "[yellow]interrupted: in-flight fal requests were cancelled and recorded in the ledger; "
     "run the same command again to finish the sweep[/yellow]"
@@ -133,6 +193,11 @@ def run(
     report_dir: Path | None = typer.Option(None, help="Also write the report files here."),
     resubmit_expired: bool = typer.Option(
         False, help="Pay again for jobs whose fal request was lost or whose result expired."
+    ),
+    resubmit_ambiguous: bool = typer.Option(
+        False,
+        help="Submit again jobs whose submit answer was lost and that fal's records cannot "
+        "settle yet (may pay twice; default: report them as ambiguous).",
     ),
     shards: int = typer.Option(
         0,
@@ -156,6 +221,7 @@ def run(
 
     console = Console()
     server = _use_fal(console)
+    _own_ephemeral_database(console)
     interrupted = []
     previous = signal.getsignal(signal.SIGINT)
 
@@ -194,6 +260,7 @@ def run(
                 skip_invalid=skip_invalid,
                 report_dir=str(report_dir) if report_dir else None,
                 resubmit_expired=resubmit_expired,
+                resubmit_ambiguous=resubmit_ambiguous,
                 shards=shards,
                 global_limits=global_limits,
             )
@@ -385,6 +452,67 @@ def index(
     console.print(f"{archive.url('index/all.parquet')}: {counts.pop('all')} jobs")
     for name, n in counts.items():
         console.print(f"{archive.url(f'sweeps/{name}/index.parquet')}: {n} jobs")
+
+
+@app.command()
+def spend(
+    store: str = typer.Argument(..., help="Archive URI (s3://bucket/prefix or a folder)."),
+    sweep: str | None = typer.Option(None, help="Sweep name (default: every sweep)."),
+) -> None:
+    """Compare a sweep's billed, likely and upper-bound spend with fal's usage API."""
+    from rich.console import Console
+
+    from wansweep.errors import WansweepError
+    from wansweep.fal import FalConfig, FalQueue
+    from wansweep.report import sweeps
+    from wansweep.spend import compare_spend
+    from wansweep.store import open_store
+
+    console = Console()
+    archive = open_store(store)
+    try:
+        fal = FalQueue(FalConfig.from_env(), attempts=3)
+    except RuntimeError as exc:
+        raise _fail(console, exc) from None
+    try:
+        for name in [sweep] if sweep else sweeps(archive):
+            check = compare_spend(archive, name, fal)
+            console.print(f"sweep {name}", style="bold", markup=False)
+            console.print(check.table.to_string(index=False), markup=False, highlight=False)
+            console.print(check.note, markup=False, highlight=False)
+    except WansweepError as exc:
+        raise _fail(console, exc) from None
+    finally:
+        fal.close()
+
+
+@app.command()
+def reconcile(
+    store: str = typer.Argument(..., help="Archive URI (s3://bucket/prefix or a folder)."),
+    settle_after: float = typer.Option(
+        8100.0, help="Seconds after a lost submit when fal's records are complete for it."
+    ),
+) -> None:
+    """Settle jobs whose submit answer was lost, through fal's own records; pays nothing."""
+    from rich.console import Console
+
+    from wansweep.errors import WansweepError
+    from wansweep.fal import FalConfig, FalQueue
+    from wansweep.reconcile import reconcile_store
+    from wansweep.store import open_store
+
+    console = Console()
+    try:
+        fal = FalQueue(FalConfig.from_env(), attempts=3)
+        counts = reconcile_store(open_store(store), fal, settle_after)
+    except (RuntimeError, WansweepError) as exc:
+        raise _fail(console, exc) from None
+    console.print(
+        f"found at fal (a run archives them without paying): {counts['found']}; "
+        f"never accepted (a run submits them again): {counts['absent']}; "
+        f"still ambiguous: {counts['ambiguous']}",
+        markup=False,
+    )
 
 
 def main() -> None:

@@ -4,10 +4,12 @@ The state table (which ledger status leads to which step) is in :mod:`wansweep.l
 every ledger status is set here, each in one place:
 
 - ``submitting``, ``submitted``: :func:`_submit` and :func:`_submitted`
-- ``retrying``: :func:`_generate` (after a failure :func:`_may_try_again` allows)
+- ``ambiguous``: :func:`_settle_lost_submit` (fal's records neither show nor rule out a submit)
+- ``retrying``: :func:`_generate` (after a failure :func:`_may_try_again` allows) and
+  :func:`_settle_lost_submit` (fal's records prove a lost submit was never accepted)
 - ``cancelled``: :func:`_await_result` (the run was stopped while the job waited)
 - ``completed``: :func:`_await_result`
-- ``archived``: :func:`_archive`
+- ``archived``: :func:`wansweep.finish.archive_result`
 - ``failed``, ``expired``: :func:`_run_job` (a :class:`FalError` nothing could recover)
 """
 
@@ -15,25 +17,32 @@ from __future__ import annotations
 
 import base64
 import mimetypes
-import os
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from wansweep import __version__, media
-from wansweep.archive import VIDEO, Ledger, job_file, public_uri
-from wansweep.errors import AmbiguousSubmit, BudgetExceeded, FailureKind, FalError, Stopped
+from wansweep.archive import Ledger, job_file
+from wansweep.errors import (
+    AmbiguousSubmit,
+    BudgetExceeded,
+    FailureKind,
+    FalError,
+    LedgerDamaged,
+    Stopped,
+)
 from wansweep.fal import FalQueue, body_digest
+from wansweep.fal.platform import Lookup
+from wansweep.finish import archive_result
+from wansweep.leases import Leases
 from wansweep.lifecycle import Handle, JobResult, LedgerEntry, LedgerStatus, Outcome
 from wansweep.manifest import load_media
 from wansweep.pricing import Budget
+from wansweep.reconcile import look_up, record
 from wansweep.store import Store, presign
-from wansweep.sweep import Job, PollSpec
+from wansweep.sweep import Job, PollSpec, ReconcileSpec
 
 
 @dataclass
@@ -46,7 +55,11 @@ class Runtime:
     poll: PollSpec
     max_attempts: int
     endpoint_concurrency: int
+    reconcile: ReconcileSpec = field(default_factory=ReconcileSpec)
+    leases: Leases | None = None  # one worker per job across processes (None: this one only)
+    lease_poll: float = 5.0  # seconds between looks at a job another process holds
     resubmit_expired: bool = False
+    resubmit_ambiguous: bool = False
     guard: Callable[[str], AbstractContextManager] | None = None  # e.g. a fleet-wide limit
     endpoint_slots: dict[str, threading.BoundedSemaphore] = field(default_factory=dict)
     active: int = 0  # jobs in run_job right now
@@ -119,25 +132,60 @@ def _result(
 def _run_job(job: Job, rt: Runtime) -> JobResult:
     if rt.store.exists(job_file(job.job_key, "meta.json")):
         return _result(job, Outcome.CACHED)
+    if rt.leases is not None and not rt.leases.acquire(job.job_key):
+        if (outcome := _wait_for_holder(job, rt)) is not None:
+            return _result(job, outcome)
+    try:
+        return _run_leased(job, rt)
+    finally:
+        if rt.leases is not None:
+            rt.leases.release(job.job_key)
+
+
+def _wait_for_holder(job: Job, rt: Runtime) -> Outcome | None:
+    """Another process holds this job's lease and runs it: wait until it is archived
+    (``cached``), or the lease is ours (None: released by a holder that gave up, or expired
+    because the holder died). Cancelled while waiting: ``busy``."""
+    while not rt.fal.stop.wait(rt.lease_poll):
+        if rt.store.exists(job_file(job.job_key, "meta.json")):
+            return Outcome.CACHED
+        if rt.leases.acquire(job.job_key):
+            return None
+    return Outcome.BUSY
+
+
+def _run_leased(job: Job, rt: Runtime) -> JobResult:
+    """The job, with its lease held: the ledger is read only now, so no other process
+    changed it between our read and our writes."""
+    if rt.store.exists(job_file(job.job_key, "meta.json")):  # archived while we waited
+        return _result(job, Outcome.CACHED)
     ledger = rt.ledger
-    entry = ledger.get(job.job_key) or LedgerEntry(job.job_key)
+    try:
+        entry = ledger.get(job.job_key) or LedgerEntry(job.job_key)
+    except LedgerDamaged as exc:
+        entry = _from_damaged(job, ledger, exc)
     resumed = bool(entry.request_id or entry.result)
     try:
         with rt.slot(job.endpoint):
             entry = _generate(job, rt, ledger, entry)
         try:
-            _archive(job, rt, ledger, entry)
+            archive_result(job, rt.store, rt.fal, ledger, entry)
         except FalError as exc:
             if exc.kind is not FailureKind.EXPIRED or not rt.resubmit_expired:
                 raise
             # fal's copy of the video is gone (CDN expiry) and ours was never made: generate
             # it again, as the user allowed; _generate still holds to max_attempts
             entry = ledger.put(
-                entry, status=LedgerStatus.RETRYING, error=str(exc), result=None, handle=None
+                entry,
+                exc.kind,
+                status=LedgerStatus.RETRYING,
+                error=str(exc),
+                result=None,
+                handle=None,
             )
             with rt.slot(job.endpoint):
                 entry = _generate(job, rt, ledger, entry)
-            _archive(job, rt, ledger, entry)
+            archive_result(job, rt.store, rt.fal, ledger, entry)
             resumed = False  # generated anew
     except Stopped:
         return _result(job, Outcome.CANCELLED, entry)
@@ -145,6 +193,8 @@ def _run_job(job: Job, rt: Runtime) -> JobResult:
         return _result(job, Outcome.SKIPPED, entry, error=str(exc))
     except FalError as exc:
         entry = ledger.get(job.job_key) or entry
+        if exc.kind is FailureKind.AMBIGUOUS:  # the ledger already says ambiguous
+            return _result(job, Outcome.AMBIGUOUS, entry, error=str(exc), error_kind=exc.kind)
         expired = exc.kind is FailureKind.EXPIRED
         entry = ledger.put(
             entry,
@@ -162,13 +212,39 @@ def _run_job(job: Job, rt: Runtime) -> JobResult:
     return _result(job, Outcome.RESUMED if resumed else Outcome.ARCHIVED, entry)
 
 
+def _from_damaged(job: Job, ledger: Ledger, exc: LedgerDamaged) -> LedgerEntry:
+    """A damaged entry is neither trusted nor silently replaced: it is kept aside as
+    ``<key>.json.damaged`` and the job is treated as a submit whose answer was lost at the
+    time of the entry's last write, to be settled through fal's records."""
+    age = ledger.set_aside(job.job_key)
+    written = time.time() - (age or 0.0)
+    return ledger.put(
+        LedgerEntry(job.job_key),
+        status=LedgerStatus.AMBIGUOUS,
+        endpoint=job.endpoint,
+        fields=job.request_fields(),
+        submitted_at=written,
+        attempts=1,  # it may have been paid for
+        error=str(exc),
+        ambiguous=f"{exc}; the damaged entry is kept beside it (.damaged)",
+        search_window=DAMAGED_WINDOW,
+    )
+
+
+DAMAGED_WINDOW = 86400.0  # a damaged entry's submit is looked for in the day before its last write
+
+
 def _generate(job: Job, rt: Runtime, ledger: Ledger, entry: LedgerEntry) -> LedgerEntry:
-    """Make sure fal has produced this job's result, paying at most once per attempt."""
+    """Make sure fal has produced this job's result. Every submit counts as an attempt, and
+    none is given back for a lost answer, so no fault, clock or listing can make a loop; only
+    a cancel the user asked for does not use one up."""
     reserved = False  # this process's budget holds this job's estimate
+    graced = False  # a lost answer of this run was looked for again after the grace period
     while entry.result is None:
         handle, fresh = entry.handle, False  # fresh: submitted by this call, not taken over
-        if handle is None and entry.status is LedgerStatus.SUBMITTING:
-            entry, handle = _settle_lost_submit(job, rt, ledger, entry)
+        if handle is None and entry.status in (LedgerStatus.SUBMITTING, LedgerStatus.AMBIGUOUS):
+            entry, handle = _settle_lost_submit(job, rt, ledger, entry, wait=not graced)
+            graced = True
         if handle is None:
             if entry.attempts >= rt.max_attempts:
                 raise FalError(
@@ -193,30 +269,73 @@ def _generate(job: Job, rt: Runtime, ledger: Ledger, entry: LedgerEntry) -> Ledg
             if exc.kind is FailureKind.FAILED and reserved:
                 rt.budget.release(job.estimated_usd)  # fal does not bill failed (5xx) generations
                 reserved = False
-            if not _may_try_again(exc, entry, rt):
+            user_cancel = (
+                exc.kind is FailureKind.CANCELLED and entry.status is LedgerStatus.CANCELLED
+            )
+            attempts = entry.attempts - 1 if user_cancel else entry.attempts
+            if not _may_try_again(exc, attempts, rt):
                 raise
-            entry = ledger.put(entry, status=LedgerStatus.RETRYING, error=str(exc), handle=None)
+            entry = ledger.put(
+                entry,
+                exc.kind,
+                status=LedgerStatus.RETRYING,
+                error=str(exc),
+                handle=None,
+                attempts=attempts,
+            )
     return entry
 
 
-def _may_try_again(exc: FalError, entry: LedgerEntry, rt: Runtime) -> bool:
+def _may_try_again(exc: FalError, attempts: int, rt: Runtime) -> bool:
     """After a generation ended badly: may another attempt be submitted?"""
-    if entry.attempts >= rt.max_attempts:
+    if attempts >= rt.max_attempts:
         return False
     if exc.kind in (FailureKind.FAILED, FailureKind.CANCELLED):
-        return True  # unbilled failure; or cancelled by an earlier run before fal finished it
+        return True  # unbilled failure; or cancelled before fal finished it
     return exc.kind is FailureKind.EXPIRED and rt.resubmit_expired
 
 
 def _settle_lost_submit(
-    job: Job, rt: Runtime, ledger: Ledger, entry: LedgerEntry
+    job: Job, rt: Runtime, ledger: Ledger, entry: LedgerEntry, wait: bool
 ) -> tuple[LedgerEntry, Handle | None]:
-    """A submit whose answer was lost: did fal take it? Look in fal's request listing."""
-    handle = rt.fal.find_submitted(job.endpoint, entry.body_digest, entry.submitted_at)
-    if handle is not None:
-        return _submitted(ledger, entry, handle, reconciled=True), handle
-    # fal never took it: that attempt cost nothing
-    return ledger.put(entry, attempts=max(0, entry.attempts - 1)), None
+    """A submit whose answer was lost (or whose entry was damaged): did fal take it?
+
+    Found in fal's records: adopted, never paid again. Proven absent (fal's records are
+    complete for the time it was sent): ``retrying``, and the next submit is an attempt of
+    its own. Neither: ``ambiguous``, and the job waits for a later run or ``wansweep
+    reconcile`` (``--resubmit-ambiguous`` pays again instead, once)."""
+    cfg = rt.reconcile
+    fields = entry.fields or job.request_fields()
+
+    def look() -> Lookup:
+        return look_up(rt.fal, rt.store, job.job_key, entry, fields, cfg.settle_after)
+
+    found = look()
+    deadline = time.monotonic() + (cfg.grace if wait else 0.0)
+    pause = 1.0
+    while found.handle is None and not found.absent and time.monotonic() < deadline:
+        # a fresh loss: fal lists a request once it has finished, so look again a few times
+        rt.fal.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+        pause = min(pause * 2, 10.0)
+        found = look()
+    entry, handle = record(ledger, entry, found)
+    if handle is not None or found.absent:
+        return entry, handle
+    if rt.resubmit_ambiguous:
+        entry = ledger.put(
+            entry,
+            "ambiguous",
+            status=LedgerStatus.RETRYING,
+            error=f"resubmitted while ambiguous ({found.why})",
+            attempts=min(entry.attempts, rt.max_attempts - 1),
+        )
+        return entry, None
+    entry = ledger.put(entry, status=LedgerStatus.AMBIGUOUS, error=found.why)
+    raise FalError(
+        f"the submit's answer was lost and fal's records do not settle it yet ({found.why}); "
+        "a later run or `wansweep reconcile` settles it without paying again",
+        FailureKind.AMBIGUOUS,
+    )
 
 
 def _submit(job: Job, rt: Runtime, ledger: Ledger, entry: LedgerEntry) -> LedgerEntry:
@@ -230,13 +349,17 @@ def _submit(job: Job, rt: Runtime, ledger: Ledger, entry: LedgerEntry) -> Ledger
         status=LedgerStatus.SUBMITTING,
         endpoint=job.endpoint,
         body_digest=body_digest(body),
+        fields=job.request_fields(),
         submitted_at=time.time(),
         attempts=entry.attempts + 1,
         handle=None,
         request_id=None,
+        search_window=None,
     )
     try:
-        handle = rt.fal.submit(job.endpoint, body)
+        handle = rt.fal.submit(
+            job.endpoint, body, rt.reconcile.start_timeout, (job.job_key, entry.attempts)
+        )
     except AmbiguousSubmit as exc:
         return ledger.put(entry, ambiguous=str(exc))
     return _submitted(ledger, entry, handle, submits=entry.submits + 1)
@@ -261,10 +384,17 @@ def _await_result(
         )
         result = rt.fal.result(handle, generation_failed=bool(done.error))
     except Stopped:
+        running = None
         try:
+            running = rt.fal.is_running(handle)  # a queued request is dropped unbilled
             rt.fal.cancel(handle)
         finally:
-            ledger.put(entry, status=LedgerStatus.CANCELLED, cancelled_at=time.time())
+            ledger.put(
+                entry,
+                status=LedgerStatus.CANCELLED,
+                cancelled_at=time.time(),
+                cancelled_running=running,
+            )
         raise
     return ledger.put(
         entry,
@@ -273,114 +403,3 @@ def _await_result(
         completed_at=time.time(),
         inference_seconds=done.metrics.get("inference_time"),
     )
-
-
-def _archive(job: Job, rt: Runtime, ledger: Ledger, entry: LedgerEntry) -> None:
-    """Video first, checksum verified, thumbnail and strip, then the sidecar last."""
-    video = entry.result["video"]
-    store = rt.store
-    video_key = job_file(job.job_key, VIDEO)
-    with tempfile.TemporaryDirectory(prefix="wansweep-") as tmp:
-        local = Path(tmp) / VIDEO
-        size, sha = entry.video_size, entry.video_sha256
-        # Killed between upload and sidecar: the stored copy is fetched once and checked here,
-        # and fal is not asked again when it is whole.
-        if not (
-            sha and store.size(video_key) == size and store.fetch_matches(video_key, local, sha)
-        ):
-            size, sha = rt.fal.download(video["url"], local, video.get("file_size"))
-            entry = ledger.put(entry, video_size=size, video_sha256=sha)
-            store.put_file(video_key, local, "video/mp4")
-            if store.sha256(video_key) != sha:
-                raise FalError(
-                    f"archive check failed for {job.job_key}: stored checksum differs",
-                    FailureKind.TRANSIENT,
-                )
-        probe = media.probe(local)
-        first, middle, last = media.frames_at(local, (0.0, 0.5, 1.0))
-        store.put_bytes(
-            job_file(job.job_key, "thumb.jpg"), media.thumbnail_jpeg(first), "image/jpeg"
-        )
-        store.put_bytes(
-            job_file(job.job_key, "strip.jpg"),
-            media.strip_jpeg([first, middle, last]),
-            "image/jpeg",
-        )
-        fidelity = _first_frame_similarity(job, first)
-    archived_at = time.time()
-    meta = sidecar(job, entry, size, sha, probe, fidelity, archived_at)
-    if os.environ.get("WANSWEEP_FAULT_EXIT_BEFORE_SIDECAR"):  # fault injection for tests
-        os._exit(137)
-    store.put_json(job_file(job.job_key, "meta.json"), meta)
-    ledger.put(entry, status=LedgerStatus.ARCHIVED, archived_at=archived_at)
-
-
-def _first_frame_similarity(job: Job, first: Any) -> float | None:
-    """How much the video's first frame looks like the input image (None if unreadable)."""
-    import io
-
-    from PIL import Image
-
-    try:
-        return media.similarity(Image.open(io.BytesIO(load_media(job.image_uri))), first)
-    except Exception:
-        return None
-
-
-def sidecar(
-    job: Job,
-    entry: LedgerEntry,
-    size: int,
-    sha: str,
-    probe: media.Probe,
-    fidelity: float | None,
-    archived_at: float,
-) -> dict[str, Any]:
-    """The metadata sidecar of an archived job (no secrets, no inline data)."""
-    result = entry.result
-    submitted, completed, inference = (
-        entry.submitted_at,
-        entry.completed_at,
-        entry.inference_seconds,
-    )
-    return {
-        "job_key": job.job_key,
-        "arm": job.arm,
-        "endpoint": job.endpoint,
-        "row": {"index": job.row_index, "id": job.row_id, **job.extra},
-        "input": {
-            **job.request_fields(),
-            "image": {"uri": public_uri(job.image_uri), "sha256": job.image_sha256},
-            **(
-                {"audio": {"uri": public_uri(job.audio_uri), "sha256": job.audio_sha256}}
-                if job.audio_uri
-                else {}
-            ),
-        },
-        "request_id": entry.request_id,
-        "seed_requested": job.seed,
-        "seed": result.get("seed"),
-        "actual_prompt": result.get("actual_prompt"),
-        "fal_video": {k: v for k, v in result["video"].items() if k != "url"},
-        "timings": {
-            "submitted_at": submitted,
-            # fal reports inference time, not a start time: started = completed - inference
-            "started_at": completed - inference if completed and inference is not None else None,
-            "completed_at": completed,
-            "archived_at": archived_at,
-            "inference_seconds": inference,
-            "queue_seconds": round(completed - submitted - inference, 3)
-            if submitted and completed and inference is not None
-            else None,
-            "wall_seconds": round(completed - submitted, 3) if submitted and completed else None,
-        },
-        "video": {
-            "key": job_file(job.job_key, VIDEO),
-            "sha256": sha,
-            "size": size,
-            **probe.as_dict(),
-        },
-        "first_frame_similarity": fidelity,
-        "estimated_usd": job.estimated_usd,
-        "tool_version": __version__,
-    }

@@ -79,22 +79,32 @@ class Billing(StrEnum):
     """What fal probably charged for a job, from what it answered (fal's billing FAQ)."""
 
     BILLED = "billed"  # a video was produced
-    MAYBE = "maybe"  # 422 after GPU time, cancelled while running, ambiguous submit
-    NOT_BILLED = "not_billed"  # never accepted, or the generation failed (5xx)
+    MAYBE = "maybe"  # fal says it may charge: a 422 after GPU time, a cancelled running
+    # request (it may finish), an expired result (billed when it completed)
+    UNKNOWN = "unknown"  # fal may hold a request we do not know the end of: ambiguous,
+    # in flight, or a damaged ledger entry
+    NOT_BILLED = "not_billed"  # never accepted, failed at fal (5xx), or never submitted
 
 
-def billing(status: str, error_kind: str | None) -> Billing:
-    """The one rule for "was this job billed?", from its report status and failure kind."""
+def billing(status: str, error_kind: str | None, ran: bool | None = None) -> Billing:
+    """The one rule for "was this job billed?", from its report status, failure kind and, for
+    a cancelled job, whether it had started (fal drops a queued request unbilled). The likely
+    spend counts BILLED and MAYBE; the upper bound adds UNKNOWN."""
     if status in ("succeeded", LedgerStatus.ARCHIVED, LedgerStatus.COMPLETED):
         return Billing.BILLED
-    if status == LedgerStatus.EXPIRED and error_kind == FailureKind.EXPIRED:
-        return Billing.MAYBE  # an expired result was billed when it completed
-    if status in (LedgerStatus.CANCELLED, LedgerStatus.AMBIGUOUS, LedgerStatus.SUBMITTING):
+    if status == LedgerStatus.CANCELLED:
+        return Billing.NOT_BILLED if ran is False else Billing.MAYBE
+    if status == LedgerStatus.EXPIRED:
         return Billing.MAYBE
-    if status == LedgerStatus.SUBMITTED:
-        return Billing.MAYBE  # still running at fal
     if status == LedgerStatus.FAILED and error_kind == FailureKind.INVALID:
         return Billing.MAYBE
+    if status in (
+        LedgerStatus.AMBIGUOUS,
+        LedgerStatus.SUBMITTING,
+        LedgerStatus.SUBMITTED,
+        "damaged",
+    ):
+        return Billing.UNKNOWN
     return Billing.NOT_BILLED
 
 
@@ -116,6 +126,7 @@ class LedgerEntry:
     status: LedgerStatus | None = None
     endpoint: str | None = None
     body_digest: str | None = None
+    fields: dict[str, Any] | None = None  # the request's fields without media (for settling)
     submitted_at: float | None = None  # just before the POST (our clock)
     attempts: int = 0  # generations paid for or possibly paid for
     submits: int = 0  # submits fal surely accepted
@@ -126,26 +137,34 @@ class LedgerEntry:
     error_kind: FailureKind | None = None
     reconciled: bool = False  # the request was found through fal's records
     ambiguous: str | None = None  # why the last submit's answer is unknown
+    search_window: float | None = None  # seconds before submitted_at to search fal's records
     completed_at: float | None = None
     detected_at: float | None = None
     inference_seconds: float | None = None
     video_size: int | None = None
     video_sha256: str | None = None
     cancelled_at: float | None = None
+    cancelled_running: bool | None = None  # it had started when cancelled (fal may bill it)
     archived_at: float | None = None
     updated_at: float | None = None
-    history: tuple[tuple[str, float], ...] = ()
+    history: tuple[tuple, ...] = ()  # (status, time) or, for ``retrying``, (status, time, cause)
 
-    def with_changes(self, **changes: Any) -> LedgerEntry:
-        """The next version: changes applied, a status change appended to the history."""
+    def with_changes(self, cause: str | None = None, **changes: Any) -> LedgerEntry:
+        """The next version: changes applied, a status change appended to the history (with
+        its ``cause`` when given: why a job is tried again, e.g. ``failed`` or ``absent``)."""
         now = time.time()
         history = self.history
         if "status" in changes:
             changes["status"] = LedgerStatus(changes["status"])
-            history = (*history, (str(changes["status"]), now))
+            step = (str(changes["status"]), now) + ((cause,) if cause else ())
+            history = (*history, step)
         if isinstance(changes.get("error_kind"), str):
             changes["error_kind"] = FailureKind(changes["error_kind"])
         return replace(self, **changes, history=history, updated_at=now)
+
+    def retries(self, cause: str) -> int:
+        """How often the job was tried again for this cause."""
+        return sum(1 for h in self.history if h[0] == LedgerStatus.RETRYING and h[2:] == (cause,))
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -166,7 +185,10 @@ class LedgerEntry:
                 values["error_kind"] = FailureKind(values["error_kind"])
             if values.get("handle") is not None:
                 values["handle"] = Handle(**values["handle"])
-            values["history"] = tuple((str(s), float(t)) for s, t in values.get("history") or ())
+            values["history"] = tuple(
+                (str(h[0]), float(h[1]), *[str(x) for x in h[2:3]])
+                for h in values.get("history") or ()
+            )
             return cls(**values)
         except (TypeError, ValueError) as exc:
             raise LedgerDamaged(f"ledger entry of {job_key} is damaged: {exc}") from None

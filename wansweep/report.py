@@ -29,6 +29,7 @@ from wansweep.archive import (
     write_index,
 )
 from wansweep.errors import LedgerDamaged
+from wansweep.lifecycle import Billing, billing
 from wansweep.store import Store
 
 
@@ -96,10 +97,21 @@ def jobs_frame(store: Store, sweep: str, loaded: tuple | None = None) -> pd.Data
         entries = dict(zip(missing, pool.map(_ledger_state(store), missing)))
     frame["status"] = ["succeeded" if m else entries[k][0] for k, m in zip(keys, metas)]
     frame["error"] = [None if m else entries[k][1] for k, m in zip(keys, metas)]
+    frame["error_kind"] = [None if m else entries[k][2] for k, m in zip(keys, metas)]
     frame["archive_uri"] = [
         store.url(job_file(k, VIDEO)) if m else None for k, m in zip(keys, metas)
     ]
-    frame["cost_usd"] = frame["estimated_usd"].where(frame["status"] == "succeeded", 0.0)
+    ran = [None if m else entries[k][3] for k, m in zip(keys, metas)]
+    frame["billing"] = [
+        str(billing(s, k, r)) for s, k, r in zip(frame["status"], frame["error_kind"], ran)
+    ]
+    # cost: what was surely billed; likely: adds what fal says it may bill; upper: adds what
+    # fal may hold unbeknown to us (the budget counts this one)
+    frame["cost_usd"] = frame["estimated_usd"].where(frame["billing"] == Billing.BILLED, 0.0)
+    frame["likely_usd"] = frame["estimated_usd"].where(
+        frame["billing"].isin([Billing.BILLED, Billing.MAYBE]), 0.0
+    )
+    frame["upper_usd"] = frame["estimated_usd"].where(frame["billing"] != Billing.NOT_BILLED, 0.0)
     frame["prompt_expanded"] = frame["actual_prompt"].notna() & (
         frame["actual_prompt"] != frame["prompt"]
     )
@@ -107,6 +119,9 @@ def jobs_frame(store: Store, sweep: str, loaded: tuple | None = None) -> pd.Data
     if skipped is not None and len(skipped):
         rows = skipped.groupby(["row_index", "row_id"])["reason"].agg("; ".join).reset_index()
         rows["status"], rows["error"], rows["arm"] = "skipped", rows.pop("reason"), None
+        rows["billing"] = str(Billing.NOT_BILLED)
+        for money in ("estimated_usd", "cost_usd", "likely_usd", "upper_usd"):
+            rows[money] = 0.0
         frame = pd.concat([frame, rows], ignore_index=True)
     return frame
 
@@ -115,14 +130,15 @@ def _ledger_state(store: Store):
     """(status, error) of a job that is not archived, from its ledger entry."""
     ledger = Ledger(store)
 
-    def state(job_key: str) -> tuple[str, str | None]:
+    def state(job_key: str) -> tuple[str, str | None, str | None, bool | None]:
         try:
             entry = ledger.get(job_key)
         except LedgerDamaged as exc:
-            return "damaged", str(exc)
+            return "damaged", str(exc), None, None
         if entry is None or entry.status is None:
-            return "pending", None
-        return str(entry.status), entry.error
+            return "pending", None, None, None
+        kind = entry.error_kind and str(entry.error_kind)
+        return str(entry.status), entry.error, kind, entry.cancelled_running
 
     return state
 
@@ -159,6 +175,8 @@ def summary(frame: pd.DataFrame, by: list[str] | None = None) -> pd.DataFrame:
         "video_seconds": g["video_duration"].sum(min_count=1),
         "estimated_usd": g["estimated_usd"].sum(),
         "cost_usd": g["cost_usd"].sum(),
+        "likely_usd": g["likely_usd"].sum(),
+        "upper_usd": g["upper_usd"].sum(),
     }
     for name, col in (
         ("wall", "wall_seconds"),
@@ -255,7 +273,12 @@ def markdown_summary(sweep: str, frame: pd.DataFrame, summ: pd.DataFrame) -> str
         f"## Sweep `{sweep}`\n\n"
         f"{len(frame)} jobs: "
         + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
-        + f"; cost ${frame['cost_usd'].sum():.2f} of ${frame['estimated_usd'].sum():.2f} estimated.\n\n"
+        + f".\n\nSpend: **${frame['cost_usd'].sum():.2f} billed** for the videos made; "
+        f"likely ${frame['likely_usd'].sum():.2f} (adds what fal says it may charge: 422s after "
+        f"GPU time, cancelled running requests, expired results); at most "
+        f"${frame['upper_usd'].sum():.2f} (adds requests fal may hold that this archive cannot "
+        f"settle yet); ${frame['estimated_usd'].sum():.2f} estimated for the whole plan. "
+        "`wansweep spend` compares with fal's usage API.\n\n"
         f"{table}\n"
     )
 

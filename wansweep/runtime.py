@@ -12,11 +12,13 @@ from contextlib import AbstractContextManager
 
 from pydantic import BaseModel
 
+from wansweep.archive import marker_key
 from wansweep.execute import Runtime
 from wansweep.fal import FalConfig, FalQueue
+from wansweep.leases import Leases
 from wansweep.pricing import Budget
 from wansweep.store import open_store
-from wansweep.sweep import PollSpec
+from wansweep.sweep import LeaseSpec, PollSpec, ReconcileSpec
 from wansweep.webhooks import receiver_from_env
 
 _runtimes: dict[str, Runtime] = {}
@@ -32,10 +34,13 @@ class RunSettings(BaseModel):
     store: str
     budget_usd: float | None
     poll: PollSpec
+    reconcile: ReconcileSpec
+    leases: LeaseSpec
     max_attempts: int
     endpoint_concurrency: int
     connections: int
     resubmit_expired: bool
+    resubmit_ambiguous: bool
     global_limits: bool  # hold a Prefect global concurrency slot per in-flight request
 
 
@@ -67,19 +72,30 @@ def runtime_for(
     with _lock:
         rt = _runtimes.get(settings.run_id)
         if rt is None:
+            store = open_store(settings.store)
+            store.check_conditional_writes()
+            webhooks = receiver_from_env()
+            if webhooks is not None:  # each webhook also names its job's request, for settling
+                webhooks.on_marker = lambda job, attempt, rid: store.put_bytes(
+                    marker_key(job, attempt, rid), b"{}"
+                )
             rt = Runtime(
-                store=open_store(settings.store),
+                store=store,
                 fal=FalQueue(
                     FalConfig.from_env(),
                     max_connections=settings.connections,
                     stop=stop,
-                    webhooks=receiver_from_env(),
+                    webhooks=webhooks,
                 ),
                 budget=Budget(settings.budget_usd),
                 poll=settings.poll,
                 max_attempts=settings.max_attempts,
                 endpoint_concurrency=settings.endpoint_concurrency,
+                reconcile=settings.reconcile,
+                leases=Leases(store, ttl=settings.leases.ttl),
+                lease_poll=settings.leases.poll,
                 resubmit_expired=settings.resubmit_expired,
+                resubmit_ambiguous=settings.resubmit_ambiguous,
                 guard=guard,
             )
             _runtimes[settings.run_id] = rt
@@ -92,3 +108,5 @@ def close_runtime(run_id: str) -> None:
         _stops.pop(run_id, None)
     if rt is not None:
         rt.fal.close()
+        if rt.leases is not None:
+            rt.leases.close()

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
@@ -54,6 +55,41 @@ class Store(ABC):
     def iter_chunks(self, key: str) -> Iterator[bytes] | None:
         """The object's bytes in chunks, None if there is none."""
 
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove an object (no error when it is already gone)."""
+
+    @abstractmethod
+    def create_exclusive(self, key: str, data: bytes) -> str | bool:
+        """Create ``key`` only if it does not exist: its version, or False if it existed.
+        Of several concurrent callers exactly one gets a version."""
+
+    @abstractmethod
+    def read_versioned(self, key: str) -> tuple[bytes, str, float | None] | None:
+        """(bytes, version, age in seconds on the store's own clock), or None."""
+
+    @abstractmethod
+    def replace_if(self, key: str, data: bytes, version: str | None) -> str | bool:
+        """Replace ``key`` only if it is still at ``version``: the new version, or False."""
+
+    def check_conditional_writes(self) -> None:
+        """Fail loudly when the store ignores conditional creates (leases would not exclude
+        anything, and two runs could pay for the same job): create a probe twice."""
+        import uuid
+
+        probe = f"leases/.probe-{uuid.uuid4().hex}"
+        try:
+            first = self.create_exclusive(probe, b"probe")
+            second = self.create_exclusive(probe, b"probe")
+        finally:
+            self.delete(probe)
+        if first is False or second is not False:
+            raise StoreError(
+                f"{self.uri} does not honour conditional writes (If-None-Match: *), so two runs "
+                "on this archive could pay for the same job; use an S3 store that supports them "
+                "(AWS S3, MinIO, moto; see README) or a local folder"
+            )
+
     def fetch_matches(self, key: str, local: Path, sha256: str) -> bool:
         """Download ``key`` to ``local``; True when its bytes have this checksum."""
         self.download_file(key, local)
@@ -96,23 +132,85 @@ class LocalStore(Store):
     def _path(self, key: str) -> Path:
         return self.root / key
 
-    def put_bytes(self, key: str, data: bytes, content_type: str | None = None) -> None:
+    def _staged(self, key: str, write) -> tuple[Path, str]:
+        """Write a temporary file beside ``key`` (removed if anything fails), readable as the
+        user's umask says (mkstemp alone would leave it 0600)."""
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)  # readers see the old object or the whole new one
+        try:
+            with os.fdopen(fd, "wb") as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, 0o666 & ~_UMASK)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path, tmp
+
+    def _publish(self, key: str, write) -> None:
+        path, tmp = self._staged(key, write)
+        try:
+            os.replace(tmp, path)  # readers see the old object or the whole new one
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def put_bytes(self, key: str, data: bytes, content_type: str | None = None) -> None:
+        self._publish(key, lambda f: f.write(data))
 
     def put_file(self, key: str, path: Path, content_type: str | None = None) -> None:
-        dest = self._path(key)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".tmp-")
-        os.close(fd)
-        shutil.copyfile(path, tmp)
-        os.replace(tmp, dest)
+        def copy(f) -> None:
+            with open(path, "rb") as src:
+                shutil.copyfileobj(src, f, 1 << 20)
+
+        self._publish(key, copy)
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+    @staticmethod
+    def _version(st: os.stat_result) -> str:
+        return f"{st.st_ino}-{st.st_mtime_ns}-{st.st_size}"
+
+    def create_exclusive(self, key: str, data: bytes) -> str | bool:
+        path, tmp = self._staged(key, lambda f: f.write(data))
+        try:
+            os.link(tmp, path)  # atomic, and fails if the name exists (as O_EXCL would)
+        except FileExistsError:
+            return False
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+        return self._version(path.stat())
+
+    def read_versioned(self, key: str) -> tuple[bytes, str, float | None] | None:
+        path = self._path(key)
+        try:
+            with path.open("rb") as f:
+                st = os.fstat(f.fileno())
+                data = f.read()
+        except FileNotFoundError:
+            return None
+        return data, self._version(st), time.time() - st.st_mtime
+
+    def replace_if(self, key: str, data: bytes, version: str | None) -> str | bool:
+        import fcntl
+
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = os.open(path.parent, os.O_RDONLY)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # one compare-and-swap at a time in this folder
+            try:
+                if version is None or self._version(path.stat()) != version:
+                    return False
+            except FileNotFoundError:
+                return False
+            self._publish(key, lambda f: f.write(data))
+            return self._version(path.stat())
+        finally:
+            os.close(lock)
 
     def get_bytes(self, key: str) -> bytes | None:
         try:
@@ -128,12 +226,14 @@ class LocalStore(Store):
 
     def list(self, prefix: str) -> Iterator[str]:
         base = self._path(prefix)
-        if not base.exists():
+        folder = base if prefix.endswith("/") or base.is_dir() else base.parent
+        if not folder.is_dir():
             return
-        for dirpath, _, files in os.walk(base):
+        for dirpath, _, files in os.walk(folder):
             for name in files:
-                if not name.startswith(".tmp-"):
-                    yield str(Path(dirpath, name).relative_to(self.root).as_posix())
+                key = Path(dirpath, name).relative_to(self.root).as_posix()
+                if not name.startswith(".tmp-") and key.startswith(prefix):
+                    yield key
 
     def download_file(self, key: str, path: Path) -> None:
         shutil.copyfile(self._path(key), path)
@@ -148,6 +248,15 @@ class LocalStore(Store):
                 yield from iter(lambda: f.read(1 << 20), b"")
 
         return read()
+
+
+def _read_umask() -> int:
+    mask = os.umask(0)  # the only way to read it; done once, at import, before any thread
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
 
 
 def _unavailable_on_network_errors(cls: type) -> type:
@@ -231,12 +340,61 @@ class S3Store(Store):
     def download_file(self, key: str, path: Path) -> None:
         self.client.download_file(self.bucket, self._key(key), str(path))
 
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+
+    def create_exclusive(self, key: str, data: bytes) -> str | bool:
+        try:
+            answer = self.client.put_object(
+                Bucket=self.bucket, Key=self._key(key), Body=data, IfNoneMatch="*"
+            )
+        except self.client.exceptions.ClientError as exc:
+            if _precondition_failed(exc):
+                return False
+            raise
+        return answer["ETag"]
+
+    def read_versioned(self, key: str) -> tuple[bytes, str, float | None] | None:
+        from email.utils import parsedate_to_datetime
+
+        try:
+            answer = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
+        except self.client.exceptions.NoSuchKey:
+            return None
+        date = answer["ResponseMetadata"].get("HTTPHeaders", {}).get("date")
+        age = (
+            (parsedate_to_datetime(date) - answer["LastModified"]).total_seconds() if date else None
+        )
+        return answer["Body"].read(), answer["ETag"], age
+
+    def replace_if(self, key: str, data: bytes, version: str | None) -> str | bool:
+        if version is None:
+            return False
+        try:
+            answer = self.client.put_object(
+                Bucket=self.bucket, Key=self._key(key), Body=data, IfMatch=version
+            )
+        except self.client.exceptions.ClientError as exc:
+            if _precondition_failed(exc) or _missing(exc):
+                return False
+            raise
+        return answer["ETag"]
+
     def iter_chunks(self, key: str) -> Iterator[bytes] | None:
         try:
             body = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
         except self.client.exceptions.NoSuchKey:
             return None
         return body.iter_chunks(1 << 20)
+
+
+def _precondition_failed(exc: Exception) -> bool:
+    error = getattr(exc, "response", {}).get("Error", {})
+    return error.get("Code") in ("PreconditionFailed", "412", "ConditionalRequestConflict")
+
+
+def _missing(exc: Exception) -> bool:
+    return getattr(exc, "response", {}).get("Error", {}).get("Code") in ("NoSuchKey", "404")
 
 
 def s3_client() -> Any:

@@ -64,6 +64,40 @@ class PollSpec(BaseModel):
     webhook_fallback: float = Field(60.0, gt=0, le=3600)
 
 
+class ReconcileSpec(BaseModel):
+    """Settling submits whose answer was lost, through fal's request listing (seconds).
+
+    fal lists only finished requests, maybe hours late; a submit carries a start deadline
+    (``start_timeout``: fal ends it unstarted, unbilled, after that long), so once
+    ``settle_after`` has passed since a lost submit, a request of ours would be listed if fal
+    had taken it. Before that, "not listed" proves nothing and the job stays ``ambiguous``."""
+
+    model_config = ConfigDict(extra="forbid")
+    grace: float = Field(20.0, ge=0, le=600, description="look again this long after a loss")
+    start_timeout: float = Field(3600.0, ge=10, le=86400)
+    settle_after: float = Field(
+        8100.0, ge=1, le=7 * 86400, description="start timeout + longest run + listing lag"
+    )
+
+    @model_validator(mode="after")
+    def _settles_after_start(self) -> ReconcileSpec:
+        if self.settle_after <= self.start_timeout:
+            raise ValueError(
+                "settle_after must exceed start_timeout: until then a request fal took may "
+                "still be queued, and queued requests are not listed"
+            )
+        return self
+
+
+class LeaseSpec(BaseModel):
+    """One worker per job across processes: a lease not renewed for ``ttl`` s is taken over;
+    a job another process holds is looked at every ``poll`` s."""
+
+    model_config = ConfigDict(extra="forbid")
+    ttl: float = Field(120.0, ge=1, le=3600)
+    poll: float = Field(5.0, gt=0, le=600)
+
+
 class SweepSpec(BaseModel):
     """A sweep: which endpoints and settings, on which manifest, for how much."""
 
@@ -87,6 +121,8 @@ class SweepSpec(BaseModel):
         DEFAULT_MAX_ATTEMPTS, ge=1, le=10, description="generations tried per job (fal failures)"
     )
     poll: PollSpec = PollSpec()
+    reconcile: ReconcileSpec = ReconcileSpec()
+    leases: LeaseSpec = LeaseSpec()
 
     @field_validator("endpoints")
     @classmethod

@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
+JOB_KEY = re.compile(r"[0-9a-f]{24}")
 MAX_PENDING = 100_000  # webhooks for requests nobody waits on (yet) kept at most
 
 
@@ -38,9 +41,11 @@ class WebhookReceiver:
         if listen:
             host, port = parse_listen(listen)
         else:
-            host, port = parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+            default = 443 if parts.scheme == "https" else 80
+            host, port = parts.hostname, default if parts.port is None else parts.port
         self._lock = threading.Lock()
         self._events: dict[str, threading.Event] = {}
+        self.on_marker: Callable[[str, int, str], None] | None = None
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -55,6 +60,7 @@ class WebhookReceiver:
                     self.end_headers()
                     return
                 receiver.notify(request_id)
+                receiver.mark(urlsplit(self.path).query, request_id)
                 self.send_response(200)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
@@ -83,6 +89,24 @@ class WebhookReceiver:
             if event is None and (not capped or len(self._events) < MAX_PENDING):
                 event = self._events[request_id] = threading.Event()
             return event
+
+    def url_for(self, job_key: str, attempt: int) -> str:
+        """The webhook URL of one submit: it names the job and attempt, so fal's call names
+        the request even when the submit's own answer was lost."""
+        sep = "&" if "?" in self.url else "?"
+        return f"{self.url}{sep}{urlencode({'job': job_key, 'attempt': attempt})}"
+
+    def mark(self, query: str, request_id: str) -> None:
+        """Pass (job, attempt, request id) of a webhook whose URL names them to ``on_marker``."""
+        if self.on_marker is None:
+            return
+        values = parse_qs(query)
+        job, attempt = values.get("job", [""])[0], values.get("attempt", [""])[0]
+        if JOB_KEY.fullmatch(job) and attempt.isdigit() and len(request_id) <= 200:
+            try:
+                self.on_marker(job, int(attempt), request_id)
+            except Exception:  # a marker is a help for settling, never a reason to fail
+                pass
 
     def notify(self, request_id: str) -> None:
         event = self._event(request_id, capped=True)  # may come before its waiter

@@ -39,11 +39,23 @@ def local_fal():
 
 @pytest.fixture
 def fal(local_fal):
-    """The session's server with zero latency, no faults and fresh counters."""
-    local_fal.configure(latency="zero", faults="", concurrency=10, media="full", fault_seed=0)
+    """The session's server as fal documents it, with zero latency, no faults and fresh
+    counters."""
+    local_fal.configure(**DEFAULTS, fault_seed=0)
     local_fal.reset()
     yield local_fal
-    local_fal.configure(latency="zero", faults="", concurrency=10, media="full")
+    local_fal.configure(**DEFAULTS)
+
+
+DEFAULTS = dict(
+    latency="zero",
+    faults="",
+    concurrency=10,
+    media="full",
+    listing="documented",
+    cancel_running="complete",
+    clock_offset=0,
+)
 
 
 @pytest.fixture(scope="session")
@@ -156,3 +168,15 @@ def seaweedfs(tmp_path_factory):
     yield env
     proc.terminate()
     proc.wait(30)
+
+
+@pytest.fixture
+def webhook_env(monkeypatch):
+    """Webhooks on, received on a free loopback port (the local server calls it)."""
+    from wansweep import webhooks
+
+    monkeypatch.setenv("WANSWEEP_WEBHOOK_URL", "http://127.0.0.1:0/fal-webhook")
+    yield
+    for receiver in webhooks._receivers.values():
+        receiver.close()
+    webhooks._receivers.clear()

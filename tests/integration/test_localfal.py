@@ -258,17 +258,3 @@ def test_image_served_by_the_server_itself(fal):
         FLASH, arguments={"prompt": "x", "image_url": url, "resolution": "720p"}
     )
     assert r["video"]["width"] == 1280
-
-
-def test_request_listing_finds_a_submit(fal):
-    body = {"prompt": "find me", "image_url": data_uri(make_image()), "resolution": "720p"}
-    handle = fal_client.submit(FLASH, arguments=body)
-    handle.get(interval=0.05)
-    r = httpx.get(
-        f"{fal.url}/v1/models/requests/by-endpoint",
-        params={"endpoint_id": FLASH, "expand": "payloads", "limit": 10},
-        headers={"Authorization": f"Key {fal.env['FAL_KEY']}"},
-    )
-    items = r.json()["items"]
-    assert items[0]["request_id"] == handle.request_id and items[0]["json_input"] == body
-    assert items[0]["status_code"] == 200

@@ -78,7 +78,9 @@ def test_killed_between_upload_and_sidecar_resumes_without_fal(fal, prefect_harn
 def test_ctrl_c_cancels_in_flight_requests_and_records_them(
     fal, prefect_harness, tmp_path, waiting
 ):
-    fal.configure(latency="fixed=60", media="tiny", concurrency=2)
+    # stop: cancelled running requests end at once (fal may also let them finish: see
+    # test_spend_safety.py for that)
+    fal.configure(latency="fixed=60", media="tiny", concurrency=2, cancel_running="stop")
     spec = write_case(tmp_path, rows=1, endpoints=["flash"], seeds=[1, 2])  # 4 jobs
     store_dir = tmp_path / "archive"
     env = {"WANSWEEP_WEBHOOK_URL": "http://127.0.0.1:0/hook"} if waiting == "webhooks" else {}

@@ -150,25 +150,28 @@ def test_faults_never_pay_twice(fal, prefect_harness, tmp_path):
     assert len(jobs) == 200
     ledger = Ledger(open_store(cfg.store)).all()
     per_input = Counter(stats["submits_by_input"])
-    gave_up = []
+    gave_up, ambiguous = [], []
     for job in jobs:
         entry = ledger[job.job_key]
-        retries = sum(1 for s, _ in entry.history if s == "retrying")
         n = per_input[input_key(job.endpoint, request_body(job))]
-        # one accepted submit per attempt: a lost answer or a 429/5xx never adds one
-        assert n == 1 + retries, (
-            f"job {job.job_key} was accepted {n} times for {1 + retries} attempts"
-        )
-        if entry.status != "archived":
-            # the only way to end unarchived: every attempt was a failed generation at fal
+        # one accepted submit per attempt, and a new attempt only after a failed generation
+        # (a 429, 5xx or lost answer never adds one): more would be a job paid twice
+        assert n <= 1 + entry.retries("failed"), (job.job_key, n, entry.history)
+        if entry.status == "ambiguous":
+            # a 5xx answer that fal did not take: only fal's records, complete later, can say
+            assert n == entry.attempts - 1 == entry.retries("failed"), entry.history
+            ambiguous.append(job.job_key)
+        elif entry.status != "archived":
+            # else the only way to end unarchived: every attempt was a failed generation
             assert entry.status == "failed" and entry.error_kind == "failed", entry
             assert n == cfg.max_attempts, f"job {job.job_key} gave up after {n} attempts"
             gave_up.append(job.job_key)
     assert stats["faults"].get("drop_after_accept", 0) >= 1
     assert stats["faults"].get("failed", 0) >= 1
     assert any(e.reconciled for e in ledger.values())
-    assert result["failed"] == len(gave_up) <= 2  # 200 x 0.05**3: more would mean lost retries
-    assert result["outcomes"].get("archived") == 200 - len(gave_up)
+    assert len(gave_up) <= 2  # 200 x 0.05**3: more would mean lost retries
+    assert result["outcomes"].get("ambiguous", 0) == len(ambiguous) >= 1  # submit_5xx=0.05
+    assert result["outcomes"].get("archived") == 200 - len(gave_up) - len(ambiguous)
 
 
 @pytest.mark.parametrize(

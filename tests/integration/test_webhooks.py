@@ -5,23 +5,12 @@ from __future__ import annotations
 import json
 
 import httpx
-import pytest
 
 from flows.sweep import sweep
 from tests.helpers import kill_everything, ledger_statuses, start_run, wait_for, write_case
-from wansweep import webhooks
 from wansweep.webhooks import WebhookReceiver
 
 LATENCY = 4.0
-
-
-@pytest.fixture
-def webhook_env(monkeypatch):
-    monkeypatch.setenv("WANSWEEP_WEBHOOK_URL", "http://127.0.0.1:0/fal-webhook")
-    yield
-    for receiver in webhooks._receivers.values():
-        receiver.close()
-    webhooks._receivers.clear()
 
 
 def flash_case(tmp_path, fallback: float):

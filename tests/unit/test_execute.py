@@ -5,6 +5,7 @@ checks what was paid for (submits), what the ledger says and how the job ended."
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 from pathlib import Path
 
@@ -14,15 +15,20 @@ from tests.helpers import make_image
 from wansweep.archive import Ledger, job_file
 from wansweep.errors import AmbiguousSubmit, FailureKind, FalError, Stopped
 from wansweep.execute import Runtime, run_job
+from wansweep.fal.platform import Lookup
 from wansweep.lifecycle import SUCCEEDED, Handle, LedgerEntry, LedgerStatus, Outcome
 from wansweep.localfal.video import render_clip
 from wansweep.pricing import Budget
 from wansweep.store import LocalStore
-from wansweep.sweep import Job, PollSpec
+from wansweep.sweep import Job, PollSpec, ReconcileSpec
 
 CLIP = render_clip(
     make_image(320, 240), prompt="p", seed=1, resolution="720p", duration="5", fps=4, short_side=64
 )
+
+
+UNKNOWN = Lookup(None, False, "not listed yet")
+ABSENT = Lookup(None, True, "not listed long after: never accepted")
 
 
 class Done:
@@ -34,7 +40,7 @@ class FakeQueue:
     """Scripted fal: ``submits`` is a list of what each submit does ('ok', 'lost', or an
     exception); ``results`` likewise for each result fetch ('ok' or an exception)."""
 
-    def __init__(self, submits=("ok",), results=("ok",), found=None, stop_on_wait=False):
+    def __init__(self, submits=("ok",), results=("ok",), found=UNKNOWN, stop_on_wait=False):
         self.submit_script, self.result_script = list(submits), list(results)
         self.found, self.stop_on_wait = found, stop_on_wait
         self.stop = threading.Event()
@@ -46,7 +52,7 @@ class FakeQueue:
             f"req-{n}", f"https://q/r/{n}", f"https://q/r/{n}/status", f"https://q/r/{n}/c"
         )
 
-    def submit(self, endpoint, body):
+    def submit(self, endpoint, body, start_timeout=None, marker=None):
         self.calls.append("submit")
         action = self.submit_script.pop(0)
         if isinstance(action, Exception):
@@ -56,9 +62,15 @@ class FakeQueue:
             raise AmbiguousSubmit("answer lost")
         return self._handle(self.accepted)
 
-    def find_submitted(self, endpoint, digest, since):
+    def find_submitted(self, endpoint, fields, since, settle_after, window=None):
         self.calls.append("find")
         return self.found
+
+    def confirm(self, endpoint, request_id, fields):
+        return None
+
+    def sleep(self, seconds):
+        pass
 
     def wait(self, handle, *args):
         self.calls.append("wait")
@@ -73,6 +85,9 @@ class FakeQueue:
         if isinstance(action, Exception):
             raise action
         return {"video": {"url": "https://cdn/v.mp4", "file_size": len(CLIP.data)}, "seed": 7}
+
+    def is_running(self, handle):
+        return True
 
     def cancel(self, handle):
         self.calls.append("cancel")
@@ -115,6 +130,7 @@ def runtime(tmp_path, fal, budget=10.0, **kw) -> Runtime:
         poll=PollSpec(),
         max_attempts=kw.pop("max_attempts", 2),
         endpoint_concurrency=4,
+        reconcile=ReconcileSpec(grace=0),
         **kw,
     )
 
@@ -128,6 +144,7 @@ def ledger(rt: Runtime) -> LedgerEntry:
 
 
 HANDLE = Handle("req-old", "https://q/r/old", "https://q/r/old/status", "https://q/r/old/c")
+FOUND = Lookup(HANDLE, False, "found")
 
 
 def test_no_entry_submits_once_and_archives(tmp_path, job):
@@ -137,7 +154,7 @@ def test_no_entry_submits_once_and_archives(tmp_path, job):
     assert result.outcome is Outcome.ARCHIVED and fal.accepted == 1
     entry = ledger(rt)
     assert entry.status is LedgerStatus.ARCHIVED and entry.submits == 1 and entry.attempts == 1
-    assert [s for s, _ in entry.history] == ["submitting", "submitted", "completed", "archived"]
+    assert [h[0] for h in entry.history] == ["submitting", "submitted", "completed", "archived"]
     assert rt.store.exists(job_file("k1", "meta.json")) and rt.budget.committed == 0.25
 
 
@@ -166,33 +183,69 @@ def test_completed_is_archived_from_the_ledger_without_asking_fal(tmp_path, job)
 
 
 def test_submitting_found_at_fal_is_adopted(tmp_path, job):
-    fal = FakeQueue(found=HANDLE)
+    fal = FakeQueue(found=FOUND)
     rt = runtime(tmp_path, fal)
     seed_ledger(rt, status="submitting", body_digest="d", submitted_at=1.0, attempts=1)
     assert run_job(job, rt).outcome is Outcome.ARCHIVED
     assert "submit" not in fal.calls and ledger(rt).reconciled
 
 
-def test_submitting_not_found_is_submitted_again_within_attempts(tmp_path, job):
-    fal = FakeQueue(found=None)
+def test_submitting_proven_absent_is_submitted_again_as_a_new_attempt(tmp_path, job):
+    fal = FakeQueue(found=ABSENT)
     rt = runtime(tmp_path, fal)
     seed_ledger(rt, status="submitting", body_digest="d", submitted_at=1.0, attempts=1)
     assert run_job(job, rt).outcome is Outcome.ARCHIVED and fal.accepted == 1
+    assert ledger(rt).attempts == 2  # the lost submit is never given back: no loop
 
 
-def test_a_lost_answer_is_settled_through_fal_before_anything_else(tmp_path, job):
-    fal = FakeQueue(submits=["lost"], found=HANDLE)
+def test_submitting_not_settled_stays_ambiguous_and_pays_nothing(tmp_path, job):
+    fal = FakeQueue(found=UNKNOWN)
     rt = runtime(tmp_path, fal)
-    assert run_job(job, rt).outcome is Outcome.ARCHIVED
-    assert fal.calls[:2] == ["submit", "find"] and fal.accepted == 1
-    assert ledger(rt).request_id == "req-old"
+    seed_ledger(rt, status="submitting", body_digest="d", submitted_at=1.0, attempts=1)
+    result = run_job(job, rt)
+    assert result.outcome is Outcome.AMBIGUOUS and fal.accepted == 0
+    assert ledger(rt).status is LedgerStatus.AMBIGUOUS and "not listed yet" in ledger(rt).error
+    assert "submit" not in fal.calls
+
+
+def test_ambiguous_is_paid_again_only_when_the_user_says_so(tmp_path, job):
+    fal = FakeQueue(found=UNKNOWN)
+    rt = runtime(tmp_path, fal, resubmit_ambiguous=True)
+    seed_ledger(rt, status="ambiguous", submitted_at=1.0, attempts=2)  # max_attempts is 2
+    assert run_job(job, rt).outcome is Outcome.ARCHIVED and fal.accepted == 1
+
+
+def test_a_lost_answer_that_never_settles_cannot_loop(tmp_path, job):
+    fal = FakeQueue(submits=["lost"] * 5, found=ABSENT)  # a listing that never shows it
+    rt = runtime(tmp_path, fal, budget=10.0)
+    result = run_job(job, rt)
+    assert result.outcome is Outcome.FAILED and fal.accepted == 2  # max_attempts, no more
+    assert rt.budget.committed == 0.25  # each possibly billed submit stays counted
+
+
+def test_a_damaged_entry_is_kept_aside_and_settled_through_fal(tmp_path, job):
+    fal = FakeQueue(found=FOUND)
+    rt = runtime(tmp_path, fal)
+    (tmp_path / "archive" / "ledger").mkdir(parents=True)
+    (tmp_path / "archive" / "ledger" / "k1.json").write_text('{"job_key": "k1", "stat')
+    assert run_job(job, rt).outcome in SUCCEEDED and fal.accepted == 0
+    assert (tmp_path / "archive" / "ledger" / "k1.json.damaged").exists()
+    assert ledger(rt).reconciled
+
+    fal = FakeQueue(found=UNKNOWN)
+    rt = runtime(tmp_path / "two", fal)
+    (tmp_path / "two" / "archive" / "ledger").mkdir(parents=True)
+    (tmp_path / "two" / "archive" / "ledger" / "k1.json").write_bytes(b"\x00" * 10)
+    result = run_job(job, rt)
+    assert result.outcome is Outcome.AMBIGUOUS and fal.accepted == 0
+    assert "damaged" in ledger(rt).ambiguous
 
 
 def test_failed_generation_is_tried_again_and_its_reservation_given_back(tmp_path, job):
     fal = FakeQueue(submits=["ok", "ok"], results=[FalError("boom", FailureKind.FAILED, 500), "ok"])
     rt = runtime(tmp_path, fal, budget=0.25)  # room for one job: the failure was not billed
     assert run_job(job, rt).outcome is Outcome.ARCHIVED and fal.accepted == 2
-    assert "retrying" in [s for s, _ in ledger(rt).history]
+    assert ledger(rt).retries("failed") == 1
 
 
 def test_failing_every_attempt_ends_failed(tmp_path, job):
@@ -219,11 +272,52 @@ def test_stopped_while_waiting_cancels_at_fal_and_records_it(tmp_path, job):
     assert fal.calls[-1] == "cancel" and ledger(rt).status is LedgerStatus.CANCELLED
 
 
-def test_cancelled_by_an_earlier_run_is_generated_again(tmp_path, job):
+def test_a_users_cancel_does_not_use_up_an_attempt(tmp_path, job):
     fal = FakeQueue(results=[FalError("was cancelled", FailureKind.CANCELLED, 400), "ok"])
     rt = runtime(tmp_path, fal)
-    seed_ledger(rt, status="cancelled", handle=HANDLE, request_id="req-old", attempts=1)
+    seed_ledger(rt, status="cancelled", handle=HANDLE, request_id="req-old", attempts=2)
     assert run_job(job, rt).outcome in SUCCEEDED and fal.accepted == 1
+    assert ledger(rt).attempts == 2
+
+
+def test_a_cancelled_request_that_finished_anyway_is_archived_not_paid_again(tmp_path, job):
+    fal = FakeQueue()  # fal finished it despite the cancel (it may do so, and bill it)
+    rt = runtime(tmp_path, fal)
+    seed_ledger(rt, status="cancelled", handle=HANDLE, request_id="req-old", attempts=1)
+    assert run_job(job, rt).outcome in SUCCEEDED and fal.accepted == 0
+
+
+def test_a_job_another_process_holds_is_waited_for(tmp_path, job):
+    from wansweep.leases import Leases, Owner, lease_key
+
+    fal = FakeQueue()
+    rt = runtime(tmp_path, fal)
+    rt.leases, rt.lease_poll = Leases(rt.store, Owner.new()), 0.01
+    other = Leases(rt.store, Owner.new())
+    assert other.acquire("k1")
+    owners = []
+    submit = fal.submit
+
+    def submit_checking_the_lease(*args):
+        owners.append(json.loads(rt.store.get_bytes(lease_key("k1")))["owner"])
+        return submit(*args)
+
+    fal.submit = submit_checking_the_lease
+    results = []
+    worker = threading.Thread(target=lambda: results.append(run_job(job, rt)))
+    worker.start()
+    other.release("k1")  # the other process gives the job up: ours to run now
+    worker.join()
+    assert results[0].outcome is Outcome.ARCHIVED and owners == [rt.leases.owner.token]
+    assert not rt.store.exists(lease_key("k1"))  # released when done
+
+    rt2 = runtime(tmp_path / "b", FakeQueue())
+    holder = Leases(rt2.store, Owner.new())
+    assert holder.acquire("k1")
+    rt2.leases, rt2.lease_poll = Leases(rt2.store, Owner.new()), 0.01
+    rt2.fal.stop.set()  # cancelled while waiting
+    assert run_job(job, rt2).outcome is Outcome.BUSY and rt2.fal.calls == []
+    holder.close()
 
 
 def test_expired_is_reported_unless_the_user_allows_paying_again(tmp_path, job):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -85,7 +86,27 @@ class Connection:
                 max_connections=max_connections, max_keepalive_connections=max_connections
             ),
             follow_redirects=True,
+            event_hooks={"response": [self._read_clock]},
         )
+        self.clock_offset: float | None = None  # fal's clock minus ours, from Date headers
+
+    def _read_clock(self, response: httpx.Response) -> None:
+        """Learn fal's time from its ``Date`` header, so windows in fal's records are set on
+        fal's clock: a client clock minutes off cannot hide a request or lose one."""
+        date = response.headers.get("date")
+        if not date:
+            return
+        try:
+            from email.utils import parsedate_to_datetime
+
+            offset = parsedate_to_datetime(date).timestamp() - time.time()
+        except (TypeError, ValueError):
+            return
+        self.clock_offset = offset  # 1 s resolution: windows keep a margin for it
+
+    def fal_time(self, local: float) -> float:
+        """A moment of this machine's clock, on fal's clock (as far as fal has told us)."""
+        return local + (self.clock_offset or 0.0)
 
     def close(self) -> None:
         self.http.close()
@@ -104,7 +125,7 @@ class Connection:
         self,
         what: str,
         call: Callable[[], httpx.Response],
-        retry: Callable[[int], bool] = policy.retry_idempotent,
+        retry: Callable[[httpx.Response], bool] = lambda r: policy.retry_idempotent(r.status_code),
     ) -> httpx.Response:
         """An idempotent request, repeated on transport errors and on answers ``retry`` names.
         Returns the last answer (any status); :class:`FalUnavailable` when no try got one."""
@@ -116,7 +137,7 @@ class Connection:
                     raise FalUnavailable(f"{what}: {type(exc).__name__}: {exc}") from exc
                 self.pause_before_retry(attempt)
                 continue
-            if not retry(response.status_code) or attempt == self.attempts - 1:
+            if not retry(response) or attempt == self.attempts - 1:
                 return response
             self.pause_before_retry(attempt, response.headers)
         raise AssertionError("unreachable")

@@ -51,12 +51,14 @@ def classify_submit_answer(
     status_code: int, headers: Mapping[str, str], text: str
 ) -> SubmitVerdict:
     """What an HTTP answer to a submit POST tells about whether fal took the job."""
-    if status_code == 200:
+    if 200 <= status_code < 300:
         return SubmitVerdict.ACCEPTED  # the caller checks the body names a request
-    if status_code == 504:
-        return SubmitVerdict.AMBIGUOUS
-    if status_code in (408, 429, 500, 502, 503):
+    if status_code in (408, 429):
         return SubmitVerdict.RETRY
+    if is_ingress_error(status_code, headers, text):
+        return SubmitVerdict.AMBIGUOUS if status_code == 504 else SubmitVerdict.RETRY
+    if status_code >= 500 or status_code == 409:
+        return SubmitVerdict.AMBIGUOUS
     if status_code == 422:
         return SubmitVerdict.INVALID
     return SubmitVerdict.REJECTED
@@ -80,11 +82,22 @@ class ResultVerdict(StrEnum):
     FAIL = "fail"  # the job ended badly: see :func:`result_failure`
 
 
-def classify_result(status_code: int, generation_failed: bool) -> ResultVerdict:
-    """A result GET. A 5xx is the job's own failure only when its status said it failed;
-    otherwise it is the gateway's and the same GET is tried again."""
+def start_timed_out(status_code: int, headers: Mapping[str, str]) -> bool:
+    """fal's answer for a request that did not start within its start timeout (not billed)."""
+    return status_code == 504 and any(
+        k.lower() == "x-fal-request-timeout-type" and v == "user" for k, v in headers.items()
+    )
+
+
+def classify_result(
+    status_code: int, generation_failed: bool, headers: Mapping[str, str] | None = None
+) -> ResultVerdict:
+    """A result GET. A 5xx is the job's own failure only when its status said it failed (or
+    it is fal's start-timeout answer); otherwise it is the gateway's and is asked again."""
     if status_code == 200:
         return ResultVerdict.OK
+    if headers is not None and start_timed_out(status_code, headers):
+        return ResultVerdict.FAIL
     if status_code in (408, 429, 502, 503, 504):
         return ResultVerdict.RETRY
     if status_code >= 500 and not generation_failed:

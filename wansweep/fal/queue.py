@@ -62,17 +62,32 @@ class FalQueue(PlatformMixin, DownloadMixin, Connection):
         return Handle(request_id, base, base + "/status", base + "/cancel")
 
     # -------------------------------------------------------------- submit
-    def submit(self, endpoint: str, body: dict[str, Any]) -> Handle:
+    def submit(
+        self,
+        endpoint: str,
+        body: dict[str, Any],
+        start_timeout: float | None = None,
+        marker: tuple[str, int] | None = None,
+    ) -> Handle:
         """POST once per attempt; POST again only when fal surely did not take the job.
 
         Raises :class:`AmbiguousSubmit` when fal may hold it, :class:`FalError` (invalid or
-        rejected) when refused, :class:`FalUnavailable` when every try was turned away."""
+        rejected) when refused, :class:`FalUnavailable` when every try was turned away.
+        ``marker`` (job key, attempt) goes into the webhook URL, when webhooks are on."""
         url = f"{self.config.queue_base}/{endpoint}"
-        params = {"fal_webhook": self.webhooks.url} if self.webhooks else None
+        params = None
+        if self.webhooks:
+            hook = self.webhooks.url_for(*marker) if marker else self.webhooks.url
+            params = {"fal_webhook": hook}
+        # A start deadline bounds how long an accepted request can stay unfinished, which is
+        # what lets fal's records prove, later, that a lost submit was never accepted.
+        headers = (
+            {"X-Fal-Request-Start-Timeout": str(int(start_timeout))} if start_timeout else None
+        )
         last = ""
         for attempt in range(self.attempts):
             try:
-                response = self.http.post(url, json=body, params=params)
+                response = self.http.post(url, json=body, params=params, headers=headers)
             except httpx.TransportError as exc:
                 if policy.classify_submit_error(exc) is policy.SubmitVerdict.AMBIGUOUS:
                     raise AmbiguousSubmit(f"{type(exc).__name__}: {exc}") from exc
@@ -168,17 +183,22 @@ class FalQueue(PlatformMixin, DownloadMixin, Connection):
         response = self.send(
             "result",
             lambda: self.http.get(handle.response_url),
-            lambda code: (
-                policy.classify_result(code, generation_failed) is policy.ResultVerdict.RETRY
+            lambda r: (
+                policy.classify_result(r.status_code, generation_failed, r.headers)
+                is policy.ResultVerdict.RETRY
             ),
         )
         code = response.status_code
-        verdict = policy.classify_result(code, generation_failed)
+        verdict = policy.classify_result(code, generation_failed, response.headers)
         if verdict is policy.ResultVerdict.OK:
             return response.json()
         if verdict is policy.ResultVerdict.RETRY:
             raise FalUnavailable(f"result failed ({code}): {detail(response)}", code)
-        kind = policy.result_failure(code, response.text)
+        kind = (
+            FailureKind.FAILED  # never started: not billed, may be tried again
+            if policy.start_timed_out(code, response.headers)
+            else policy.result_failure(code, response.text)
+        )
         text = {
             FailureKind.INVALID: detail(response),
             FailureKind.EXPIRED: f"result of {handle.request_id} is gone ({code}): {detail(response)}",
@@ -186,6 +206,14 @@ class FalQueue(PlatformMixin, DownloadMixin, Connection):
             FailureKind.CANCELLED: f"request {handle.request_id} was cancelled",
         }.get(kind, f"result rejected ({code}): {detail(response)}")
         raise FalError(text, kind, code)
+
+    def is_running(self, handle: Handle) -> bool | None:
+        """Has fal started this request? (None: it could not be told.)"""
+        try:
+            status = self._handle(handle).status()
+        except Exception:  # noqa: BLE001 (a best-effort look before a cancel)
+            return None
+        return not isinstance(status, fal_client.Queued)
 
     def cancel(self, handle: Handle) -> None:
         """Ask fal to cancel (a running request may still finish, and be billed)."""

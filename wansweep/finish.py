@@ -1,0 +1,132 @@
+"""Finishing a job: its video into the archive (checked), thumbnail and strip, then the
+sidecar last, whose presence means the video is whole."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from wansweep import __version__, media
+from wansweep.archive import VIDEO, Ledger, job_file, public_uri
+from wansweep.errors import FailureKind, FalError
+from wansweep.fal import FalQueue
+from wansweep.lifecycle import LedgerEntry, LedgerStatus
+from wansweep.manifest import load_media
+from wansweep.store import Store
+from wansweep.sweep import Job
+
+
+def archive_result(
+    job: Job, store: Store, fal: FalQueue, ledger: Ledger, entry: LedgerEntry
+) -> None:
+    """Video first, checksum verified, thumbnail and strip, then the sidecar last; the ledger
+    says ``archived`` only once the sidecar is written."""
+    video = entry.result["video"]
+    video_key = job_file(job.job_key, VIDEO)
+    with tempfile.TemporaryDirectory(prefix="wansweep-") as tmp:
+        local = Path(tmp) / VIDEO
+        size, sha = entry.video_size, entry.video_sha256
+        # Killed between upload and sidecar: the stored copy is fetched once and checked here,
+        # and fal is not asked again when it is whole.
+        if not (
+            sha and store.size(video_key) == size and store.fetch_matches(video_key, local, sha)
+        ):
+            size, sha = fal.download(video["url"], local, video.get("file_size"))
+            entry = ledger.put(entry, video_size=size, video_sha256=sha)
+            store.put_file(video_key, local, "video/mp4")
+            if store.sha256(video_key) != sha:
+                raise FalError(
+                    f"archive check failed for {job.job_key}: stored checksum differs",
+                    FailureKind.TRANSIENT,
+                )
+        probe = media.probe(local)
+        first, middle, last = media.frames_at(local, (0.0, 0.5, 1.0))
+        store.put_bytes(
+            job_file(job.job_key, "thumb.jpg"), media.thumbnail_jpeg(first), "image/jpeg"
+        )
+        store.put_bytes(
+            job_file(job.job_key, "strip.jpg"),
+            media.strip_jpeg([first, middle, last]),
+            "image/jpeg",
+        )
+        fidelity = _first_frame_similarity(job, first)
+    archived_at = time.time()
+    meta = sidecar(job, entry, size, sha, probe, fidelity, archived_at)
+    if os.environ.get("WANSWEEP_FAULT_EXIT_BEFORE_SIDECAR"):  # fault injection for tests
+        os._exit(137)
+    store.put_json(job_file(job.job_key, "meta.json"), meta)
+    ledger.put(entry, status=LedgerStatus.ARCHIVED, archived_at=archived_at)
+
+
+def _first_frame_similarity(job: Job, first: Any) -> float | None:
+    """How much the video's first frame looks like the input image (None if unreadable)."""
+    import io
+
+    from PIL import Image
+
+    try:
+        return media.similarity(Image.open(io.BytesIO(load_media(job.image_uri))), first)
+    except Exception:
+        return None
+
+
+def sidecar(
+    job: Job,
+    entry: LedgerEntry,
+    size: int,
+    sha: str,
+    probe: media.Probe,
+    fidelity: float | None,
+    archived_at: float,
+) -> dict[str, Any]:
+    """The metadata sidecar of an archived job (no secrets, no inline data)."""
+    result = entry.result
+    submitted, completed, inference = (
+        entry.submitted_at,
+        entry.completed_at,
+        entry.inference_seconds,
+    )
+    return {
+        "job_key": job.job_key,
+        "arm": job.arm,
+        "endpoint": job.endpoint,
+        "row": {"index": job.row_index, "id": job.row_id, **job.extra},
+        "input": {
+            **job.request_fields(),
+            "image": {"uri": public_uri(job.image_uri), "sha256": job.image_sha256},
+            **(
+                {"audio": {"uri": public_uri(job.audio_uri), "sha256": job.audio_sha256}}
+                if job.audio_uri
+                else {}
+            ),
+        },
+        "request_id": entry.request_id,
+        "seed_requested": job.seed,
+        "seed": result.get("seed"),
+        "actual_prompt": result.get("actual_prompt"),
+        "fal_video": {k: v for k, v in result["video"].items() if k != "url"},
+        "timings": {
+            "submitted_at": submitted,
+            # fal reports inference time, not a start time: started = completed - inference
+            "started_at": completed - inference if completed and inference is not None else None,
+            "completed_at": completed,
+            "archived_at": archived_at,
+            "inference_seconds": inference,
+            "queue_seconds": round(completed - submitted - inference, 3)
+            if submitted and completed and inference is not None
+            else None,
+            "wall_seconds": round(completed - submitted, 3) if submitted and completed else None,
+        },
+        "video": {
+            "key": job_file(job.job_key, VIDEO),
+            "sha256": sha,
+            "size": size,
+            **probe.as_dict(),
+        },
+        "first_frame_similarity": fidelity,
+        "estimated_usd": job.estimated_usd,
+        "tool_version": __version__,
+    }

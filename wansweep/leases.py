@@ -1,0 +1,132 @@
+"""Leases: one worker per job across processes, hosts and runs that share an archive.
+
+A lease is a small object ``leases/<job_key>.json`` created with a conditional create (S3
+``If-None-Match: *``; ``O_EXCL`` in a local folder), so of two processes that try at once
+exactly one gets it. The holder renews it every ``ttl / 3`` seconds while the job runs; a
+lease not renewed for ``ttl`` seconds (its holder was killed) is taken over with a
+conditional replace (S3 ``If-Match``; a lock in a local folder), again by exactly one taker.
+Ages are measured on the store's own clock (S3 ``Last-Modified`` against the answer's
+``Date``; file mtimes), never on a client's, so a skewed client clock cannot steal a live lease.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+
+from wansweep.store import Store
+
+LEASE_TTL = 120.0
+
+
+def lease_key(job_key: str) -> str:
+    return f"leases/{job_key}.json"
+
+
+@dataclass(frozen=True)
+class Owner:
+    """Who holds a lease: one per run and process."""
+
+    token: str
+    host: str
+    pid: int
+
+    @classmethod
+    def new(cls) -> Owner:
+        return cls(uuid.uuid4().hex, socket.gethostname(), os.getpid())
+
+    def payload(self) -> bytes:
+        return json.dumps(
+            {"owner": self.token, "host": self.host, "pid": self.pid, "at": time.time()}
+        ).encode()
+
+
+class Leases:
+    """Thread-safe: the leases one run holds in one process, renewed by one thread."""
+
+    def __init__(self, store: Store, owner: Owner | None = None, ttl: float = LEASE_TTL):
+        self.store, self.owner, self.ttl = store, owner or Owner.new(), ttl
+        self._held: dict[str, str | None] = {}  # job key -> version (etag) of our lease
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def acquire(self, job_key: str) -> bool:
+        """Take the job's lease: True when this run now holds it, False when another live
+        holder does."""
+        key = lease_key(job_key)
+        for _ in range(3):  # a lease can vanish between our create and our read
+            version = self.store.create_exclusive(key, self.owner.payload())
+            if version is not False:
+                return self._hold(job_key, version)
+            current = self.store.read_versioned(key)
+            if current is None:
+                continue
+            data, version, age = current
+            if _owner_of(data) == self.owner.token:
+                return self._hold(job_key, version)
+            if age is None or age < self.ttl:
+                return False
+            replaced = self.store.replace_if(key, self.owner.payload(), version)
+            if replaced is not False:
+                return self._hold(job_key, replaced)
+            return False  # another taker was faster
+        return False
+
+    def release(self, job_key: str) -> None:
+        with self._lock:
+            self._held.pop(job_key, None)
+        current = self.store.read_versioned(lease_key(job_key))
+        if current is not None and _owner_of(current[0]) == self.owner.token:
+            self.store.delete(lease_key(job_key))
+
+    def held(self) -> list[str]:
+        with self._lock:
+            return list(self._held)
+
+    def _hold(self, job_key: str, version: str | None) -> bool:
+        with self._lock:
+            self._held[job_key] = version
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._renew_forever, daemon=True)
+                self._thread.start()
+        return True
+
+    def _renew_forever(self) -> None:
+        while not self._stop.wait(self.ttl / 3):
+            for job_key in self.held():
+                with self._lock:
+                    version = self._held.get(job_key)
+                try:
+                    new = self.store.replace_if(lease_key(job_key), self.owner.payload(), version)
+                except Exception:  # the store hiccuped: the next round tries again
+                    continue
+                with self._lock:
+                    if job_key in self._held:
+                        # False: someone took it over (we were stalled past the ttl); the job
+                        # sees it at its next check and stops
+                        self._held[job_key] = new if new is not False else None
+
+    def still_ours(self, job_key: str) -> bool:
+        with self._lock:
+            return self._held.get(job_key, "") is not None
+
+    def close(self) -> None:
+        self._stop.set()
+        for job_key in self.held():
+            try:
+                self.release(job_key)
+            except Exception:
+                pass
+
+
+def _owner_of(data: bytes) -> str | None:
+    try:
+        return json.loads(data).get("owner")
+    except (ValueError, AttributeError):
+        return None
