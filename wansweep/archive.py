@@ -55,8 +55,11 @@ def sweep_prefix(name: str) -> str:
 
 
 def sweep_file(name: str, *parts: str) -> str:
-    """A file of a sweep: plan, index, report files, shard records."""
-    return "/".join([sweep_prefix(name), *parts])
+    """A file of a sweep: plan, index, report files, shard records. The name is checked here,
+    where it becomes a path, whoever passed it (a spec, ``--sweep``, a flow parameter)."""
+    from wansweep.sweep import check_sweep_name
+
+    return "/".join([sweep_prefix(check_sweep_name(name)), *parts])
 
 
 def report_file(name: str, file: str) -> str:

@@ -271,12 +271,13 @@ def run(
                 raise
             console.print(INTERRUPTED)
             raise typer.Exit(130) from None
-        console.print(json.dumps(result, indent=2, default=str), highlight=False)
+        console.print(json.dumps(result, indent=2, default=str), highlight=False, markup=False)
         console.print(
             f"videos:  {result['videos']}\n"
             f"report:  {result['report']['html']}\n"
             f"tables:  {result['report']['jobs_csv']} (one row per job), {result['report']['summary_csv']}\n"
-            f"index:   {result['index']}"
+            f"index:   {result['index']}",
+            markup=False,
         )
         if result["failed"]:
             raise typer.Exit(1)
@@ -421,19 +422,24 @@ def report(
     """Build the report of a sweep from its archive alone (no Prefect server needed)."""
     from rich.console import Console
 
+    from wansweep.errors import InputError
     from wansweep.report import sweeps, write_report
     from wansweep.store import open_store
+    from wansweep.sweep import check_sweep_name
 
     console = Console()
     archive = open_store(store)
-    names = [sweep] if sweep else sweeps(archive)
+    try:
+        names = [check_sweep_name(sweep)] if sweep else sweeps(archive)
+    except InputError as exc:
+        raise _fail(console, exc) from None
     if not names:
-        console.print(f"[red]{archive.uri} holds no sweep[/red]")
+        console.print(f"{archive.uri} holds no sweep", style="red", markup=False)
         raise typer.Exit(2)
     for name in names:
         _, summ, files = write_report(archive, name, (out / name) if out else None, by or None)
-        console.print(summ.to_string(index=False))
-        console.print(f"report of {name}: {files.jobs_csv}")
+        console.print(summ.to_string(index=False), markup=False, highlight=False)
+        console.print(f"report of {name}: {files.jobs_csv}", markup=False)
 
 
 @app.command()

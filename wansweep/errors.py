@@ -29,7 +29,13 @@ from enum import StrEnum
 
 
 class WansweepError(Exception):
-    """Base class: anything wansweep raises deliberately."""
+    """Base class: anything wansweep raises deliberately. Its message is scrubbed of secrets
+    (presigned URLs, keys, tokens) when it is made, since text from outside flows into it."""
+
+    def __init__(self, *args: object):
+        from wansweep.scrub import scrub
+
+        super().__init__(*(scrub(a) if isinstance(a, str) else a for a in args))
 
 
 class InputError(WansweepError, ValueError):

@@ -175,14 +175,7 @@ def _run_leased(job: Job, rt: Runtime) -> JobResult:
                 raise
             # fal's copy of the video is gone (CDN expiry) and ours was never made: generate
             # it again, as the user allowed; _generate still holds to max_attempts
-            entry = ledger.put(
-                entry,
-                exc.kind,
-                status=LedgerStatus.RETRYING,
-                error=str(exc),
-                result=None,
-                handle=None,
-            )
+            entry = _retrying(ledger, entry, exc, result=None)
             with rt.slot(job.endpoint):
                 entry = _generate(job, rt, ledger, entry)
             archive_result(job, rt.store, rt.fal, ledger, entry)
@@ -275,15 +268,16 @@ def _generate(job: Job, rt: Runtime, ledger: Ledger, entry: LedgerEntry) -> Ledg
             attempts = entry.attempts - 1 if user_cancel else entry.attempts
             if not _may_try_again(exc, attempts, rt):
                 raise
-            entry = ledger.put(
-                entry,
-                exc.kind,
-                status=LedgerStatus.RETRYING,
-                error=str(exc),
-                handle=None,
-                attempts=attempts,
-            )
+            entry = _retrying(ledger, entry, exc, attempts=attempts)
     return entry
+
+
+def _retrying(ledger: Ledger, entry: LedgerEntry, exc: FalError, **changes) -> LedgerEntry:
+    """``retrying`` after a failure (its kind is the cause in the history): the next submit is
+    a new attempt; the old request is forgotten."""
+    return ledger.put(
+        entry, exc.kind, status=LedgerStatus.RETRYING, error=str(exc), handle=None, **changes
+    )
 
 
 def _may_try_again(exc: FalError, attempts: int, rt: Runtime) -> bool:

@@ -35,6 +35,7 @@ from enum import StrEnum
 from typing import Any
 
 from wansweep.errors import FailureKind, LedgerDamaged
+from wansweep.scrub import scrub
 
 
 class LedgerStatus(StrEnum):
@@ -158,6 +159,9 @@ class LedgerEntry:
             changes["status"] = LedgerStatus(changes["status"])
             step = (str(changes["status"]), now) + ((cause,) if cause else ())
             history = (*history, step)
+        for text in ("error", "ambiguous"):  # outside text: never a secret in the ledger
+            if isinstance(changes.get(text), str):
+                changes[text] = scrub(changes[text])
         if isinstance(changes.get("error_kind"), str):
             changes["error_kind"] = FailureKind(changes["error_kind"])
         return replace(self, **changes, history=history, updated_at=now)

@@ -16,6 +16,7 @@ import pandas as pd
 
 from wansweep import schema
 from wansweep.errors import ManifestError
+from wansweep.fetch import FetchRefused, fetch_url, read_local
 from wansweep.pricing import PriceTable
 from wansweep.store import read_uri
 from wansweep.sweep import Job, SweepSpec, job_key, normalise_settings
@@ -65,6 +66,35 @@ class Plan:
         return round(sum(j.estimated_usd for j in self.jobs), 6)
 
 
+def _read_csv(uri: str, data: bytes) -> pd.DataFrame:
+    """A CSV as strings; a repeated column name or a row with more or fewer cells than the
+    header is an error naming the line (pandas would rename or shift silently)."""
+    import csv
+
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ManifestError(f"manifest {uri} is not UTF-8 text: {exc}") from None
+    rows = list(csv.reader(io.StringIO(text)))
+    if not rows:
+        raise ManifestError(f"manifest {uri} is empty")
+    header = [h.strip() for h in rows[0]]
+    repeated = sorted({h for h in header if header.count(h) > 1})
+    if repeated:
+        raise ManifestError(f"manifest {uri} line 1: column(s) {repeated} appear more than once")
+    body = []
+    for line, row in enumerate(rows[1:], start=2):
+        if not row:
+            continue  # a blank line
+        if len(row) != len(header):
+            raise ManifestError(
+                f"manifest {uri} line {line}: {len(row)} cells for {len(header)} columns "
+                "(a missing or extra comma, or an unquoted comma in a prompt)"
+            )
+        body.append(row)
+    return pd.DataFrame(body, columns=header, dtype=str)
+
+
 def read_manifest(uri: str) -> pd.DataFrame:
     """Read a manifest into a frame of strings (empty cells are empty strings)."""
     suffix = PurePosixPath(uri.split("?")[0]).suffix.lower()
@@ -74,7 +104,7 @@ def read_manifest(uri: str) -> pd.DataFrame:
         raise ManifestError(f"manifest {uri} not found ({exc})") from None
     try:
         if suffix == ".csv":
-            df = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False)
+            df = _read_csv(uri, data)
         elif suffix in (".parquet", ".pq"):
             df = pd.read_parquet(io.BytesIO(data))
         elif suffix in (".jsonl", ".ndjson"):
@@ -94,6 +124,30 @@ def read_manifest(uri: str) -> pd.DataFrame:
             f"manifest {uri} lacks column(s) {sorted(missing)}; it has {list(df.columns)}"
         )
     return df
+
+
+def parse_seed(value: Any) -> int | None:
+    """A seed cell as fal takes it (a whole number 0-SEED_MAX), or None: "7", 7 and 7.0 are
+    7; 7.9, -1, 1e30, true and "seven" are not seeds (never truncated or coerced)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        if not text.isdigit():
+            try:
+                number = float(text)
+            except ValueError:
+                return None
+            value = number
+        else:
+            value = int(text)
+    if isinstance(value, float):
+        if not value.is_integer():
+            return None
+        value = int(value)
+    if not isinstance(value, int) or not 0 <= value <= schema.SEED_MAX:
+        return None
+    return value
 
 
 def _cell(value: Any) -> Any:
@@ -130,6 +184,8 @@ class MediaCache:
             return _Media(
                 uri, None, [schema.Problem(field, "file_missing", f"file not found: {exc}")]
             )
+        except FetchRefused as exc:
+            return _Media(uri, None, [schema.Problem(field, "fetch_refused", str(exc))])
         except Exception as exc:
             return _Media(
                 uri, None, [schema.Problem(field, "file_unreadable", f"could not read it: {exc}")]
@@ -157,14 +213,10 @@ def load_media(uri: str) -> bytes:
 
         return decode_data_uri(uri)
     if uri.startswith(("http://", "https://")):
-        import httpx
-
-        response = httpx.get(uri, timeout=30, follow_redirects=True)
-        if response.status_code == 404:
-            raise FileNotFoundError(uri)
-        response.raise_for_status()
-        return response.content
-    return read_uri(uri)
+        return fetch_url(uri)
+    if uri.startswith("s3://"):
+        return read_uri(uri)
+    return read_local(uri.removeprefix("file://"))
 
 
 @dataclass
@@ -219,7 +271,12 @@ class _Planner:
         overrides = normalise_settings({c: rec[c] for c in self.setting_cols if rec[c] != ""})
         if rec.get("negative_prompt"):
             overrides["negative_prompt"] = str(rec["negative_prompt"])
-        prompt = str(rec["prompt"])
+        if not isinstance(rec["prompt"], str):  # Parquet/JSONL: never stringify a number
+            check.report(
+                schema.Problem("prompt", "string_type", "prompt must be text"), rec["prompt"]
+            )
+            return []
+        prompt = rec["prompt"]
         jobs, checked = [], set()
         for arm in self.arms:
             settings = {**arm.settings, **overrides}
@@ -255,13 +312,16 @@ class _Planner:
         row_seed = rec.get("seed", "")
         if row_seed == "":
             return self.seeds
-        try:
-            return [int(float(row_seed))]
-        except ValueError:
+        seed = parse_seed(row_seed)
+        if seed is None:
             check.report(
-                schema.Problem("seed", "int_type", "seed must be a whole number"), row_seed
+                schema.Problem(
+                    "seed", "seed_range", f"seed must be a whole number 0-{schema.SEED_MAX}"
+                ),
+                row_seed,
             )
             return None
+        return [seed]
 
     def _job(self, idx, row_id, arm, prompt, settings, seed, image, audio, rec) -> Job:
         job = Job(

@@ -225,10 +225,10 @@ def write_report(
     frame.to_parquet(buf, index=False)
     outputs = {
         "jobs.parquet": buf.getvalue(),
-        "jobs.csv": frame.to_csv(index=False).encode(),
-        "summary.csv": summ.to_csv(index=False).encode(),
+        "jobs.csv": safe_csv(frame).to_csv(index=False).encode(),
+        "summary.csv": safe_csv(summ).to_csv(index=False).encode(),
         "summary.md": md.encode(),
-        "seeds.csv": seed_comparison(frame).to_csv().encode(),
+        "seeds.csv": safe_csv(seed_comparison(frame).reset_index()).to_csv(index=False).encode(),
         "report.html": render_html(store, sweep, frame, by_arm, md).encode(),
     }
     for name, data in outputs.items():
@@ -252,6 +252,26 @@ def write_report(
             where["report.html"],
         ),
     )
+
+
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def safe_csv(frame: pd.DataFrame) -> pd.DataFrame:
+    """A copy whose text cells cannot run as spreadsheet formulas (OWASP's advice for CSV
+    injection: a leading ', so =HYPERLINK(...) is shown, not run). Numbers are untouched."""
+    out = frame.copy()
+    for column in out.columns:
+        if out[column].dtype == object or str(out[column].dtype).startswith("str"):
+            out[column] = out[column].map(
+                lambda v: "'" + v if isinstance(v, str) and v.startswith(FORMULA_START) else v
+            )
+    if isinstance(out.columns, pd.Index):
+        out.columns = [
+            "'" + c if isinstance(c, str) and c.startswith(FORMULA_START) else c
+            for c in out.columns
+        ]
+    return out
 
 
 def markdown_summary(sweep: str, frame: pd.DataFrame, summ: pd.DataFrame) -> str:

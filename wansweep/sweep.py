@@ -6,9 +6,10 @@ import hashlib
 import itertools
 import json
 import random
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -21,19 +22,28 @@ DEFAULT_MAX_ATTEMPTS = 2
 DEFAULT_CONCURRENCY = 8
 
 
+SeedValue = Annotated[int, Field(strict=True, ge=0, le=schema.SEED_MAX)]
+MAX_SEEDS = 10_000  # seeds per row: each one multiplies the sweep
+
+
 class Seeds(BaseModel):
-    """Seeds as a list, a range, or N random ones drawn from a fixed master seed."""
+    """Seeds as a list, a range, or N random ones drawn from a fixed master seed; each a whole
+    number 0-SEED_MAX (never truncated), at most MAX_SEEDS of them."""
 
     model_config = ConfigDict(extra="forbid")
-    values: list[int] | None = None
-    range: tuple[int, int] | None = Field(None, description="[start, stop) like Python's range")
-    random: int | None = Field(None, ge=1, le=10_000)
+    values: list[SeedValue] | None = Field(None, max_length=MAX_SEEDS)
+    range: tuple[SeedValue, SeedValue] | None = Field(
+        None, description="[start, stop) like Python's range"
+    )
+    random: int | None = Field(None, ge=1, le=MAX_SEEDS)
     master_seed: int = 0
 
     @model_validator(mode="after")
     def _one_form(self) -> Seeds:
         if sum(x is not None for x in (self.values, self.range, self.random)) != 1:
             raise ValueError("give exactly one of values, range or random")
+        if self.range is not None and not 0 < self.range[1] - self.range[0] <= MAX_SEEDS:
+            raise ValueError(f"range must hold 1 to {MAX_SEEDS} seeds (got {list(self.range)})")
         return self
 
     def expand(self) -> list[int]:
@@ -113,7 +123,7 @@ class SweepSpec(BaseModel):
     zip: dict[str, list[Any]] = {}
     per_endpoint: dict[str, dict[str, Any]] = {}
     arms: list[Arm] = []
-    seeds: Seeds | list[int] | None = None
+    seeds: Seeds | Annotated[list[SeedValue], Field(max_length=MAX_SEEDS)] | None = None
     budget_usd: float | None = Field(None, gt=0)
     concurrency: int = Field(DEFAULT_CONCURRENCY, ge=1, le=1000)
     endpoint_concurrency: int = Field(DEFAULT_CONCURRENCY, ge=1, le=1000)
@@ -198,6 +208,17 @@ class SweepSpec(BaseModel):
             **varied,
         }
         return normalise_settings(merged)
+
+
+SWEEP_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,99}")
+
+
+def check_sweep_name(name: str) -> str:
+    """A sweep name, or :class:`SpecError`: lowercase letters, digits and dashes only (it
+    becomes a folder of the archive, so nothing that could leave it)."""
+    if not isinstance(name, str) or not SWEEP_NAME.fullmatch(name):
+        raise SpecError(f"sweep name {name!r}: use lowercase letters, digits and dashes")
+    return name
 
 
 def _check_setting_names(settings: dict[str, Any], where: str) -> None:

@@ -26,9 +26,27 @@ JOB_KEY = re.compile(r"[0-9a-f]{24}")
 MAX_PENDING = 100_000  # webhooks for requests nobody waits on (yet) kept at most
 
 
+MAX_BODY = 1 << 20  # a webhook carries a small result, never more
+MAX_THREADS = 64  # connections served at once; more wait in the listen backlog
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 1024  # fal calls back for many jobs at once; the default 5 drops them
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._slots = threading.BoundedSemaphore(MAX_THREADS)
+
+    def process_request(self, request, client_address):
+        self._slots.acquire()  # bounded threads: the accept loop waits for a free one
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
 
 class WebhookReceiver:
@@ -49,14 +67,22 @@ class WebhookReceiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
+            timeout = 10  # seconds an idle or slow connection may hold its thread
+
             def do_POST(self):  # noqa: N802 (http.server's naming)
-                length = int(self.headers.get("Content-Length") or 0)
+                length = self.headers.get("Content-Length", "")
+                if not length.isdigit() or int(length) > MAX_BODY:
+                    self.send_response(413 if length.isdigit() else 400)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 try:
-                    request_id = json.loads(self.rfile.read(length))["request_id"]
-                    if not isinstance(request_id, str):
+                    request_id = json.loads(self.rfile.read(int(length)))["request_id"]
+                    if not isinstance(request_id, str) or not 0 < len(request_id) <= 200:
                         raise TypeError
-                except (ValueError, KeyError, TypeError):
+                except (ValueError, KeyError, TypeError, OSError):
                     self.send_response(400)
+                    self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
                 receiver.notify(request_id)

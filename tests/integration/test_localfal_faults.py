@@ -26,7 +26,7 @@ def _fal_422(endpoint, args):
 RGBA_PNG = make_image(mode="RGBA")
 GIF = make_image(fmt="GIF")
 CASES = {
-    "prompt too long": ({"prompt": "x" * 801}, ("prompt", "string_too_long")),
+    "prompt too long": ({"prompt": "x" * 10_001}, ("prompt", "string_too_long")),
     "negative prompt too long": (
         {"negative_prompt": "n" * 501},
         ("negative_prompt", "string_too_long"),

@@ -104,7 +104,7 @@ def test_invalid_rows_stop_the_run_before_any_submit(fal, prefect_harness, tmp_p
     spec = write_case(tmp_path, rows=2)
     manifest = tmp_path / "manifest.csv"
     manifest.write_text(
-        manifest.read_text() + f"bad,img0.png,{'x' * 801},g0\nmissing,nope.png,hello,g1\n"
+        manifest.read_text() + f"bad,img0.png,{'x' * 10_001},g0\nmissing,nope.png,hello,g1\n"
     )
     with pytest.raises(PlanInvalid) as err:
         sweep(str(spec))
@@ -118,7 +118,7 @@ def test_invalid_rows_stop_the_run_before_any_submit(fal, prefect_harness, tmp_p
     report = pd.read_csv(result["report"]["jobs_csv"])
     skipped = report[report["status"] == "skipped"]
     assert set(skipped["row_id"]) == {"bad", "missing"}
-    assert skipped["error"].str.contains("800 characters").any()
+    assert skipped["error"].str.contains("10000 characters").any()
 
 
 def test_a_sweep_over_its_budget_does_not_start(fal, prefect_harness, tmp_path):

@@ -60,7 +60,7 @@ def test_formats_and_extra_columns(case, suffix):
 
 
 RULES = {
-    "prompt length": ({"prompt": "p" * 801}, "prompt", "string_too_long"),
+    "prompt length": ({"prompt": "p" * 10_001}, "prompt", "string_too_long"),
     "negative prompt length": (
         {"negative_prompt": "n" * 501},
         "negative_prompt",
@@ -79,7 +79,15 @@ RULES = {
     ),
     "audio too short": ({"audio": data_uri(make_wav(1.0), "audio/wav")}, "audio", "audio_duration"),
     "audio format": ({"audio": data_uri(make_image(), "audio/wav")}, "audio", "audio_format"),
-    "bad seed": ({"seed": "abc"}, "seed", "int_type"),
+    "bad seed": ({"seed": "abc"}, "seed", "seed_range"),
+    "fractional seed": ({"seed": "7.9"}, "seed", "seed_range"),
+    "negative seed": ({"seed": "-1"}, "seed", "seed_range"),
+    "huge seed": ({"seed": "1e30"}, "seed", "seed_range"),
+    "truncated image": (
+        {"image": data_uri(make_image(fmt="JPEG")[:2000], "image/jpeg")},
+        "image",
+        "image_truncated",
+    ),
     "unreachable s3": ({"image": "s3://no-such-bucket-here/x.png"}, "image", "file_unreadable"),
 }
 
@@ -102,7 +110,10 @@ def test_each_rule_names_row_id_field_rule_and_value(case, rule, monkeypatch):
 def test_all_errors_are_reported_at_once(case):
     p = run_plan(
         case,
-        [ok(prompt="p" * 900, negative_prompt="n" * 600), {**ok(), "id": "x", "image": "nope.png"}],
+        [
+            ok(prompt="p" * 10_001, negative_prompt="n" * 600),
+            {**ok(), "id": "x", "image": "nope.png"},
+        ],
     )
     assert {(e.row, e.field) for e in p.errors} == {
         (1, "prompt"),

@@ -89,6 +89,16 @@ class Connection:
             event_hooks={"response": [self._read_clock]},
         )
         self.clock_offset: float | None = None  # fal's clock minus ours, from Date headers
+        # Videos come from fal's CDN (public URLs): the key is never sent with them, so a
+        # result naming another host cannot collect it.
+        self.cdn = httpx.Client(
+            headers={"User-Agent": f"wansweep/{__version__}"},
+            timeout=httpx.Timeout(60.0, connect=10.0),
+            limits=httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            ),
+            follow_redirects=True,
+        )
 
     def _read_clock(self, response: httpx.Response) -> None:
         """Learn fal's time from its ``Date`` header, so windows in fal's records are set on
@@ -110,6 +120,7 @@ class Connection:
 
     def close(self) -> None:
         self.http.close()
+        self.cdn.close()
 
     def sleep(self, seconds: float) -> None:
         """Wait, unless the run is cancelled first (then :class:`Stopped`)."""

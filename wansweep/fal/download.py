@@ -22,7 +22,7 @@ class DownloadMixin:
             size = 0
             headers = None
             try:
-                with self.http.stream("GET", url) as response:
+                with self.cdn.stream("GET", url) as response:
                     headers = response.headers
                     code = response.status_code
                     if code != 200:

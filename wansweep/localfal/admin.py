@@ -47,14 +47,17 @@ class AdminRoutes:
     async def files(self, request: Request) -> Response:
         """PUT stores a file that requests may then name by URL; GET serves it."""
         folder = self.media_dir / "files"
-        path = folder / Path(request.path_params["name"]).name
+        name = Path(request.path_params["name"]).name
         if request.method == "PUT":
+            if not name or name.startswith("."):
+                return JSONResponse({"detail": "invalid file name"}, 422)
             folder.mkdir(exist_ok=True)
-            path.write_bytes(await request.body())
-            return JSONResponse({"url": f"{self._base_url(request)}/_local/files/{path.name}"})
-        if not path.exists():
+            (folder / name).write_bytes(await request.body())
+            return JSONResponse({"url": f"{self._base_url(request)}/_local/files/{name}"})
+        try:
+            return Response(self.own_file(name).read_bytes())
+        except FileNotFoundError:
             return JSONResponse({"detail": "File not found"}, 404)
-        return Response(path.read_bytes())
 
     async def get_stats(self, request: Request) -> Response:
         return JSONResponse(self.snapshot())

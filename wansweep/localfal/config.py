@@ -11,6 +11,7 @@ FAULTS = {
     "drop_after_accept": "submit accepted, then the connection dropped before the answer",
     "submit_5xx_after_accept": "submit accepted, then answered a JSON 500 (fal's app)",
     "listing_payloads": "a request is listed without its payload (payload storage off)",
+    "fetch_fail": "fetching an input URL fails; the 422 quotes the URL, as fal's errors do",
     "status_429": "status poll answered 429",
     "status_5xx": "status poll answered an nginx-style 503",
     "result_5xx": "result fetch answered a JSON 500",

@@ -8,6 +8,7 @@ import hashlib
 import json
 import random
 from typing import Any
+from urllib.parse import unquote
 
 import httpx
 
@@ -15,6 +16,8 @@ from wansweep import schema
 from wansweep.localfal.queue import FalRequest
 from wansweep.localfal.video import render_clip
 from wansweep.media import decode_data_uri
+
+FETCH_LIMIT = 64 * 2**20  # bytes read of one input URL at most
 
 
 class GenerateMixin:
@@ -25,28 +28,9 @@ class GenerateMixin:
         problems = [p for p in schema.check_input(payload) if p.severity == "error"]
         image = audio = None
         if not any(p.field == "image_url" for p in problems):
-            try:
-                image = await self._fetch(payload["image_url"])
-            except Exception as exc:
-                problems.append(
-                    schema.Problem(
-                        "image_url", "file_download_error", f"Failed to download the file: {exc}"
-                    )
-                )
-            else:
-                _, img_problems = schema.check_image(image)
-                problems += [p for p in img_problems if p.severity == "error"]
+            image = await self._input(payload["image_url"], "image_url", problems)
         if payload.get("audio_url") and not any(p.field == "audio_url" for p in problems):
-            try:
-                audio = await self._fetch(payload["audio_url"])
-            except Exception as exc:
-                problems.append(
-                    schema.Problem(
-                        "audio_url", "file_download_error", f"Failed to download the file: {exc}"
-                    )
-                )
-            else:
-                problems += schema.check_audio(audio)
+            audio = await self._input(payload["audio_url"], "audio_url", problems)
         if problems:
             job.error = {"status_code": 422, "body": {"detail": [p.fal_detail() for p in problems]}}
             return
@@ -138,20 +122,51 @@ class GenerateMixin:
             output["actual_prompt"] = _expand(payload["prompt"], seed)
         job.output = output
 
+    async def _input(self, url: str, field: str, problems: list) -> bytes | None:
+        """An input's bytes, checked as fal checks them; what is wrong goes to ``problems``."""
+        try:
+            data = await self._fetch(url)
+        except Exception as exc:
+            why = f"Failed to download the file ({_why(exc)})"
+            problems.append(schema.Problem(field, "file_download_error", why))
+            return None
+        if field == "image_url":
+            found = schema.check_image(data)[1]
+        else:
+            found = schema.check_audio(data)
+        problems += [p for p in found if p.severity == "error"]
+        return data
+
     async def _fetch(self, url: str) -> bytes:
         if url.startswith("data:"):
             return decode_data_uri(url)
         if url.startswith(("http://", "https://")):
+            if self._fault("fetch_fail"):
+                raise ValueError(f"could not fetch {url}: answered 403")
             own = "/_local/files/"
             if own in url:
-                return (self.media_dir / "files" / url.split(own, 1)[1].split("?")[0]).read_bytes()
+                return self.own_file(unquote(url.split(own, 1)[1].split("?")[0])).read_bytes()
             async with httpx.AsyncClient(
                 verify=self._ssl(), timeout=30, follow_redirects=True
             ) as client:
-                response = await client.get(url)
-                response.raise_for_status()
-                return response.content
+                async with client.stream("GET", url) as response:
+                    response.raise_for_status()
+                    data = b""
+                    async for chunk in response.aiter_bytes():
+                        data += chunk
+                        if len(data) > FETCH_LIMIT:
+                            raise ValueError("the file is larger than fal accepts")
+                    return data
         raise ValueError("URL must be https://, http:// or a data URI")
+
+    def own_file(self, name: str):
+        """A file uploaded to this server (PUT /_local/files/NAME), never anything outside
+        its folder: the name is resolved, then checked to stay inside."""
+        folder = (self.media_dir / "files").resolve()
+        path = (folder / name).resolve()
+        if path.parent != folder or not path.is_file():
+            raise FileNotFoundError("no such file")
+        return path
 
 
 def _expand(prompt: str, seed: int) -> str:
@@ -159,3 +174,15 @@ def _expand(prompt: str, seed: int) -> str:
     return (
         f"{prompt.strip()} ({flavour[seed % len(flavour)]}, {flavour[(seed // 4) % len(flavour)]})"
     )
+
+
+def _why(exc: Exception) -> str:
+    """What a failed download tells the client: the HTTP status, or the kind of failure,
+    never a path or other text of this host."""
+    if isinstance(exc, httpx.HTTPStatusError):
+        return f"answered {exc.response.status_code}"
+    if isinstance(exc, FileNotFoundError):
+        return "not found"
+    if isinstance(exc, ValueError) and ("larger" in str(exc) or "could not fetch" in str(exc)):
+        return str(exc)  # the URL is the client's own (fal quotes it, presigned or not)
+    return type(exc).__name__

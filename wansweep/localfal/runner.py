@@ -127,6 +127,7 @@ class LocalFalProcess:
             base_url=self.url,
             verify=ssl.create_default_context(cafile=self.env["SSL_CERT_FILE"]),
             timeout=30,
+            headers={"Authorization": f"Key {self.env['FAL_KEY']}"},
         )
 
     def stats(self) -> dict[str, Any]:
@@ -169,6 +170,7 @@ def start_local_fal(
     concurrency: int = 10,
     media: str = "full",
     listing: str = "documented",
+    key: str | None = None,
     workdir: Path | None = None,
     state_dir: Path | None = None,
     timeout: float = 60.0,
@@ -203,6 +205,8 @@ def start_local_fal(
     ]
     if faults:
         cmd += ["--faults", faults]
+    if key:
+        cmd += ["--key", key]
     if state_dir:
         cmd += ["--state-dir", str(state_dir)]
     log = (workdir / "server.log").open("wb")

@@ -117,12 +117,13 @@ class LocalFal(QueueRoutes, GenerateMixin, PlatformRoutes, AdminRoutes):
     def _routes(self) -> list[Route]:
         base = "/{owner}/{alias}/requests/{request_id}"
         return [
-            Route("/_local/stats", self.get_stats, methods=["GET"]),
-            Route("/_local/reset", self.post_reset, methods=["POST"]),
-            Route("/_local/config", self.post_config, methods=["POST"]),
-            Route("/_local/expire-media", self.post_expire_media, methods=["POST"]),
+            Route("/_local/stats", self._admin(self.get_stats), methods=["GET"]),
+            Route("/_local/reset", self._admin(self.post_reset), methods=["POST"]),
+            Route("/_local/config", self._admin(self.post_config), methods=["POST"]),
+            Route("/_local/expire-media", self._admin(self.post_expire_media), methods=["POST"]),
+            # generated videos are public, as on fal's CDN
             Route("/_local/media/{name}", self.get_media, methods=["GET"]),
-            Route("/_local/files/{name}", self.files, methods=["GET", "PUT"]),
+            Route("/_local/files/{name}", self._admin(self.files), methods=["GET", "PUT"]),
             Route("/v1/models/requests/by-endpoint", self.list_requests, methods=["GET"]),
             Route("/v1/models/pricing", self.pricing, methods=["GET"]),
             Route("/v1/models/usage", self.usage, methods=["GET"]),
@@ -132,6 +133,17 @@ class LocalFal(QueueRoutes, GenerateMixin, PlatformRoutes, AdminRoutes):
             Route(base, self.result, methods=["GET"]),
             Route("/{endpoint:path}", self.submit, methods=["POST"]),
         ]
+
+    def _admin(self, handler):
+        """With ``--key``, the server's own routes want the key too (else anyone reaching the
+        port could reconfigure it or read its files)."""
+
+        async def checked(request: Request):
+            if self.config.key is not None and not self._authorized(request):
+                return self._unauthorized()
+            return await handler(request)
+
+        return checked
 
     def _base_url(self, request: Request) -> str:
         return f"{request.url.scheme}://{request.url.netloc}"

@@ -1,0 +1,122 @@
+"""Bounded reads of media: every image or audio a manifest names is read through here.
+
+- http(s): at most ``MAX_BYTES`` (checked against ``Content-Length`` before reading, and while
+  reading), a total deadline, at most ``MAX_REDIRECTS`` redirects, and never to a loopback,
+  private or link-local address (cloud metadata services live there) unless the user allows
+  it (``WANSWEEP_ALLOW_HOSTS=host,...``; ``WANSWEEP_ALLOW_PRIVATE_URLS=1`` for all) or it is
+  the local fal server's own address.
+- local paths: regular files only (no FIFO, device or directory), at most ``MAX_BYTES``.
+One shared HTTP client per process.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+import stat
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urljoin, urlsplit
+
+import httpx
+
+from wansweep.errors import InputError
+
+MAX_BYTES = 32 * 2**20  # above fal's own 25 MB (image) and 15 MB (audio) limits
+DEADLINE_S = 60.0
+MAX_REDIRECTS = 5
+
+_client: httpx.Client | None = None
+_lock = threading.Lock()
+
+
+class FetchRefused(InputError):
+    """A media URL or path that is not read (too large, too slow, where it may not go)."""
+
+
+def _http() -> httpx.Client:
+    global _client
+    with _lock:
+        if _client is None:
+            _client = httpx.Client(
+                timeout=httpx.Timeout(30.0, connect=10.0),
+                follow_redirects=False,  # each hop is checked below
+                limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
+            )
+        return _client
+
+
+def _allowed_host(host: str) -> None:
+    if os.environ.get("WANSWEEP_ALLOW_PRIVATE_URLS") == "1":
+        return
+    allowed = {h.strip() for h in os.environ.get("WANSWEEP_ALLOW_HOSTS", "").split(",")}
+    if host in allowed:
+        return
+    local = os.environ.get("WANSWEEP_LOCAL_FAL")
+    if local and urlsplit(local).hostname == host:
+        return  # the local fal server serves its own files
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except OSError as exc:
+        raise FetchRefused(f"cannot resolve {host}: {exc}") from None
+    for info in infos:
+        address = ipaddress.ip_address(info[4][0])
+        if (
+            address.is_private
+            or address.is_loopback
+            or address.is_link_local
+            or (address.is_reserved or address.is_multicast or address.is_unspecified)
+        ):
+            raise FetchRefused(
+                f"{host} resolves to {address}, a private, loopback or link-local address; "
+                f"allow it with WANSWEEP_ALLOW_HOSTS={host} (or every such address with "
+                "WANSWEEP_ALLOW_PRIVATE_URLS=1)"
+            )
+
+
+def fetch_url(url: str, limit: int = MAX_BYTES) -> bytes:
+    """The body of an http(s) URL, within the bounds above. 404 -> FileNotFoundError."""
+    deadline = time.monotonic() + DEADLINE_S
+    for _ in range(MAX_REDIRECTS + 1):
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise FetchRefused(f"{url}: only http(s) URLs are fetched")
+        _allowed_host(parts.hostname)
+        with _http().stream("GET", url) as response:
+            if response.is_redirect:
+                url = urljoin(url, response.headers.get("location", ""))
+                continue
+            if response.status_code == 404:
+                raise FileNotFoundError(url)
+            if response.status_code != 200:
+                raise FetchRefused(f"{url}: answered {response.status_code}")
+            declared = response.headers.get("content-length")
+            if declared and declared.isdigit() and int(declared) > limit:
+                raise FetchRefused(f"{url}: {int(declared)} bytes, over the {limit} byte limit")
+            chunks, size = [], 0
+            for chunk in response.iter_bytes(1 << 16):
+                size += len(chunk)
+                if size > limit:
+                    raise FetchRefused(f"{url}: over the {limit} byte limit")
+                if time.monotonic() > deadline:
+                    raise FetchRefused(f"{url}: not read within {DEADLINE_S:.0f} s")
+                chunks.append(chunk)
+            return b"".join(chunks)
+    raise FetchRefused(f"{url}: more than {MAX_REDIRECTS} redirects")
+
+
+def read_local(path: str | Path, limit: int = MAX_BYTES) -> bytes:
+    """A local regular file of at most ``limit`` bytes."""
+    path = Path(path)
+    info = path.stat()  # FileNotFoundError as it is
+    if not stat.S_ISREG(info.st_mode):
+        raise FetchRefused(f"{path} is not a regular file")
+    if info.st_size > limit:
+        raise FetchRefused(f"{path}: {info.st_size} bytes, over the {limit} byte limit")
+    with path.open("rb") as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise FetchRefused(f"{path}: over the {limit} byte limit")
+    return data
