@@ -1,0 +1,147 @@
+"""A local folder as a store: atomic writes, umask-respecting modes, conditional creates."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from wansweep.store import Store
+
+
+class LocalStore(Store):
+    def __init__(self, root: str | Path):
+        self.root = Path(root).expanduser().resolve()
+        self.uri = str(self.root)
+
+    def _path(self, key: str) -> Path:
+        return self.root / key
+
+    def _staged(self, key: str, write) -> tuple[Path, str]:
+        """Write a temporary file beside ``key`` (removed if anything fails), readable as the
+        user's umask says (mkstemp alone would leave it 0600)."""
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, 0o666 & ~_UMASK)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path, tmp
+
+    def _publish(self, key: str, write) -> None:
+        path, tmp = self._staged(key, write)
+        try:
+            os.replace(tmp, path)  # readers see the old object or the whole new one
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def put_bytes(self, key: str, data: bytes, content_type: str | None = None) -> None:
+        self._publish(key, lambda f: f.write(data))
+
+    def put_file(self, key: str, path: Path, content_type: str | None = None) -> None:
+        def copy(f) -> None:
+            with open(path, "rb") as src:
+                shutil.copyfileobj(src, f, 1 << 20)
+
+        self._publish(key, copy)
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+    @staticmethod
+    def _version(st: os.stat_result) -> str:
+        return f"{st.st_ino}-{st.st_mtime_ns}-{st.st_size}"
+
+    def create_exclusive(self, key: str, data: bytes) -> str | bool:
+        path, tmp = self._staged(key, lambda f: f.write(data))
+        try:
+            os.link(tmp, path)  # atomic, and fails if the name exists (as O_EXCL would)
+        except FileExistsError:
+            return False
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+        return self._version(path.stat())
+
+    def read_versioned(self, key: str) -> tuple[bytes, str, float | None] | None:
+        path = self._path(key)
+        try:
+            with path.open("rb") as f:
+                st = os.fstat(f.fileno())
+                data = f.read()
+        except FileNotFoundError:
+            return None
+        return data, self._version(st), time.time() - st.st_mtime
+
+    def replace_if(self, key: str, data: bytes, version: str | None) -> str | bool:
+        import fcntl
+
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = os.open(path.parent, os.O_RDONLY)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # one compare-and-swap at a time in this folder
+            try:
+                if version is None or self._version(path.stat()) != version:
+                    return False
+            except FileNotFoundError:
+                return False
+            self._publish(key, lambda f: f.write(data))
+            return self._version(path.stat())
+        finally:
+            os.close(lock)
+
+    def get_bytes(self, key: str) -> bytes | None:
+        try:
+            return self._path(key).read_bytes()
+        except (FileNotFoundError, IsADirectoryError):
+            return None
+
+    def size(self, key: str) -> int | None:
+        try:
+            return self._path(key).stat().st_size
+        except FileNotFoundError:
+            return None
+
+    def list(self, prefix: str) -> Iterator[str]:
+        base = self._path(prefix)
+        folder = base if prefix.endswith("/") or base.is_dir() else base.parent
+        if not folder.is_dir():
+            return
+        for dirpath, _, files in os.walk(folder):
+            for name in files:
+                key = Path(dirpath, name).relative_to(self.root).as_posix()
+                if not name.startswith(".tmp-") and key.startswith(prefix):
+                    yield key
+
+    def download_file(self, key: str, path: Path) -> None:
+        shutil.copyfile(self._path(key), path)
+
+    def iter_chunks(self, key: str) -> Iterator[bytes] | None:
+        path = self._path(key)
+        if not path.is_file():
+            return None
+
+        def read() -> Iterator[bytes]:
+            with path.open("rb") as f:
+                yield from iter(lambda: f.read(1 << 20), b"")
+
+        return read()
+
+
+def _read_umask() -> int:
+    mask = os.umask(0)  # the only way to read it; done once, at import, before any thread
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
