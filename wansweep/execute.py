@@ -30,6 +30,7 @@ from wansweep.errors import (
     BudgetExceeded,
     FailureKind,
     FalError,
+    LeaseHeld,
     LedgerDamaged,
     Stopped,
 )
@@ -182,6 +183,8 @@ def _run_leased(job: Job, rt: Runtime) -> JobResult:
             resumed = False  # generated anew
     except Stopped:
         return _result(job, Outcome.CANCELLED, entry)
+    except LeaseHeld as exc:
+        return _result(job, Outcome.BUSY, entry, error=str(exc))
     except BudgetExceeded as exc:
         return _result(job, Outcome.SKIPPED, entry, error=str(exc))
     except FalError as exc:
@@ -337,6 +340,10 @@ def _submit(job: Job, rt: Runtime, ledger: Ledger, entry: LedgerEntry) -> Ledger
     request. A lost answer leaves the entry ``submitting`` (no handle) for settling."""
     if rt.fal.stop.is_set():  # cancelled while waiting for a slot: submit nothing
         raise Stopped("run cancelled before submit")
+    if rt.leases is not None and not rt.leases.still_ours(job.job_key):
+        raise LeaseHeld(  # this process stalled past the lease's ttl: another one runs it now
+            f"job {job.job_key}: its lease was taken over; the run holding it runs it"
+        )
     body = request_body(job)
     entry = ledger.put(
         entry,

@@ -81,7 +81,10 @@ def test_with_a_key_every_route_wants_it(tmp_path):
     from wansweep.localfal.runner import start_local_fal
 
     with start_local_fal(workdir=tmp_path, key="only-this-key") as server:
-        plain = httpx.Client(verify=server.env["SSL_CERT_FILE"], base_url=server.url)
+        import ssl
+
+        trust = ssl.create_default_context(cafile=server.env["SSL_CERT_FILE"])
+        plain = httpx.Client(verify=trust, base_url=server.url)
         for method, path in (
             ("GET", "/_local/stats"),
             ("POST", "/_local/reset"),

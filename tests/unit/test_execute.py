@@ -346,3 +346,22 @@ def test_a_refused_submit_gives_its_reservation_back(tmp_path, job):
     fal = FakeQueue(submits=[FalError("no such app", FailureKind.REJECTED, 404)])
     rt = runtime(tmp_path, fal)
     assert run_job(job, rt).outcome is Outcome.FAILED and rt.budget.committed == 0
+
+
+def test_a_lease_lost_while_stalled_submits_nothing(tmp_path, job):
+    from wansweep.leases import Leases, Owner
+
+    fal = FakeQueue()
+    rt = runtime(tmp_path, fal)
+    rt.leases = Leases(rt.store, Owner.new())
+    real_acquire = rt.leases.acquire
+
+    def acquire_then_lose(job_key):  # the renewal found another holder (we were stalled)
+        assert real_acquire(job_key)
+        rt.leases._held[job_key] = None
+        return True
+
+    rt.leases.acquire = acquire_then_lose
+    result = run_job(job, rt)
+    assert result.outcome is Outcome.BUSY and "taken over" in result.error
+    assert "submit" not in fal.calls
