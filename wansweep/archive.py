@@ -27,10 +27,6 @@ INDEX_KEY = "index/all.parquet"
 PLAN_FILE, SKIPPED_FILE, SWEEP_INDEX = "plan.parquet", "skipped.parquet", "index.parquet"
 
 
-def job_prefix(job_key: str) -> str:
-    return f"jobs/{job_key}"
-
-
 def job_file(job_key: str, name: str) -> str:
     return f"jobs/{job_key}/{name}"
 

@@ -34,7 +34,7 @@ from wansweep.errors import (
     LedgerDamaged,
     Stopped,
 )
-from wansweep.fal import FalQueue, body_digest
+from wansweep.fal import FalQueue
 from wansweep.fal.platform import Lookup
 from wansweep.finish import archive_result
 from wansweep.leases import Leases
@@ -349,7 +349,6 @@ def _submit(job: Job, rt: Runtime, ledger: Ledger, entry: LedgerEntry) -> Ledger
         entry,
         status=LedgerStatus.SUBMITTING,
         endpoint=job.endpoint,
-        body_digest=body_digest(body),
         fields=job.request_fields(),
         submitted_at=time.time(),
         attempts=entry.attempts + 1,

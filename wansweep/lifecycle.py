@@ -126,7 +126,6 @@ class LedgerEntry:
     job_key: str
     status: LedgerStatus | None = None
     endpoint: str | None = None
-    body_digest: str | None = None
     fields: dict[str, Any] | None = None  # the request's fields without media (for settling)
     submitted_at: float | None = None  # just before the POST (our clock)
     attempts: int = 0  # generations paid for or possibly paid for

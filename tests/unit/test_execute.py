@@ -185,7 +185,7 @@ def test_completed_is_archived_from_the_ledger_without_asking_fal(tmp_path, job)
 def test_submitting_found_at_fal_is_adopted(tmp_path, job):
     fal = FakeQueue(found=FOUND)
     rt = runtime(tmp_path, fal)
-    seed_ledger(rt, status="submitting", body_digest="d", submitted_at=1.0, attempts=1)
+    seed_ledger(rt, status="submitting", submitted_at=1.0, attempts=1)
     assert run_job(job, rt).outcome is Outcome.ARCHIVED
     assert "submit" not in fal.calls and ledger(rt).reconciled
 
@@ -193,7 +193,7 @@ def test_submitting_found_at_fal_is_adopted(tmp_path, job):
 def test_submitting_proven_absent_is_submitted_again_as_a_new_attempt(tmp_path, job):
     fal = FakeQueue(found=ABSENT)
     rt = runtime(tmp_path, fal)
-    seed_ledger(rt, status="submitting", body_digest="d", submitted_at=1.0, attempts=1)
+    seed_ledger(rt, status="submitting", submitted_at=1.0, attempts=1)
     assert run_job(job, rt).outcome is Outcome.ARCHIVED and fal.accepted == 1
     assert ledger(rt).attempts == 2  # the lost submit is never given back: no loop
 
@@ -201,7 +201,7 @@ def test_submitting_proven_absent_is_submitted_again_as_a_new_attempt(tmp_path, 
 def test_submitting_not_settled_stays_ambiguous_and_pays_nothing(tmp_path, job):
     fal = FakeQueue(found=UNKNOWN)
     rt = runtime(tmp_path, fal)
-    seed_ledger(rt, status="submitting", body_digest="d", submitted_at=1.0, attempts=1)
+    seed_ledger(rt, status="submitting", submitted_at=1.0, attempts=1)
     result = run_job(job, rt)
     assert result.outcome is Outcome.AMBIGUOUS and fal.accepted == 0
     assert ledger(rt).status is LedgerStatus.AMBIGUOUS and "not listed yet" in ledger(rt).error

@@ -8,7 +8,6 @@
 """
 
 from wansweep.fal.connection import FalConfig
-from wansweep.fal.platform import body_digest
 from wansweep.fal.queue import FalQueue
 
-__all__ = ["FalConfig", "FalQueue", "body_digest"]
+__all__ = ["FalConfig", "FalQueue"]
