@@ -23,6 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from latency import bench_latency  # noqa: E402
 from harness import (  # noqa: E402
     RESULTS,
     bare_loop,
@@ -41,7 +42,8 @@ def bench_overhead(work: Path, fal, n: int, latency: float, concurrency: int) ->
     from wansweep.manifest import plan
     from wansweep.sweep import load_spec
 
-    poll = {"first": 2.0, "factor": 1.5, "max": 15.0}
+    # polled on the bare loop's own schedule: this line measures our overhead, not how we wait
+    poll = {"stream": False, "first": 2.0, "factor": 1.5, "max": 15.0}
     fal.configure(
         latency=f"fixed={latency}", media="tiny", concurrency=max(concurrency, 10), faults=""
     )
@@ -278,10 +280,15 @@ def main() -> None:
         metavar="N",
         help="only measure a cold run of N jobs (memory at scale; slow)",
     )
+    parser.add_argument(
+        "--only", choices=["latency"], help="only this section (its full sizes unless --smoke)"
+    )
     args = parser.parse_args()
     sizes = dict(n=1000, latency=5.0, concurrency=100, warm=10_000, plan=100_000, mb=200, econ=20)
+    waits = dict(n=200, seconds=6.0, concurrency=20, big=1000)  # 6 s: off the poll schedule
     if args.smoke:
         sizes = dict(n=6, latency=1.0, concurrency=3, warm=50, plan=500, mb=8, econ=2)
+        waits = dict(n=4, seconds=1.0, concurrency=2, big=6)
     print(
         f"wansweep benchmarks ({'smoke' if args.smoke else 'full'}); local fal server in tiny-media mode"
     )
@@ -296,16 +303,19 @@ def main() -> None:
                 bench_cold(work, fal, args.cold)
             server.terminate()
             return
-        bench_ephemeral_startup()
+        if not args.only:
+            bench_ephemeral_startup()
         with start_local_fal(
             latency="zero", media="tiny", concurrency=1000, workdir=work / "fal"
         ) as fal:
             os.environ.update(fal.env)
-            bench_plan(work, sizes["plan"])
-            bench_overhead(work, fal, sizes["n"], sizes["latency"], sizes["concurrency"])
-            bench_default_subscribe(fal, sizes["latency"], sizes["econ"])
-            bench_warm_10k(work, fal, sizes["warm"])
-            bench_archive_memory(work, fal, sizes["mb"])
+            bench_latency(work, fal, **waits)
+            if not args.only:
+                bench_plan(work, sizes["plan"])
+                bench_overhead(work, fal, sizes["n"], sizes["latency"], sizes["concurrency"])
+                bench_default_subscribe(fal, sizes["latency"], sizes["econ"])
+                bench_warm_10k(work, fal, sizes["warm"])
+                bench_archive_memory(work, fal, sizes["mb"])
         server.terminate()
         server.wait(30)
     if args.json:

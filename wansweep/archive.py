@@ -149,6 +149,9 @@ def sidecar_row(meta: dict[str, Any]) -> dict[str, Any]:
         "queue_seconds": timings.get("queue_seconds"),
         "inference_seconds": timings.get("inference_seconds"),
         "wall_seconds": timings.get("wall_seconds"),
+        "completion_uncertainty_s": timings.get("completion_uncertainty_s"),
+        "detection_lag_s": timings.get("detection_lag_s"),
+        "detected_via": timings.get("detected_via"),
         "first_frame_similarity": meta.get("first_frame_similarity"),
     }
 

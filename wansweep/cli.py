@@ -65,6 +65,9 @@ def fal_server(
     clock_offset: float = typer.Option(
         0.0, help="Seconds the server's clock runs ahead (negative: behind) of this machine's."
     ),
+    status_stream: str = typer.Option(
+        "on", help="on: serve the status stream; 404 or 405: answer that (a server without it)."
+    ),
     media_dir: Path | None = typer.Option(None, help="Where rendered clips are kept."),
     state_dir: Path | None = typer.Option(None, help="Where the local CA and certificate live."),
     key: str | None = typer.Option(
@@ -88,6 +91,7 @@ def fal_server(
             listing=listing,
             cancel_running=cancel_running,
             clock_offset=clock_offset,
+            status_stream=status_stream,
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None

@@ -377,12 +377,9 @@ def _await_result(
 ) -> LedgerEntry:
     """Wait until fal ends the request, then fetch its result into the ledger (``completed``).
     Stopped while waiting: the request is cancelled at fal and ``cancelled`` recorded."""
-    poll = rt.poll
     try:
-        done = rt.fal.wait(
-            handle, poll.first, poll.factor, poll.max, poll.webhook_fallback, check_now
-        )
-        result = rt.fal.result(handle, generation_failed=bool(done.error))
+        done = rt.fal.wait(handle, rt.poll, check_now)
+        result = rt.fal.result(handle, generation_failed=bool(done.status.error))
     except Stopped:
         running = None
         try:
@@ -400,6 +397,9 @@ def _await_result(
         entry,
         status=LedgerStatus.COMPLETED,
         result=result,
-        completed_at=time.time(),
-        inference_seconds=done.metrics.get("inference_time"),
+        completed_at=done.completed_at,
+        detected_at=done.detected_at,
+        completion_uncertainty=done.uncertainty,
+        detected_via=done.via,
+        inference_seconds=done.status.metrics.get("inference_time"),
     )

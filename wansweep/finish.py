@@ -73,6 +73,39 @@ def _first_frame_similarity(job: Job, first: Any) -> float | None:
         return None
 
 
+def timings(entry: LedgerEntry, archived_at: float) -> dict[str, Any]:
+    """When each step happened (this machine's clock; fal's own figure for inference).
+
+    Latencies are measured to ``completed_at``, when fal completed the job (see
+    :class:`wansweep.fal.stream.Completion`), not to when we noticed (``detected_at``): a
+    slow poll must not make an arm look slower. ``completion_uncertainty_s`` bounds the
+    estimate (0 when a stream or webhook said so at once)."""
+    submitted, completed, inference = (
+        entry.submitted_at,
+        entry.completed_at,
+        entry.inference_seconds,
+    )
+    both = submitted is not None and completed is not None
+    return {
+        "submitted_at": submitted,
+        # fal reports inference time, not a start time: started = completed - inference
+        "started_at": completed - inference if completed and inference is not None else None,
+        "completed_at": completed,
+        "detected_at": entry.detected_at,
+        "detected_via": entry.detected_via,
+        "completion_uncertainty_s": entry.completion_uncertainty,
+        "archived_at": archived_at,
+        "inference_seconds": inference,
+        "queue_seconds": round(completed - submitted - inference, 3)
+        if both and inference is not None
+        else None,
+        "wall_seconds": round(completed - submitted, 3) if both else None,
+        "detection_lag_s": round(entry.detected_at - completed, 3)
+        if entry.detected_at is not None and completed is not None
+        else None,
+    }
+
+
 def sidecar(
     job: Job,
     entry: LedgerEntry,
@@ -84,11 +117,6 @@ def sidecar(
 ) -> dict[str, Any]:
     """The metadata sidecar of an archived job (no secrets, no inline data)."""
     result = entry.result
-    submitted, completed, inference = (
-        entry.submitted_at,
-        entry.completed_at,
-        entry.inference_seconds,
-    )
     return {
         "job_key": job.job_key,
         "arm": job.arm,
@@ -108,18 +136,7 @@ def sidecar(
         "seed": result.get("seed"),
         "actual_prompt": result.get("actual_prompt"),
         "fal_video": {k: v for k, v in result["video"].items() if k != "url"},
-        "timings": {
-            "submitted_at": submitted,
-            # fal reports inference time, not a start time: started = completed - inference
-            "started_at": completed - inference if completed and inference is not None else None,
-            "completed_at": completed,
-            "archived_at": archived_at,
-            "inference_seconds": inference,
-            "queue_seconds": round(completed - submitted - inference, 3)
-            if submitted and completed and inference is not None
-            else None,
-            "wall_seconds": round(completed - submitted, 3) if submitted and completed else None,
-        },
+        "timings": timings(entry, archived_at),
         "video": {
             "key": job_file(job.job_key, VIDEO),
             "sha256": sha,

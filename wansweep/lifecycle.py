@@ -138,8 +138,10 @@ class LedgerEntry:
     reconciled: bool = False  # the request was found through fal's records
     ambiguous: str | None = None  # why the last submit's answer is unknown
     search_window: float | None = None  # seconds before submitted_at to search fal's records
-    completed_at: float | None = None
-    detected_at: float | None = None
+    completed_at: float | None = None  # fal completed it (our best estimate, our clock)
+    detected_at: float | None = None  # we saw it completed
+    completion_uncertainty: float | None = None  # +- seconds on completed_at (None: unbounded)
+    detected_via: str | None = None  # "stream", "webhook" or "poll"
     inference_seconds: float | None = None
     video_size: int | None = None
     video_sha256: str | None = None

@@ -86,6 +86,7 @@ def runtime_for(
                     max_connections=settings.connections,
                     stop=stop,
                     webhooks=webhooks,
+                    stream_idle=settings.poll.stream_idle,
                 ),
                 budget=Budget(settings.budget_usd),
                 poll=settings.poll,

@@ -63,11 +63,18 @@ class Arm(BaseModel):
 
 
 class PollSpec(BaseModel):
-    """Status polling: first wait, growth factor, longest wait (seconds). With fal webhooks
+    """How a job learns that fal finished it (seconds).
+
+    By default (``stream``) it follows fal's status stream and sees the completion at once;
+    a stream silent for ``stream_idle`` s is reconnected after a status check. Where the
+    server offers no stream, or with ``stream: false``, it polls: first after ``first`` s,
+    each wait ``factor`` times longer, up to ``max``. With fal webhooks
     (WANSWEEP_WEBHOOK_URL), status is checked when the webhook comes, else every
     ``webhook_fallback`` seconds in case it was lost."""
 
     model_config = ConfigDict(extra="forbid")
+    stream: bool = True
+    stream_idle: float = Field(30.0, ge=1, le=600)
     first: float = Field(2.0, gt=0, le=600)
     factor: float = Field(1.5, ge=1, le=4)
     max: float = Field(15.0, gt=0, le=600)

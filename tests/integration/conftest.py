@@ -55,6 +55,7 @@ DEFAULTS = dict(
     listing="documented",
     cancel_running="complete",
     clock_offset=0,
+    status_stream="on",
 )
 
 

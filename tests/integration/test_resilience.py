@@ -74,7 +74,7 @@ def test_killed_between_upload_and_sidecar_resumes_without_fal(fal, prefect_harn
     assert meta["video"]["size"] == store.size(f"jobs/{key}/video.mp4")
 
 
-@pytest.mark.parametrize("waiting", ["polling", "webhooks"])
+@pytest.mark.parametrize("waiting", ["streams", "webhooks"])
 def test_ctrl_c_cancels_in_flight_requests_and_records_them(
     fal, prefect_harness, tmp_path, waiting
 ):
@@ -90,7 +90,10 @@ def test_ctrl_c_cancels_in_flight_requests_and_records_them(
     assert proc.wait(120) == 130
     assert "in-flight fal requests were cancelled" in Path(proc.args_log).read_text()
     assert ledger_statuses(store_dir)["cancelled"] == 4
-    assert fal.stats()["cancels"] == 4
+    stats = fal.stats()
+    assert stats["cancels"] == 4
+    if waiting == "streams":  # every job was watching its stream, and every stream is closed
+        assert stats["peak_streams_open"] >= 4 and stats["streams_open"] == 0
 
     fal.configure(latency="zero")
     result = sweep(str(spec))  # the cancelled jobs are submitted again, once each
@@ -127,7 +130,7 @@ def test_status_polls_stay_under_one_per_two_seconds_of_latency(fal, prefect_har
         endpoints=["flash"],
         grid={"resolution": ["720p"]},
         seeds=[1, 2, 3],
-        poll={"first": 2.0, "factor": 1.5, "max": 15.0},
+        poll={"stream": False, "first": 2.0, "factor": 1.5, "max": 15.0},
     )
     result = sweep(str(spec))
     assert result["outcomes"] == {"archived": 6}

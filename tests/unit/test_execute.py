@@ -9,6 +9,7 @@ import json
 import threading
 from pathlib import Path
 
+import fal_client
 import pytest
 
 from tests.helpers import make_image
@@ -16,6 +17,7 @@ from wansweep.archive import Ledger, job_file
 from wansweep.errors import AmbiguousSubmit, FailureKind, FalError, Stopped
 from wansweep.execute import Runtime, run_job
 from wansweep.fal.platform import Lookup
+from wansweep.fal.stream import Completion
 from wansweep.lifecycle import SUCCEEDED, Handle, LedgerEntry, LedgerStatus, Outcome
 from wansweep.localfal.video import render_clip
 from wansweep.pricing import Budget
@@ -31,9 +33,13 @@ UNKNOWN = Lookup(None, False, "not listed yet")
 ABSENT = Lookup(None, True, "not listed long after: never accepted")
 
 
-class Done:
-    error = None
-    metrics = {"inference_time": 1.5}
+DONE = Completion(
+    fal_client.Completed(logs=None, metrics={"inference_time": 1.5}),
+    detected_at=100.0,
+    completed_at=99.5,
+    uncertainty=0.5,
+    via="poll",
+)
 
 
 class FakeQueue:
@@ -77,7 +83,7 @@ class FakeQueue:
         if self.stop_on_wait:
             self.stop.set()
             raise Stopped("run cancelled")
-        return Done()
+        return DONE
 
     def result(self, handle, generation_failed=False):
         self.calls.append("result")

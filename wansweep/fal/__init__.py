@@ -3,6 +3,7 @@
 - :mod:`.policy`     pure decisions: is a submit accepted / retried / ambiguous; backoff
 - :mod:`.connection` configuration, the HTTP client, the retry loop
 - :mod:`.queue`      submit, wait, result, cancel (:class:`FalQueue`, the face jobs use)
+- :mod:`.stream`     fal's status stream, and :class:`Completion` (when a request completed)
 - :mod:`.platform`   the Platform API: request listing, pricing
 - :mod:`.download`   video downloads
 """

@@ -9,9 +9,9 @@ fal's own records. Status and cancel go through fal-client's own request handle.
 
 from __future__ import annotations
 
-import itertools
+import logging
 import threading
-from collections.abc import Iterator
+import time
 from typing import Any
 
 import fal_client
@@ -22,28 +22,46 @@ from wansweep.fal import policy
 from wansweep.fal.connection import Connection, detail
 from wansweep.fal.download import DownloadMixin
 from wansweep.fal.platform import PlatformMixin
+from wansweep.fal.stream import Completion, StatusStreams, StreamBroken, StreamUnsupported
 from wansweep.lifecycle import Handle
+from wansweep.sweep import PollSpec
 from wansweep.webhooks import WebhookReceiver
+
+log = logging.getLogger(__name__)
+
+STREAM_BREAKS = 5  # breaks in a row (no event between them) before a job polls instead
 
 
 class FalQueue(PlatformMixin, DownloadMixin, Connection):
     """Thread-safe: one per process, shared by every job."""
 
-    def __init__(self, config, *, webhooks: WebhookReceiver | None = None, **kwargs: Any):
+    def __init__(
+        self,
+        config,
+        *,
+        webhooks: WebhookReceiver | None = None,
+        stream_idle: float = 30.0,
+        **kwargs: Any,
+    ):
         super().__init__(config, **kwargs)
         self.webhooks = webhooks
+        self.streams = StatusStreams(dict(self.http.headers), self.stop, stream_idle)
+        self.streams_offered: bool | None = None  # None until a stream answers or is refused
         self._closed = threading.Event()
-        if webhooks is not None:
-            threading.Thread(target=self._wake_waiters_on_stop, daemon=True).start()
+        threading.Thread(target=self._wake_waiters_on_stop, daemon=True).start()
 
     def close(self) -> None:
         self._closed.set()
+        self.streams.close()
         super().close()
 
     def _wake_waiters_on_stop(self) -> None:
+        """A stopped run wakes every waiter at once: webhook waits return, streams close."""
         while not self._closed.is_set():
             if self.stop.wait(1.0):
-                self.webhooks.wake_all()
+                self.streams.cancel_all()
+                if self.webhooks is not None:
+                    self.webhooks.wake_all()
                 return
 
     def _handle(self, h: Handle) -> fal_client.SyncRequestHandle:
@@ -124,59 +142,104 @@ class FalQueue(PlatformMixin, DownloadMixin, Connection):
         raise FalUnavailable(f"submit not accepted after {self.attempts} attempts ({last})")
 
     # ---------------------------------------------------------- wait/result
-    def wait(
-        self,
-        handle: Handle,
-        first: float,
-        factor: float,
-        longest: float,
-        fallback: float = 60.0,
-        check_now: bool = False,
-    ) -> fal_client.Completed:
-        """Poll politely: first after ``first`` s, then each wait ``factor`` times longer, up to
-        ``longest``. With webhooks, check when fal's webhook comes, else every ``fallback`` s.
-        ``check_now``: a request taken over from an earlier run may be long done; look at once."""
+    def wait(self, handle: Handle, poll: PollSpec, check_now: bool = False) -> Completion:
+        """Until fal completes the request; the :class:`Completion` says when and how it was seen.
+
+        With webhooks: a status check when fal's webhook comes, else every
+        ``poll.webhook_fallback`` s. Else, by default, fal's status stream (see
+        :mod:`wansweep.fal.stream`), with polling (first after ``poll.first`` s, each wait
+        ``poll.factor`` times longer, up to ``poll.max``) when the server offers no stream or
+        streams keep breaking. ``check_now``: a request taken over from an earlier run may be
+        long done; look at once. Raises :class:`FalError` (EXPIRED) when fal no longer knows
+        the request, :class:`Stopped` when the run is cancelled."""
         fh = self._handle(handle)
-        delays = self._delays(first, factor, longest, fallback)
         try:
-            for delay in itertools.chain([0.0] if check_now else [], delays):
-                self._pause(handle, delay)
-                try:
-                    status = self.with_retries("status", fh.status)
-                except fal_client.client.FalClientHTTPError as exc:
-                    if exc.status_code == 404:
-                        raise FalError(
-                            f"fal no longer knows request {handle.request_id}",
-                            FailureKind.EXPIRED,
-                            404,
-                        ) from exc
-                    raise FalUnavailable(
-                        f"status failed ({exc.status_code}): {exc}", exc.status_code
-                    ) from exc
-                if isinstance(status, fal_client.Completed):
-                    return status
-            raise AssertionError("unreachable")
+            if self.webhooks:
+                return self._wait_for_webhook(handle, fh, poll.webhook_fallback)
+            if poll.stream and self.streams_offered is not False:
+                done = self._wait_streaming(handle, fh)
+                if done is not None:
+                    return done
+            return self._wait_polling(handle, fh, poll, check_now)
         finally:
             if self.webhooks:
                 self.webhooks.forget(handle.request_id)
 
-    def _delays(
-        self, first: float, factor: float, longest: float, fallback: float
-    ) -> Iterator[float]:
-        if self.webhooks:
-            yield from itertools.repeat(fallback)
-        delay = first
-        while True:
-            yield delay
-            delay = min(longest, delay * factor)
+    def _status(self, handle: Handle, fh: fal_client.SyncRequestHandle) -> fal_client.Status:
+        try:
+            return self.with_retries("status", fh.status)
+        except fal_client.client.FalClientHTTPError as exc:
+            if exc.status_code == 404:
+                raise FalError(
+                    f"fal no longer knows request {handle.request_id}", FailureKind.EXPIRED, 404
+                ) from exc
+            raise FalUnavailable(
+                f"status failed ({exc.status_code}): {exc}", exc.status_code
+            ) from exc
 
-    def _pause(self, handle: Handle, delay: float) -> None:
-        if self.webhooks is None:
+    def _wait_streaming(
+        self, handle: Handle, fh: fal_client.SyncRequestHandle
+    ) -> Completion | None:
+        """Follow the stream; after each break, one status check, then reconnect (at once
+        after a stream that delivered events, with backoff while breaks repeat). None: poll
+        from here (no stream offered, or ``STREAM_BREAKS`` breaks in a row)."""
+        breaks = 0
+        while True:
+            try:
+                return self.streams.follow(handle.status_url, fh._parse_status)
+            except StreamUnsupported:
+                unsupported = True
+            except StreamBroken as exc:
+                unsupported = False
+                breaks = 1 if exc.events else breaks + 1
+            broke_at = time.time()  # the stream was watching until now
+            status = self._status(handle, fh)
+            if isinstance(status, fal_client.Completed):
+                return Completion.between(status, broke_at, "poll")
+            if unsupported:  # the request exists, so it is the stream the server lacks
+                if self.streams_offered is None:
+                    log.info("fal's status stream is not offered here: polling instead")
+                self.streams_offered = False
+                return None
+            if breaks >= STREAM_BREAKS:
+                return None
+            if breaks > 1:
+                self.pause_before_retry(breaks - 2)
+
+    def _wait_polling(
+        self,
+        handle: Handle,
+        fh: fal_client.SyncRequestHandle,
+        poll: PollSpec,
+        check_now: bool,
+    ) -> Completion:
+        unfinished_at = None if check_now else time.time()
+        delay = poll.first
+        if check_now:
+            delay = 0.0
+        while True:
             self.sleep(delay)
-            return
-        self.webhooks.wait(handle.request_id, delay)
-        if self.stop.is_set():
-            raise Stopped("run cancelled")
+            delay = min(poll.max, (delay or poll.first / poll.factor) * poll.factor)
+            status = self._status(handle, fh)
+            if isinstance(status, fal_client.Completed):
+                return Completion.between(status, unfinished_at, "poll")
+            unfinished_at = time.time()
+
+    def _wait_for_webhook(
+        self, handle: Handle, fh: fal_client.SyncRequestHandle, fallback: float
+    ) -> Completion:
+        unfinished_at = time.time()
+        while True:
+            woken = self.webhooks.wait(handle.request_id, fallback)
+            if self.stop.is_set():
+                raise Stopped("run cancelled")
+            woken_at = time.time()
+            status = self._status(handle, fh)
+            if isinstance(status, fal_client.Completed):
+                if woken:  # fal sends the webhook when the request completes
+                    return Completion(status, time.time(), woken_at, 0.0, "webhook")
+                return Completion.between(status, unfinished_at, "poll")
+            unfinished_at = time.time()
 
     def result(self, handle: Handle, generation_failed: bool = False) -> dict[str, Any]:
         """A completed request's result; :class:`FalError` says how the job ended otherwise."""

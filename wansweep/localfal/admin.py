@@ -62,6 +62,21 @@ class AdminRoutes:
     async def get_stats(self, request: Request) -> Response:
         return JSONResponse(self.snapshot())
 
+    async def get_requests(self, request: Request) -> Response:
+        """Every request's own times (the server's clock): what tests compare reports with."""
+        return JSONResponse(
+            [
+                {
+                    "request_id": j.request_id,
+                    "sent_at": j.sent_at,
+                    "started_at": j.started_at,
+                    "ended_at": j.ended_at,
+                    "status_code": j.status_code,
+                }
+                for j in self.jobs.values()
+            ]
+        )
+
     async def post_reset(self, request: Request) -> Response:
         self.reset_stats()
         return JSONResponse({"ok": True})
@@ -92,7 +107,7 @@ class AdminRoutes:
                 changes["latency"] = Latency.parse(str(body["latency"]))
             if "faults" in body:
                 changes["faults"] = Faults.parse(str(body["faults"]))
-            for name in ("media", "listing", "cancel_running"):
+            for name in ("media", "listing", "cancel_running", "status_stream"):
                 if name in body:
                     changes[name] = str(body[name])
             if "concurrency" in body:
@@ -118,6 +133,7 @@ CONFIGURABLE = {
     "media",
     "listing",
     "cancel_running",
+    "status_stream",
     "concurrency",
     "clock_offset",
     "fault_seed",

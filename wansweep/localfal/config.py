@@ -14,6 +14,7 @@ FAULTS = {
     "fetch_fail": "fetching an input URL fails; the 422 quotes the URL, as fal's errors do",
     "status_429": "status poll answered 429",
     "status_5xx": "status poll answered an nginx-style 503",
+    "stream_drop": "a status stream breaks before its next event",
     "result_5xx": "result fetch answered a JSON 500",
     "failed": "generation failed (result 500, not billed)",
     "webhook_drop": "the webhook of a finished request is never delivered",
@@ -108,6 +109,7 @@ class ServerConfig:
     )
     cancel_running: str = "complete"  # or "stop": what a cancelled running request does
     clock_offset: float = 0.0  # seconds the server's clock is ahead of this machine's
+    status_stream: str = "on"  # "404" or "405": answered instead (a server without streams)
 
     def __post_init__(self) -> None:
         if not 1 <= self.concurrency <= 10_000:
@@ -116,6 +118,7 @@ class ServerConfig:
             ("media", ("full", "tiny")),
             ("listing", ("documented", "cooperative")),
             ("cancel_running", ("complete", "stop")),
+            ("status_stream", ("on", "404", "405")),
         )
         for name, allowed in choices:
             if getattr(self, name) not in allowed:

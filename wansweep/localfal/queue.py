@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from wansweep import schema
-from wansweep.localfal.faults import DroppedResponse, fal_error, ingress_error
+from wansweep.localfal.faults import Dropped, DroppedResponse, fal_error, ingress_error
 
 
 def input_key(endpoint: str, payload: dict[str, Any]) -> str:
@@ -47,6 +47,18 @@ class FalRequest:
     payload_stored: bool = True  # False: listed without its payload (payload storage off)
     billed_seconds: float | None = None  # set when the request ends billed
     unit_price: float = 0.0
+    changed: asyncio.Event = field(default_factory=asyncio.Event)  # set at each status change
+
+    def set_status(self, status: str, at: float) -> None:
+        """Change status and wake its streams in one step: a stream and a status poll never
+        disagree about when a request started or ended."""
+        self.status = status
+        if status == "IN_PROGRESS":
+            self.started_at = at
+        elif status == "COMPLETED":
+            self.ended_at = at
+        self.changed.set()
+        self.changed = asyncio.Event()
 
 
 def iso(ts: float | None) -> str | None:
@@ -163,26 +175,53 @@ class QueueRoutes:
         return JSONResponse(body, code, headers={"x-fal-request-id": job.request_id})
 
     async def status_stream(self, request: Request) -> Response:
+        """Server-sent events: the current status at once, then one ``data:`` event per change
+        (queue positions refreshed every ``STREAM_KEEPALIVE`` s, else a ``:`` comment keeps the
+        connection alive); the stream ends after COMPLETED. ``status_stream=404|405`` answers
+        that instead, as a server without streams might; the ``stream_drop`` fault breaks one."""
         if not self._authorized(request):
             return self._unauthorized()
+        if self.config.status_stream != "on":
+            code = int(self.config.status_stream)
+            return JSONResponse({"detail": "Not Found" if code == 404 else "Method Not Allowed"}, code)
         job = self._job(request)
         if job is None:
             return JSONResponse({"detail": "Request not found"}, 404)
+        self.stats["stream_connects"] += 1
+        self.stats["status_polls_by_request"][job.request_id] += 1
         with_logs = request.query_params.get("logs", "false").lower() in ("true", "1")
+        return StreamingResponse(
+            self._events(job, with_logs),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "x-fal-request-id": job.request_id},
+        )
 
-        async def events():
+    async def _events(self, job: FalRequest, with_logs: bool):
+        self.stats["streams_open"] += 1
+        self.stats["peak_streams_open"] = max(
+            self.stats["peak_streams_open"], self.stats["streams_open"]
+        )
+        try:
             last = None
             while True:
+                changed = job.changed  # taken before the body, so no change slips between
                 body, _ = self._status_body(job, with_logs)
                 text = json.dumps(body)
+                if self._fault("stream_drop"):
+                    raise Dropped("status stream dropped (fault injection)")
                 if text != last:
                     yield f"data: {text}\n\n".encode()
                     last = text
+                else:
+                    yield b": keep-alive\n\n"
                 if job.status == "COMPLETED":
                     return
-                await asyncio.sleep(0.05)
-
-        return StreamingResponse(events(), media_type="text/event-stream")
+                try:
+                    await asyncio.wait_for(changed.wait(), STREAM_KEEPALIVE)
+                except TimeoutError:
+                    pass
+        finally:
+            self.stats["streams_open"] -= 1
 
     async def result(self, request: Request) -> Response:
         if not self._authorized(request):
@@ -241,7 +280,7 @@ class QueueRoutes:
             await self._take_slot(job)
             try:
                 self._started += 1
-                job.status, job.started_at = "IN_PROGRESS", self.now()
+                job.set_status("IN_PROGRESS", self.now())
                 self.stats["in_progress"] += 1
                 self.stats["peak_in_progress"] = max(
                     self.stats["peak_in_progress"], self.stats["in_progress"]
@@ -286,8 +325,8 @@ class QueueRoutes:
                     "error_type": "internal_server_error",
                 },
             }
-        job.status, job.ended_at = "COMPLETED", self.now()
         job.status_code = job.error["status_code"] if job.error else 200
+        job.set_status("COMPLETED", self.now())
         self._bill(job, video_seconds)
         self.stats[
             "completed" if not job.error else "invalid" if job.status_code == 422 else "failed"
@@ -352,6 +391,7 @@ class QueueRoutes:
 
 
 WEBHOOK_ATTEMPTS = 10
+STREAM_KEEPALIVE = 10.0  # seconds between events on a quiet stream
 
 
 class _StartTimeout(Exception):

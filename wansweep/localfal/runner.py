@@ -134,6 +134,12 @@ class LocalFalProcess:
         with self._client() as c:
             return c.get("/_local/stats").raise_for_status().json()
 
+    def requests(self) -> dict[str, dict[str, Any]]:
+        """The server's own record of each request (sent, started, ended; its clock), by id."""
+        with self._client() as c:
+            rows = c.get("/_local/requests").raise_for_status().json()
+        return {r["request_id"]: r for r in rows}
+
     def reset(self) -> None:
         with self._client() as c:
             c.post("/_local/reset").raise_for_status()

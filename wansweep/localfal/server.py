@@ -71,12 +71,16 @@ class LocalFal(QueueRoutes, GenerateMixin, PlatformRoutes, AdminRoutes):
 
     # ----------------------------------------------------------------- stats
     def reset_stats(self) -> None:
+        open_now = getattr(self, "stats", {}).get("streams_open", 0)  # a gauge, not a count
         self.stats: dict[str, Any] = {
             "submits_accepted": 0,
             "submits_rejected": 0,
             "submits_by_input": Counter(),
             "status_polls": 0,
-            "status_polls_by_request": Counter(),
+            "status_polls_by_request": Counter(),  # status polls and stream connects
+            "stream_connects": 0,
+            "streams_open": open_now,
+            "peak_streams_open": open_now,
             "result_fetches": 0,
             "downloads": 0,
             "bytes_served": 0,
@@ -119,6 +123,7 @@ class LocalFal(QueueRoutes, GenerateMixin, PlatformRoutes, AdminRoutes):
         return [
             Route("/_local/stats", self._admin(self.get_stats), methods=["GET"]),
             Route("/_local/reset", self._admin(self.post_reset), methods=["POST"]),
+            Route("/_local/requests", self._admin(self.get_requests), methods=["GET"]),
             Route("/_local/config", self._admin(self.post_config), methods=["POST"]),
             Route("/_local/expire-media", self._admin(self.post_expire_media), methods=["POST"]),
             # generated videos are public, as on fal's CDN

@@ -1,0 +1,67 @@
+"""Seeing completions: fal's status stream by default, drops and servers without it, and
+latencies that match the server's own records."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from flows.sweep import sweep
+from tests.helpers import accepted_per_job, write_case
+from wansweep.archive import archived_keys
+from wansweep.store import open_store
+
+
+def sidecars(tmp_path) -> list[dict]:
+    store = open_store(str(tmp_path / "archive"))
+    return [store.get_json(f"jobs/{k}/meta.json") for k in archived_keys(store)]
+
+
+def test_streams_that_drop_lose_no_completion_and_pay_nothing_twice(
+    fal, prefect_harness, tmp_path
+):
+    fal.configure(
+        latency="fixed=2", media="tiny", concurrency=8, faults="stream_drop=0.4", fault_seed=3
+    )
+    spec = write_case(tmp_path, rows=2, endpoints=["flash"], seeds=[1, 2, 3])  # 12 jobs
+    result = sweep(str(spec))
+    assert result["outcomes"] == {"archived": 12} and result["failed"] == 0
+    stats = fal.stats()
+    assert stats["faults"]["stream_drop"] >= 3
+    assert stats["streams_open"] == 0
+    assert set(accepted_per_job(fal, spec).values()) == {1}
+    metas = sidecars(tmp_path)
+    assert len(metas) == 12
+    assert {m["timings"]["detected_via"] for m in metas} <= {"stream", "poll"}
+    assert all(m["timings"]["detected_at"] >= m["timings"]["completed_at"] for m in metas)
+
+
+@pytest.mark.parametrize("answer", ["404", "405"])
+def test_a_server_without_streams_is_polled(fal, prefect_harness, tmp_path, answer):
+    fal.configure(status_stream=answer, latency="fixed=1", media="tiny")
+    spec = write_case(tmp_path, rows=1, endpoints=["flash"], seeds=[1, 2, 3])
+    result = sweep(str(spec))
+    assert result["outcomes"] == {"archived": 6}
+    stats = fal.stats()
+    assert stats["stream_connects"] == 0 and stats["status_polls"] >= 6
+    metas = sidecars(tmp_path)
+    assert {m["timings"]["detected_via"] for m in metas} == {"poll"}
+    # a polled completion is bounded by the looks around it
+    assert all(m["timings"]["completion_uncertainty_s"] is not None for m in metas)
+
+
+def test_report_latencies_match_the_servers_records(fal, prefect_harness, tmp_path):
+    fal.configure(latency="fixed=3", media="tiny", concurrency=3)  # some jobs queue
+    spec = write_case(
+        tmp_path, rows=2, endpoints=["flash"], grid={"resolution": ["720p"]}, seeds=[1, 2, 3]
+    )
+    result = sweep(str(spec))
+    assert result["outcomes"] == {"archived": 6}
+    server = fal.requests()
+    report = pd.read_csv(result["report"]["jobs_csv"])
+    assert len(report) == 6
+    for row in report.itertuples():
+        record = server[row.request_id]
+        fal_seconds = record["ended_at"] - record["sent_at"]
+        assert abs(row.wall_seconds - fal_seconds) <= 1.0, (row.wall_seconds, fal_seconds)
+        assert row.detected_via == "stream" and row.detection_lag_s <= 1.0
