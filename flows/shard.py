@@ -38,13 +38,14 @@ def shard(
     load_secrets()
     cfg = load_spec(spec, manifest=manifest, store=store)
     wanted = set(job_keys)
-    jobs = [j for j in plan(cfg, cfg.manifest, skip_invalid=True).jobs if j.job_key in wanted]
+    archive = open_store(store)  # its media index spares the shard the sweep's downloads
+    planned = plan(cfg, cfg.manifest, skip_invalid=True, index_store=archive)
+    jobs = [j for j in planned.jobs if j.job_key in wanted]
     if len(jobs) != len(wanted):
         raise RuntimeError(
             f"shard {shard}: {len(wanted) - len(jobs)} job keys are not in the plan; "
             "did the manifest or spec change since the sweep was planned?"
         )
-    archive = open_store(store)
     archive.put_json(
         sweep_file(cfg.name, "shards", f"{shard}.json"),
         {

@@ -107,6 +107,22 @@ def fetch_url(url: str, limit: int = MAX_BYTES) -> bytes:
     raise FetchRefused(f"{url}: more than {MAX_REDIRECTS} redirects")
 
 
+def head_url(url: str) -> httpx.Headers | None:
+    """The headers of an http(s) URL's HEAD answer, within the same checks as
+    :func:`fetch_url` (None when it answers anything but 200: the caller then fetches)."""
+    for _ in range(MAX_REDIRECTS + 1):
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            return None
+        _allowed_host(parts.hostname)
+        response = _http().head(url)
+        if response.is_redirect:
+            url = urljoin(url, response.headers.get("location", ""))
+            continue
+        return response.headers if response.status_code == 200 else None
+    return None
+
+
 def read_local(path: str | Path, limit: int = MAX_BYTES) -> bytes:
     """A local regular file of at most ``limit`` bytes."""
     path = Path(path)

@@ -8,6 +8,8 @@ from __future__ import annotations
 import hashlib
 import io
 import math
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -17,8 +19,9 @@ import pandas as pd
 from wansweep import schema
 from wansweep.errors import ManifestError
 from wansweep.fetch import FetchRefused, fetch_url, read_local
+from wansweep.media_index import Checked, MediaIndex, validators
 from wansweep.pricing import PriceTable
-from wansweep.store import read_uri
+from wansweep.store import Store, open_store, read_uri
 from wansweep.sweep import Job, SweepSpec, job_key, normalise_settings
 
 KNOWN_COLUMNS = {
@@ -52,6 +55,8 @@ class Plan:
     problems: list[RowProblem] = field(default_factory=list)
     skipped: list[RowProblem] = field(default_factory=list)  # rows left out by --skip-invalid
     rows: int = 0
+    media_fetched: int = 0  # inputs downloaded and checked by this plan
+    media_reused: int = 0  # inputs the media index proved unchanged (not downloaded)
 
     @property
     def errors(self) -> list[RowProblem]:
@@ -157,44 +162,73 @@ def _cell(value: Any) -> Any:
     return value
 
 
-@dataclass
-class _Media:
-    uri: str
-    sha256: str | None
-    problems: list[schema.Problem]
-
-
 class MediaCache:
-    """Each distinct image or audio reference is read and checked once per plan."""
+    """Each distinct image or audio reference is checked once per plan: fetched, fully
+    decoded and hashed, concurrently (:data:`PLAN_CONCURRENCY` at once), unless the media
+    index proves it unchanged since an earlier plan checked it. ``fetched`` and ``reused``
+    count both cases."""
 
-    def __init__(self) -> None:
-        self._seen: dict[tuple[str, str], _Media] = {}
+    def __init__(self, index: MediaIndex | None = None) -> None:
+        self.index = index or MediaIndex(None)
+        self._seen: dict[tuple[str, str], Checked] = {}
+        self.fetched = self.reused = 0
 
-    def get(self, ref: str, kind: str, base: str) -> _Media:
+    def get(self, ref: str, kind: str, base: str) -> Checked:
         key = (ref, kind)
         if key not in self._seen:
-            self._seen[key] = self._load(resolve_ref(ref, base), kind)
+            self.prefetch([key], base)
         return self._seen[key]
 
-    def _load(self, uri: str, kind: str) -> _Media:
+    def prefetch(self, refs: Iterable[tuple[str, str]], base: str) -> None:
+        """Check every (reference, kind) not yet seen, concurrently; remember the results."""
+        todo = {key: resolve_ref(key[0], base) for key in set(refs) if key not in self._seen}
+        if not todo:
+            return
+        with ThreadPoolExecutor(PLAN_CONCURRENCY, thread_name_prefix="wansweep-plan") as pool:
+            marks = validators(todo.values(), pool)
+
+            def check(key: tuple[str, str]) -> tuple[Checked, bool]:
+                uri, kind = todo[key], key[1]
+                known = self.index.lookup(uri, kind, marks.get(uri))
+                return (known, False) if known else (self._load(uri, kind), True)
+
+            results = list(pool.map(check, todo))
+        for key, (checked, fetched) in zip(todo, results):
+            self._seen[key] = checked
+            self.fetched += fetched
+            self.reused += not fetched
+            mark = marks.get(checked.uri)
+            failed = any(p.rule in FETCH_FAILURES for p in checked.problems)
+            if fetched and mark and not failed:
+                self.index.remember(key[1], mark, checked)
+        self.index.save()
+
+    @staticmethod
+    def _load(uri: str, kind: str) -> Checked:
         field = "image" if kind == "image" else "audio"
         try:
             data = load_media(uri)
         except FileNotFoundError as exc:
-            return _Media(
-                uri, None, [schema.Problem(field, "file_missing", f"file not found: {exc}")]
+            return Checked(
+                uri, None, (schema.Problem(field, "file_missing", f"file not found: {exc}"),)
             )
         except FetchRefused as exc:
-            return _Media(uri, None, [schema.Problem(field, "fetch_refused", str(exc))])
+            return Checked(uri, None, (schema.Problem(field, "fetch_refused", str(exc)),))
         except Exception as exc:
-            return _Media(
-                uri, None, [schema.Problem(field, "file_unreadable", f"could not read it: {exc}")]
+            return Checked(
+                uri,
+                None,
+                (schema.Problem(field, "file_unreadable", f"could not read it: {exc}"),),
             )
         if kind == "image":
             _, problems = schema.check_image(data, field)
         else:
             problems = schema.check_audio(data, field)
-        return _Media(uri, hashlib.sha256(data).hexdigest(), problems)
+        return Checked(uri, hashlib.sha256(data).hexdigest(), tuple(problems))
+
+
+PLAN_CONCURRENCY = 16  # inputs fetched and checked at once while planning
+FETCH_FAILURES = {"file_missing", "fetch_refused", "file_unreadable"}  # never remembered
 
 
 def resolve_ref(ref: str, base: str) -> str:
@@ -241,14 +275,31 @@ class _RowCheck:
 class _Planner:
     """Expands one manifest row at a time into jobs; shared state: media cache, seen ids."""
 
-    def __init__(self, spec: SweepSpec, manifest_uri: str, prices: PriceTable, columns: list[str]):
+    def __init__(
+        self,
+        spec: SweepSpec,
+        manifest_uri: str,
+        prices: PriceTable,
+        columns: list[str],
+        media: MediaCache,
+    ):
         self.manifest_uri, self.prices = manifest_uri, prices
         self.arms, self.seeds = spec.expand_arms(), spec.seed_list()
-        self.media = MediaCache()
+        self.media = media
         self.extra_cols = [c for c in columns if c not in KNOWN_COLUMNS]
         self.setting_cols = [c for c in columns if c in schema.SETTING_FIELDS]
         self.seen_ids: dict[str, int] = {}
         self.problems: list[RowProblem] = []
+
+    def prefetch(self, records: list[dict[str, Any]]) -> None:
+        """Check every distinct image and audio of the manifest up front, concurrently."""
+        refs = []
+        for rec in records:
+            for column in ("image", "audio"):
+                ref = str(_cell(rec.get(column, ""))).strip()
+                if ref:
+                    refs.append((ref, column))
+        self.media.prefetch(refs, self.manifest_uri)
 
     def row(self, idx: int, rec: dict[str, Any]) -> list[Job]:
         """The jobs of one row; none when the row has an error (its problems are recorded)."""
@@ -293,7 +344,9 @@ class _Planner:
                 ]
         return [] if check.bad else jobs
 
-    def _media(self, rec: dict[str, Any], check: _RowCheck) -> tuple[_Media, _Media | None] | None:
+    def _media(
+        self, rec: dict[str, Any], check: _RowCheck
+    ) -> tuple[Checked, Checked | None] | None:
         image_ref = str(rec["image"]).strip()
         if not image_ref:
             check.report(schema.Problem("image", "missing", "no image given"), image_ref)
@@ -349,18 +402,33 @@ class _Planner:
 
 
 def plan(
-    spec: SweepSpec, manifest_uri: str, prices: PriceTable | None = None, skip_invalid: bool = False
+    spec: SweepSpec,
+    manifest_uri: str,
+    prices: PriceTable | None = None,
+    skip_invalid: bool = False,
+    index_store: Store | None = None,
 ) -> Plan:
     """Validate every row and expand rows x arms x seeds into priced jobs. A row with any
     error gives no job; every problem of every row is listed. Identical jobs (same key: e.g.
-    two rows with the same image bytes and prompt) are planned, and paid for, once."""
+    two rows with the same image bytes and prompt) are planned, and paid for, once.
+    ``index_store``: where the media index lives (the archive), so that inputs an earlier plan
+    checked are not downloaded again (see :mod:`wansweep.media_index`)."""
     df = read_manifest(manifest_uri)
-    planner = _Planner(spec, manifest_uri, prices or PriceTable.load(), list(df.columns))
+    media = MediaCache(MediaIndex(index_store))
+    planner = _Planner(spec, manifest_uri, prices or PriceTable.load(), list(df.columns), media)
+    records = df.to_dict("records")
+    planner.prefetch(records)
     unique: dict[str, Job] = {}
-    for idx, rec in enumerate(df.to_dict("records"), start=1):
+    for idx, rec in enumerate(records, start=1):
         for job in planner.row(idx, rec):
             unique.setdefault(job.job_key, job)
-    result = Plan(jobs=list(unique.values()), problems=planner.problems, rows=len(df))
+    result = Plan(
+        jobs=list(unique.values()),
+        problems=planner.problems,
+        rows=len(df),
+        media_fetched=media.fetched,
+        media_reused=media.reused,
+    )
     if skip_invalid:
         result.skipped = result.errors
     return result

@@ -48,10 +48,11 @@ def plan_invalid(the_plan: Plan, manifest: str) -> PlanInvalid | None:
 
 def preflight(cfg: SweepSpec, store: Store, skip_invalid: bool = False) -> Preflight:
     """Plan ``cfg`` and decide whether it may run: invalid rows (unless skipped) or jobs left
-    to run estimated above the budget block it. Reads the manifest, media and one listing."""
+    to run estimated above the budget block it. Reads the manifest, the media the store's media
+    index does not vouch for, and one listing."""
     if not cfg.manifest:
         raise PlanInvalid("no manifest: give one in the spec or with --manifest")
-    the_plan = plan(cfg, cfg.manifest, skip_invalid=skip_invalid)
+    the_plan = plan(cfg, cfg.manifest, skip_invalid=skip_invalid, index_store=store)
     done = archived_keys(store)
     todo = [j for j in the_plan.jobs if j.job_key not in done]
     result = Preflight(the_plan, done, todo)

@@ -1,0 +1,107 @@
+"""Planning real datasets: inputs on S3 (a real local S3 server) and on the web (a local HTTP
+server), checked once and then vouched for by the media index until they change."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import os
+import threading
+
+import boto3
+import pytest
+import yaml
+
+from tests.helpers import make_image
+from wansweep.manifest import plan
+from wansweep.store import open_store
+from wansweep.sweep import load_spec
+
+
+def spec_file(tmp_path, store: str):
+    path = tmp_path / "spec.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {"name": "scale", "endpoints": ["flash"], "grid": {"resolution": ["720p"]}}
+        )
+    )
+    return load_spec(path, store=store)
+
+
+def replan(cfg, manifest: str):
+    return plan(cfg, manifest, index_store=open_store(cfg.store))
+
+
+def keys_by_row(p):
+    return {j.row_id: j.job_key for j in p.jobs}
+
+
+def test_s3_inputs_are_listed_not_downloaded_once_checked(tmp_path, bucket):
+    s3 = boto3.client("s3")
+    lines = ["id,image,prompt"]
+    for i in range(25):  # one folder: validators come from one listing
+        s3.put_object(Bucket=bucket, Key=f"d/img/{i}.png", Body=make_image(256, 256, seed=i))
+        lines.append(f"a{i},img/{i}.png,prompt {i}")
+    for i in range(3):  # a few in another folder: a HEAD each
+        s3.put_object(Bucket=bucket, Key=f"d/few/{i}.png", Body=make_image(256, 256, seed=50 + i))
+        lines.append(f"b{i},few/{i}.png,other {i}")
+    s3.put_object(Bucket=bucket, Key="d/manifest.csv", Body="\n".join(lines).encode())
+    manifest = f"s3://{bucket}/d/manifest.csv"
+    cfg = spec_file(tmp_path, f"s3://{bucket}/archive")
+
+    cold = replan(cfg, manifest)
+    assert (cold.media_fetched, cold.media_reused, len(cold.jobs)) == (28, 0, 28)
+    warm = replan(cfg, manifest)
+    assert (warm.media_fetched, warm.media_reused) == (0, 28)
+    assert keys_by_row(warm) == keys_by_row(cold)
+
+    s3.put_object(Bucket=bucket, Key="d/img/7.png", Body=make_image(256, 256, seed=700))
+    s3.put_object(Bucket=bucket, Key="d/few/1.png", Body=make_image(256, 256, seed=701))
+    changed = replan(cfg, manifest)
+    assert (changed.media_fetched, changed.media_reused) == (2, 26)
+    before, after = keys_by_row(cold), keys_by_row(changed)
+    assert {r for r in before if before[r] != after[r]} == {"a7", "b1"}
+
+
+@pytest.fixture
+def web(tmp_path, monkeypatch):
+    root = tmp_path / "site"
+    root.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    handler.log_message = lambda *a: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("WANSWEEP_ALLOW_HOSTS", "127.0.0.1")
+    yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def write_old(path, data, hours_ago=1.0):
+    path.write_bytes(data)
+    t = path.stat().st_mtime - hours_ago * 3600
+    os.utime(path, (t, t))
+
+
+def test_web_inputs_are_checked_with_a_head_once_checked(tmp_path, web):
+    root, base = web
+    lines = ["id,image,prompt"]
+    for i in range(6):
+        write_old(root / f"{i}.png", make_image(256, 256, seed=i))
+        lines.append(f"w{i},{base}/{i}.png,prompt {i}")
+    (root / "fresh.png").write_bytes(make_image(256, 256, seed=99))  # modified just now
+    lines.append(f"f,{base}/fresh.png,fresh")
+    (tmp_path / "m.csv").write_text("\n".join(lines) + "\n")
+    cfg = spec_file(tmp_path, str(tmp_path / "archive"))
+    manifest = str(tmp_path / "m.csv")
+
+    cold = replan(cfg, manifest)
+    assert cold.media_fetched == 7 and not cold.errors
+    warm = replan(cfg, manifest)
+    # a Last-Modified under 60 s old does not prove the bytes (RFC 9110): fetched again
+    assert (warm.media_fetched, warm.media_reused) == (1, 6)
+
+    write_old(root / "4.png", make_image(256, 256, seed=400), hours_ago=0.5)
+    changed = replan(cfg, manifest)
+    assert changed.media_fetched == 2
+    before, after = keys_by_row(cold), keys_by_row(changed)
+    assert {r for r in before if before[r] != after[r]} == {"w4"}

@@ -1,0 +1,192 @@
+"""The media index: what planning found in each input file, remembered in the store.
+
+A re-plan of a dataset must not download what it has already checked. For each source URI
+the index keeps the content hash and the problems validation found, beside a *validator*:
+what proves the bytes unchanged, taken before they were read.
+
+- ``s3://``: ETag and size (one listing per folder when many inputs share it, else a HEAD)
+- ``http(s)://``: a strong ETag, or a Last-Modified at least 60 s older than the answer's
+  Date (RFC 9110's rule for when a date is a strong validator), and Content-Length (a HEAD)
+- local paths: size and modification time (ns), once the file is 2 s old (a file written
+  within the same clock tick as the plan could change again unseen: git's "racy" case)
+
+An entry is used only when it is well-formed and its validator equals the current one.
+Anything else (new, changed, damaged, or no validator: a server that sends neither ETag nor
+Last-Modified, a ``data:`` URI) means fetch, decode and hash again; a changed image gets a
+new job key, as always. Failed fetches are never remembered.
+
+Stored as one gzipped JSON-lines object (:data:`INDEX_KEY`), read once and written once per
+plan. A damaged line is skipped and a damaged file rebuilt. Two plans writing it at once can
+only lose each other's entries (re-checked next time), never make one wrong: the validator
+is read before the bytes, so bytes that change in between are stored under the old
+validator, which no longer matches.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import os
+import time
+from collections import defaultdict
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from pathlib import PurePosixPath
+from urllib.parse import urlsplit
+
+from wansweep import schema
+from wansweep.store import Store, s3_client
+
+log = logging.getLogger(__name__)
+
+INDEX_KEY = "media/index.jsonl.gz"
+LIST_AT = 20  # inputs under one S3 folder from which one listing beats a HEAD each
+RACY_S = 2.0  # a local file younger than this is checked again
+
+
+@dataclass(frozen=True)
+class Checked:
+    """What validation found in one input: its content hash, or the problems that stop it."""
+
+    uri: str
+    sha256: str | None
+    problems: tuple[schema.Problem, ...]
+
+
+class MediaIndex:
+    """Thread-safe for lookups; :meth:`remember` and :meth:`save` from one thread."""
+
+    def __init__(self, store: Store | None):
+        self.store = store
+        self._entries: dict[tuple[str, str], dict] = {}
+        self._dirty = False
+        if store is not None:
+            self._load()
+
+    def _load(self) -> None:
+        try:
+            raw = self.store.get_bytes(INDEX_KEY)
+            lines = gzip.decompress(raw).decode().splitlines() if raw else []
+        except Exception as exc:  # noqa: BLE001 (a damaged index is rebuilt, never trusted)
+            log.warning("media index unreadable (%s): every input is checked again", exc)
+            self._dirty = True
+            return
+        for line in lines:
+            try:
+                e = json.loads(line)
+                key = (str(e["uri"]), str(e["kind"]))
+                if not (isinstance(e["validator"], str) and isinstance(e["problems"], list)):
+                    raise TypeError("bad entry")
+                if e["sha256"] is not None and not _is_sha256(e["sha256"]):
+                    raise ValueError("bad hash")
+                problems = tuple(schema.Problem(**p) for p in e["problems"])
+            except Exception:  # noqa: BLE001 (one damaged line is skipped, rebuilt on save)
+                self._dirty = True
+                continue
+            self._entries[key] = {**e, "problems": problems}
+
+    def lookup(self, uri: str, kind: str, validator: str | None) -> Checked | None:
+        """The remembered check of ``uri`` when ``validator`` proves its bytes unchanged."""
+        e = self._entries.get((uri, kind))
+        if validator is None or e is None or e["validator"] != validator:
+            return None
+        return Checked(uri, e["sha256"], e["problems"])
+
+    def remember(self, kind: str, validator: str, checked: Checked) -> None:
+        self._entries[(checked.uri, kind)] = {
+            "uri": checked.uri,
+            "kind": kind,
+            "validator": validator,
+            "sha256": checked.sha256,
+            "problems": checked.problems,
+        }
+        self._dirty = True
+
+    def save(self) -> None:
+        """Write the index back (best effort: a store that refuses it costs a re-check)."""
+        if self.store is None or not self._dirty:
+            return
+        lines = (
+            json.dumps({**e, "problems": [p.__dict__ for p in e["problems"]]})
+            for e in self._entries.values()
+        )
+        try:
+            self.store.put_bytes(INDEX_KEY, gzip.compress("\n".join(lines).encode(), 5))
+            self._dirty = False
+        except Exception as exc:  # noqa: BLE001
+            log.warning("media index not saved (%s): the next plan checks every input", exc)
+
+
+def _is_sha256(value: object) -> bool:
+    return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+
+
+# ---------------------------------------------------------------------- validators
+def validators(uris: Iterable[str], pool: ThreadPoolExecutor) -> dict[str, str | None]:
+    """The current validator of each URI (None where there is none or it cannot be read:
+    that input is then fetched, and its fetch reports any error)."""
+    uris = set(uris)
+    out: dict[str, str | None] = {u: None for u in uris}
+    s3_groups: dict[tuple[str, str], list[str]] = defaultdict(list)
+    single: list[str] = []
+    for uri in uris:
+        if uri.startswith("s3://"):
+            parts = urlsplit(uri)
+            folder = str(PurePosixPath(parts.path.lstrip("/")).parent)
+            s3_groups[(parts.netloc, "" if folder == "." else folder + "/")].append(uri)
+        elif not uri.startswith("data:"):  # a data: URI holds its bytes: nothing to remember
+            single.append(uri)
+    for (bucket, prefix), members in s3_groups.items():
+        if len(members) >= LIST_AT:
+            out.update(_listed(bucket, prefix, members))
+        else:
+            single += members
+    out.update(zip(single, pool.map(_validator, single)))
+    return out
+
+
+def _validator(uri: str) -> str | None:
+    try:
+        if uri.startswith("s3://"):
+            parts = urlsplit(uri)
+            head = s3_client().head_object(Bucket=parts.netloc, Key=parts.path.lstrip("/"))
+            return f"s3:{head['ETag']}:{head['ContentLength']}"
+        if uri.startswith(("http://", "https://")):
+            from wansweep.fetch import head_url
+
+            headers = head_url(uri)
+            return _http_validator(headers) if headers is not None else None
+        st = os.stat(uri.removeprefix("file://"))
+        if time.time() - st.st_mtime < RACY_S:
+            return None
+        return f"local:{st.st_size}:{st.st_mtime_ns}"
+    except Exception:  # noqa: BLE001 (no validator: the input is fetched, errors show there)
+        return None
+
+
+def _http_validator(headers) -> str | None:
+    etag, modified = headers.get("etag", ""), headers.get("last-modified", "")
+    length = headers.get("content-length", "")
+    if etag and not etag.startswith("W/"):  # a weak ETag does not promise the same bytes
+        return f"http:{etag}:{length}"
+    try:
+        age = parsedate_to_datetime(headers["date"]) - parsedate_to_datetime(modified)
+    except (KeyError, TypeError, ValueError):
+        return None
+    return f"http:{modified}:{length}" if age.total_seconds() >= 60 else None
+
+
+def _listed(bucket: str, prefix: str, members: list[str]) -> dict[str, str | None]:
+    """Validators of many objects in one folder from its listing (1 request per 1,000)."""
+    found: dict[str, str] = {}
+    try:
+        pages = s3_client().get_paginator("list_objects_v2")
+        for page in pages.paginate(Bucket=bucket, Prefix=prefix, Delimiter="/"):
+            for obj in page.get("Contents", []):
+                found[f"s3://{bucket}/{obj['Key']}"] = f"s3:{obj['ETag']}:{obj['Size']}"
+    except Exception:  # noqa: BLE001
+        return {}
+    return {u: found.get(u) for u in members}
