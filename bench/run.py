@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from latency import bench_latency  # noqa: E402
+from scale import bench_plan_scale  # noqa: E402
 from harness import (  # noqa: E402
     RESULTS,
     bare_loop,
@@ -281,14 +282,18 @@ def main() -> None:
         help="only measure a cold run of N jobs (memory at scale; slow)",
     )
     parser.add_argument(
-        "--only", choices=["latency"], help="only this section (its full sizes unless --smoke)"
+        "--only",
+        choices=["latency", "plan-scale"],
+        help="only this section (its full sizes unless --smoke)",
     )
     args = parser.parse_args()
     sizes = dict(n=1000, latency=5.0, concurrency=100, warm=10_000, plan=100_000, mb=200, econ=20)
     waits = dict(n=200, seconds=6.0, concurrency=20, big=1000)  # 6 s: off the poll schedule
+    images = 10_000  # distinct images planned from S3 and from HTTP
     if args.smoke:
         sizes = dict(n=6, latency=1.0, concurrency=3, warm=50, plan=500, mb=8, econ=2)
         waits = dict(n=4, seconds=1.0, concurrency=2, big=6)
+        images = 30
     print(
         f"wansweep benchmarks ({'smoke' if args.smoke else 'full'}); local fal server in tiny-media mode"
     )
@@ -302,6 +307,12 @@ def main() -> None:
                 os.environ.update(fal.env)
                 bench_cold(work, fal, args.cold)
             server.terminate()
+            return
+        if args.only in (None, "plan-scale"):
+            bench_plan_scale(work, images)
+        if args.only == "plan-scale":
+            server.terminate()
+            server.wait(30)
             return
         if not args.only:
             bench_ephemeral_startup()

@@ -1,0 +1,200 @@
+"""Issue 15: planning thousands of distinct images on S3 and on the web, side by side with a
+bare loop that fetches, fully decodes and hashes the same objects at the same concurrency.
+
+The servers run in their own processes (moto's S3 server; Python's HTTP server), so the plan
+and the bare loop share this process's CPU alike.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import yaml
+from harness import record
+
+
+def _wait_port(port: int, proc: subprocess.Popen) -> None:
+    import socket
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError(f"nothing listening on {port}")
+
+
+def _images(n: int, seed: int = 0) -> list[bytes]:
+    """n distinct JPEGs (each differs by its seed), 640x360."""
+    from wansweep.localfal.samples import make_image
+
+    return [make_image(640, 360, fmt="JPEG", seed=(seed + i) % 160) + i.to_bytes(4) for i in range(n)]
+
+
+def bare(uris: list[str], concurrency: int) -> float:
+    """Fetch, fully decode and hash each object: what planning cannot do without."""
+    import boto3  # noqa: F401 (loaded before timing, as the plan's is)
+    import httpx
+    from PIL import Image
+
+    from wansweep.store import s3_client
+
+    http = httpx.Client(limits=httpx.Limits(max_connections=64))
+
+    def one(uri: str) -> str:
+        if uri.startswith("s3://"):
+            bucket, key = uri[5:].split("/", 1)
+            data = s3_client().get_object(Bucket=bucket, Key=key)["Body"].read()
+        else:
+            data = http.get(uri).raise_for_status().content
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+        return hashlib.sha256(data).hexdigest()
+
+    t = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(one, uris))
+    http.close()
+    return time.perf_counter() - t
+
+
+def _plan(work: Path, manifest: str, store: str):
+    from wansweep.manifest import plan
+    from wansweep.store import open_store
+    from wansweep.sweep import load_spec
+
+    spec = work / "scale-spec.yaml"
+    spec.write_text(
+        yaml.safe_dump({"name": "scale", "endpoints": ["flash"], "grid": {"resolution": ["720p"]}})
+    )
+    cfg = load_spec(spec, store=store)
+    t = time.perf_counter()
+    result = plan(cfg, manifest, index_store=open_store(store))
+    return time.perf_counter() - t, result
+
+
+def _compare(label: str, work: Path, uris: list[str], manifest: str, store: str, change) -> None:
+    from wansweep.manifest import PLAN_CONCURRENCY
+
+    base = bare(uris, PLAN_CONCURRENCY)
+    cold, cold_plan = _plan(work, manifest, store)
+    assert cold_plan.media_fetched == len(uris) and not cold_plan.errors, cold_plan.errors[:3]
+    record(
+        f"7. cold plan, {len(uris)} distinct images on {label}",
+        cold,
+        "s",
+        "ratio <= 1.5",
+        baseline=base,
+        note=f"baseline: bare fetch+decode+hash loop, {PLAN_CONCURRENCY} threads",
+    )
+    warm, warm_plan = _plan(work, manifest, store)
+    record(
+        f"7. warm re-plan, {len(uris)} images on {label}",
+        warm,
+        "s",
+        "ratio <= 0.10, 0 downloads",
+        baseline=cold,
+        note=f"baseline: the cold plan; downloads: {warm_plan.media_fetched}",
+    )
+    change(10)
+    _, changed = _plan(work, manifest, store)
+    record(
+        f"7. re-plan after changing 10 images on {label}",
+        changed.media_fetched,
+        "downloads",
+        "exactly 10",
+    )
+
+
+def bench_plan_scale(work: Path, n: int) -> None:
+    from wansweep.localfal.samples import free_port
+
+    images = _images(n)
+    # S3: moto's server in its own process
+    port = free_port()
+    moto = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    saved = {k: os.environ.get(k) for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID")}
+    try:
+        _wait_port(port, moto)
+        os.environ.update(
+            AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}",
+            AWS_ACCESS_KEY_ID="bench",
+            AWS_SECRET_ACCESS_KEY="bench",
+            AWS_DEFAULT_REGION="us-east-1",
+        )
+        from wansweep.store import s3_client
+
+        s3 = s3_client()
+        s3.create_bucket(Bucket="scale")
+        with ThreadPoolExecutor(16) as pool:
+            list(
+                pool.map(
+                    lambda i: s3.put_object(Bucket="scale", Key=f"img/{i}.jpg", Body=images[i]),
+                    range(n),
+                )
+            )
+        rows = "\n".join(f"r{i},img/{i}.jpg,prompt {i}" for i in range(n))
+        s3.put_object(Bucket="scale", Key="manifest.csv", Body=f"id,image,prompt\n{rows}\n".encode())
+        uris = [f"s3://scale/img/{i}.jpg" for i in range(n)]
+
+        def change_s3(k: int) -> None:
+            for i, data in enumerate(_images(k, seed=77)):
+                s3.put_object(Bucket="scale", Key=f"img/{i}.jpg", Body=data)
+
+        _compare("S3 (moto)", work, uris, "s3://scale/manifest.csv", "s3://scale/archive", change_s3)
+    finally:
+        moto.terminate()
+        moto.wait(30)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+    # The web: Python's HTTP server (Last-Modified, no ETag) in its own process
+    site = work / "site"
+    site.mkdir(exist_ok=True)
+    old = time.time() - 3600
+    for i, data in enumerate(images):
+        (site / f"{i}.jpg").write_bytes(data)
+        os.utime(site / f"{i}.jpg", (old, old))
+    port = free_port()
+    web = subprocess.Popen(
+        [sys.executable, "-m", "http.server", "-b", "127.0.0.1", "-d", str(site), str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_port(port, web)
+        os.environ["WANSWEEP_ALLOW_HOSTS"] = "127.0.0.1"
+        base = f"http://127.0.0.1:{port}"
+        uris = [f"{base}/{i}.jpg" for i in range(n)]
+        manifest = work / "web.csv"
+        manifest.write_text(
+            "id,image,prompt\n" + "\n".join(f"r{i},{u},prompt {i}" for i, u in enumerate(uris))
+        )
+
+        def change_web(k: int) -> None:
+            for i, data in enumerate(_images(k, seed=77)):
+                (site / f"{i}.jpg").write_bytes(data)
+                os.utime(site / f"{i}.jpg", (old + 60, old + 60))
+
+        _compare("HTTP", work, uris, str(manifest), str(work / "web-archive"), change_web)
+    finally:
+        web.terminate()
+        web.wait(30)
