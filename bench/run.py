@@ -23,8 +23,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from latency import bench_latency  # noqa: E402
-from scale import bench_plan_scale  # noqa: E402
 from harness import (  # noqa: E402
     RESULTS,
     bare_loop,
@@ -34,6 +32,8 @@ from harness import (  # noqa: E402
     record,
     run_cli,
 )
+from latency import bench_latency  # noqa: E402
+from scale import bench_plan_scale  # noqa: E402
 
 from wansweep.localfal.runner import start_local_fal  # noqa: E402
 

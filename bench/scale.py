@@ -39,7 +39,9 @@ def _images(n: int, seed: int = 0) -> list[bytes]:
     """n distinct JPEGs (each differs by its seed), 640x360."""
     from wansweep.localfal.samples import make_image
 
-    return [make_image(640, 360, fmt="JPEG", seed=(seed + i) % 160) + i.to_bytes(4) for i in range(n)]
+    return [
+        make_image(640, 360, fmt="JPEG", seed=(seed + i) % 160) + i.to_bytes(4) for i in range(n)
+    ]
 
 
 def bare(uris: list[str], concurrency: int) -> float:
@@ -149,14 +151,18 @@ def bench_plan_scale(work: Path, n: int) -> None:
                 )
             )
         rows = "\n".join(f"r{i},img/{i}.jpg,prompt {i}" for i in range(n))
-        s3.put_object(Bucket="scale", Key="manifest.csv", Body=f"id,image,prompt\n{rows}\n".encode())
+        s3.put_object(
+            Bucket="scale", Key="manifest.csv", Body=f"id,image,prompt\n{rows}\n".encode()
+        )
         uris = [f"s3://scale/img/{i}.jpg" for i in range(n)]
 
         def change_s3(k: int) -> None:
             for i, data in enumerate(_images(k, seed=77)):
                 s3.put_object(Bucket="scale", Key=f"img/{i}.jpg", Body=data)
 
-        _compare("S3 (moto)", work, uris, "s3://scale/manifest.csv", "s3://scale/archive", change_s3)
+        _compare(
+            "S3 (moto)", work, uris, "s3://scale/manifest.csv", "s3://scale/archive", change_s3
+        )
     finally:
         moto.terminate()
         moto.wait(30)

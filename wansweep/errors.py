@@ -12,6 +12,7 @@
     ├── Stopped                   the run was cancelled (Ctrl-C, flow-run cancel) while a job waited
     ├── StoreError                the object store refused or lost something
     │   └── StoreUnavailable      ... and trying again may help (connection, throttling)
+    │       └── StoreMismatch     the store holds other bytes than were sent (removed again)
     ├── LedgerDamaged             a ledger entry cannot be read: settled through fal, never trusted
     ├── LeaseHeld                 another process works this job now (its lease is live)
     └── FalError                  one job's request at fal ended badly; ``kind`` says how
@@ -72,6 +73,11 @@ class StoreError(WansweepError):
 
 class StoreUnavailable(StoreError):
     """The store could not be reached (or throttled us): the same step may be run again."""
+
+
+class StoreMismatch(StoreUnavailable):
+    """What the store received differs from what was sent (its checksum says so). The object
+    was removed, so nothing points at it; the upload may simply be tried again."""
 
 
 class LedgerDamaged(WansweepError):

@@ -11,7 +11,6 @@ from typing import Any
 
 from wansweep import __version__, media
 from wansweep.archive import VIDEO, Ledger, job_file, public_uri
-from wansweep.errors import FailureKind, FalError
 from wansweep.fal import FalQueue
 from wansweep.lifecycle import LedgerEntry, LedgerStatus
 from wansweep.manifest import load_media
@@ -22,8 +21,8 @@ from wansweep.sweep import Job
 def archive_result(
     job: Job, store: Store, fal: FalQueue, ledger: Ledger, entry: LedgerEntry
 ) -> None:
-    """Video first, checksum verified, thumbnail and strip, then the sidecar last; the ledger
-    says ``archived`` only once the sidecar is written."""
+    """Video first, checksum verified by the store, thumbnail and strip, then the sidecar
+    last; the ledger says ``archived`` only once the sidecar is written."""
     video = entry.result["video"]
     video_key = job_file(job.job_key, VIDEO)
     with tempfile.TemporaryDirectory(prefix="wansweep-") as tmp:
@@ -36,12 +35,9 @@ def archive_result(
         ):
             size, sha = fal.download(video["url"], local, video.get("file_size"))
             entry = ledger.put(entry, video_size=size, video_sha256=sha)
-            store.put_file(video_key, local, "video/mp4")
-            if store.sha256(video_key) != sha:
-                raise FalError(
-                    f"archive check failed for {job.job_key}: stored checksum differs",
-                    FailureKind.TRANSIENT,
-                )
+            # the store checks what it received against our checksum (StoreMismatch: the
+            # step is run again), so no sidecar ever points at a bad copy
+            store.put_verified(video_key, local, sha, "video/mp4")
         probe = media.probe(local)
         first, middle, last = media.frames_at(local, (0.0, 0.5, 1.0))
         store.put_bytes(

@@ -17,9 +17,7 @@ def sidecars(tmp_path) -> list[dict]:
     return [store.get_json(f"jobs/{k}/meta.json") for k in archived_keys(store)]
 
 
-def test_streams_that_drop_lose_no_completion_and_pay_nothing_twice(
-    fal, prefect_harness, tmp_path
-):
+def test_streams_that_drop_lose_no_completion_and_pay_nothing_twice(fal, prefect_harness, tmp_path):
     fal.configure(
         latency="fixed=2", media="tiny", concurrency=8, faults="stream_drop=0.4", fault_seed=3
     )

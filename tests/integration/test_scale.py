@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from tests.helpers import make_image
+from wansweep.archive import archived_keys
 from wansweep.manifest import plan
 from wansweep.store import open_store
 from wansweep.sweep import load_spec
@@ -21,9 +22,7 @@ from wansweep.sweep import load_spec
 def spec_file(tmp_path, store: str):
     path = tmp_path / "spec.yaml"
     path.write_text(
-        yaml.safe_dump(
-            {"name": "scale", "endpoints": ["flash"], "grid": {"resolution": ["720p"]}}
-        )
+        yaml.safe_dump({"name": "scale", "endpoints": ["flash"], "grid": {"resolution": ["720p"]}})
     )
     return load_spec(path, store=store)
 
@@ -105,3 +104,90 @@ def test_web_inputs_are_checked_with_a_head_once_checked(tmp_path, web):
     assert changed.media_fetched == 2
     before, after = keys_by_row(cold), keys_by_row(changed)
     assert {r for r in before if before[r] != after[r]} == {"w4"}
+
+
+class S3Proxy:
+    """Between boto3 and the S3 server: counts the bytes of videos read back, and can make
+    the store refuse one upload (BadDigest) and misreport one upload's checksum."""
+
+    def __init__(self, upstream: str, refuse: int = 0, misreport: int = 0):
+        import http.client
+        from urllib.parse import urlsplit
+
+        self.refuse, self.misreport, self.video_bytes_read = refuse, misreport, 0
+        up = urlsplit(upstream)
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def _forward(self):
+                body = self.rfile.read(int(self.headers.get("content-length") or 0))
+                video = "video.mp4" in self.path
+                if video and self.command == "PUT" and proxy.refuse:
+                    proxy.refuse -= 1
+                    return self._answer(400, b"<Error><Code>BadDigest</Code></Error>", {})
+                conn = http.client.HTTPConnection(up.hostname, up.port, timeout=60)
+                headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+                headers["Host"] = up.netloc
+                conn.request(self.command, self.path, body=body, headers=headers)
+                answer = conn.getresponse()
+                data = answer.read()
+                out = {k: v for k, v in answer.getheaders() if k.lower() != "transfer-encoding"}
+                if video and self.command == "GET":
+                    proxy.video_bytes_read += len(data)
+                if video and self.command == "HEAD" and proxy.misreport:
+                    for k in out:
+                        if k.lower() == "x-amz-checksum-sha256":
+                            proxy.misreport -= 1
+                            out[k] = "A" * 43 + "="
+                self._answer(answer.status, data, out)
+
+            def _answer(self, status, data, headers):
+                self.send_response_only(status)  # the upstream's own Date and Server
+                for k, v in headers.items():
+                    if k.lower() != "content-length":
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+
+            do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _forward
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+
+def test_videos_are_archived_without_reading_them_back_and_a_refused_upload_is_retried(
+    fal, prefect_harness, tmp_path, bucket, s3_server, monkeypatch
+):
+    from flows.sweep import sweep
+    from tests.helpers import accepted_per_job, write_case
+
+    proxy = S3Proxy(s3_server["AWS_ENDPOINT_URL"], refuse=1, misreport=1)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+    fal.configure(media="tiny")
+    spec = write_case(
+        tmp_path,
+        rows=2,
+        endpoints=["flash"],
+        grid={"resolution": ["720p"]},
+        store=f"s3://{bucket}/archive",
+    )
+    result = sweep(str(spec))
+    # the retried uploads resume their jobs from the ledger (fal's result is kept there)
+    assert sum(result["outcomes"].values()) == 4 and result["failed"] == 0
+    assert result["outcomes"].get("resumed", 0) >= 1
+    assert proxy.refuse == 0 and proxy.misreport == 0  # both faults happened
+    assert proxy.video_bytes_read == 0  # no archived video was read back
+    assert set(accepted_per_job(fal, spec).values()) == {1}  # a retried upload pays nothing
+    store = open_store(f"s3://{bucket}/archive")
+    assert len(archived_keys(store)) == 4
+    for key in archived_keys(store):
+        meta = store.get_json(f"jobs/{key}/meta.json")
+        assert store.sha256(f"jobs/{key}/video.mp4") == meta["video"]["sha256"]

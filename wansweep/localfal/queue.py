@@ -183,7 +183,9 @@ class QueueRoutes:
             return self._unauthorized()
         if self.config.status_stream != "on":
             code = int(self.config.status_stream)
-            return JSONResponse({"detail": "Not Found" if code == 404 else "Method Not Allowed"}, code)
+            return JSONResponse(
+                {"detail": "Not Found" if code == 404 else "Method Not Allowed"}, code
+            )
         job = self._job(request)
         if job is None:
             return JSONResponse({"detail": "Request not found"}, 404)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from wansweep.errors import StoreError
+from wansweep.errors import StoreError, StoreMismatch
 
 
 class Store(ABC):
@@ -85,6 +85,18 @@ class Store(ABC):
                 "on this archive could pay for the same job; use an S3 store that supports them "
                 "(AWS S3, MinIO, moto; see README) or a local folder"
             )
+
+    def put_verified(
+        self, key: str, path: Path, sha256: str, content_type: str | None = None
+    ) -> None:
+        """Store a file whose checksum is ``sha256`` and make sure the store holds exactly
+        those bytes, or raise :class:`StoreMismatch` with nothing left under ``key``.
+        This generic version reads the object back; stores that can check an upload
+        themselves (local folders, S3 checksums) read nothing back."""
+        self.put_file(key, path, content_type)
+        if self.sha256(key) != sha256:
+            self.delete(key)
+            raise StoreMismatch(f"{self.url(key)}: the stored copy's checksum differs")
 
     def fetch_matches(self, key: str, local: Path, sha256: str) -> bool:
         """Download ``key`` to ``local``; True when its bytes have this checksum."""

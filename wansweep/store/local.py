@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -9,6 +10,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from wansweep.errors import StoreMismatch
 from wansweep.store import Store
 
 
@@ -52,6 +54,23 @@ class LocalStore(Store):
         def copy(f) -> None:
             with open(path, "rb") as src:
                 shutil.copyfileobj(src, f, 1 << 20)
+
+        self._publish(key, copy)
+
+    def put_verified(
+        self, key: str, path: Path, sha256: str, content_type: str | None = None
+    ) -> None:
+        """The copy is hashed as it is written and published only when it matches: nothing
+        is read back, and a bad copy never appears under ``key``."""
+
+        def copy(f) -> None:
+            h = hashlib.sha256()
+            with open(path, "rb") as src:
+                while chunk := src.read(1 << 20):
+                    h.update(chunk)
+                    f.write(chunk)
+            if h.hexdigest() != sha256:
+                raise StoreMismatch(f"{self.url(key)}: the file to store has another checksum")
 
         self._publish(key, copy)
 

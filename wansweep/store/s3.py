@@ -3,14 +3,21 @@ that talks to boto3."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import logging
 import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from wansweep.errors import StoreUnavailable
+from wansweep.errors import StoreMismatch, StoreUnavailable
 from wansweep.store import Store
+
+log = logging.getLogger(__name__)
+# S3's answers when the bytes it received do not match the checksum sent with them
+REFUSED_DIGESTS = ("BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch")
 
 
 def _unavailable_on_network_errors(cls: type) -> type:
@@ -34,6 +41,8 @@ def _unavailable_on_network_errors(cls: type) -> type:
             try:
                 return method(*args, **kwargs)
             except Exception as exc:
+                if any(code in str(exc) for code in REFUSED_DIGESTS):  # S3 refused the bytes
+                    raise StoreMismatch(f"the store refused an upload: {exc}") from exc
                 if unavailable(exc):
                     raise StoreUnavailable(f"object store unavailable: {exc}") from exc
                 raise
@@ -61,12 +70,41 @@ class S3Store(Store):
         self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, **extra)
 
     def put_file(self, key: str, path: Path, content_type: str | None = None) -> None:
+        self._upload(key, path, content_type, {})
+
+    def _upload(self, key: str, path: Path, content_type: str | None, extra: dict) -> None:
         from boto3.s3.transfer import TransferConfig
 
-        extra = {"ContentType": content_type} if content_type else {}
-        # Multipart above 16 MB, so a large video never sits whole in memory.
-        cfg = TransferConfig(multipart_threshold=16 * 2**20, multipart_chunksize=16 * 2**20)
+        if content_type:
+            extra = {**extra, "ContentType": content_type}
+        # Multipart above PART bytes, so a large video never sits whole in memory.
+        cfg = TransferConfig(multipart_threshold=PART, multipart_chunksize=PART)
         self.client.upload_file(str(path), self.bucket, self._key(key), ExtraArgs=extra, Config=cfg)
+
+    def put_verified(
+        self, key: str, path: Path, sha256: str, content_type: str | None = None
+    ) -> None:
+        """Uploaded with an S3 SHA-256 checksum: S3 refuses bytes that do not match what was
+        sent (BadDigest), and the checksum it then reports is compared with ours (the whole
+        file's, or per part for a multipart upload), so nothing is read back. A store that
+        reports no checksum gets the generic read-back check instead."""
+        self._upload(key, path, content_type, {"ChecksumAlgorithm": "SHA256"})
+        head = self.client.head_object(
+            Bucket=self.bucket, Key=self._key(key), ChecksumMode="ENABLED"
+        )
+        reported = head.get("ChecksumSHA256")
+        if not reported:
+            if self.bucket not in _NO_CHECKSUMS:
+                _NO_CHECKSUMS.add(self.bucket)
+                log.warning(
+                    "s3://%s reports no upload checksums: archives are read back", self.bucket
+                )
+            if self.sha256(key) == sha256:
+                return
+        elif reported in _expected_checksums(path, sha256):
+            return
+        self.delete(key)
+        raise StoreMismatch(f"{self.url(key)}: S3's checksum of the upload differs from ours")
 
     def get_bytes(self, key: str) -> bytes | None:
         try:
@@ -140,6 +178,24 @@ class S3Store(Store):
         except self.client.exceptions.NoSuchKey:
             return None
         return body.iter_chunks(1 << 20)
+
+
+PART = 16 * 2**20  # multipart threshold and part size of uploads
+_NO_CHECKSUMS: set[str] = set()  # buckets whose store reported no checksum (warned once)
+
+
+def _expected_checksums(path: Path, sha256: str) -> set[str]:
+    """What S3 may report for this file: the whole file's SHA-256 (single part), or the
+    SHA-256 of the parts' SHA-256s, with or without its ``-N`` suffix (multipart)."""
+    whole = base64.b64encode(bytes.fromhex(sha256)).decode()
+    if path.stat().st_size <= PART:
+        return {whole}
+    parts = []
+    with path.open("rb") as f:  # the local file: no byte of the upload is read back
+        while chunk := f.read(PART):
+            parts.append(hashlib.sha256(chunk).digest())
+    composite = base64.b64encode(hashlib.sha256(b"".join(parts)).digest()).decode()
+    return {whole, composite, f"{composite}-{len(parts)}"}
 
 
 def _precondition_failed(exc: Exception) -> bool:
