@@ -340,6 +340,10 @@ def plan_cmd(
         style="bold",
     )
     console.print(table)
+    console.print(
+        f"inputs: {result.media_fetched} downloaded and checked, {result.media_reused} "
+        "unchanged since an earlier plan checked them (media index)"
+    )
     if cfg.budget_usd is not None:
         console.print(f"budget: ${cfg.budget_usd:.2f}")
     for p in result.problems:

@@ -78,6 +78,11 @@ def _allowed_host(host: str) -> None:
 
 def fetch_url(url: str, limit: int = MAX_BYTES) -> bytes:
     """The body of an http(s) URL, within the bounds above. 404 -> FileNotFoundError."""
+    return fetch_url_with_headers(url, limit)[0]
+
+
+def fetch_url_with_headers(url: str, limit: int = MAX_BYTES) -> tuple[bytes, httpx.Headers]:
+    """:func:`fetch_url`, with the headers of the answer that carried the body."""
     deadline = time.monotonic() + DEADLINE_S
     for _ in range(MAX_REDIRECTS + 1):
         parts = urlsplit(url)
@@ -103,7 +108,7 @@ def fetch_url(url: str, limit: int = MAX_BYTES) -> bytes:
                 if time.monotonic() > deadline:
                     raise FetchRefused(f"{url}: not read within {DEADLINE_S:.0f} s")
                 chunks.append(chunk)
-            return b"".join(chunks)
+            return b"".join(chunks), response.headers
     raise FetchRefused(f"{url}: more than {MAX_REDIRECTS} redirects")
 
 

@@ -18,10 +18,10 @@ import pandas as pd
 
 from wansweep import schema
 from wansweep.errors import ManifestError
-from wansweep.fetch import FetchRefused, fetch_url, read_local
-from wansweep.media_index import Checked, MediaIndex, validators
+from wansweep.fetch import FetchRefused
+from wansweep.media_index import Checked, MediaIndex, read_with_validator, validators
 from wansweep.pricing import PriceTable
-from wansweep.store import Store, open_store, read_uri
+from wansweep.store import Store, read_uri
 from wansweep.sweep import Job, SweepSpec, job_key, normalise_settings
 
 KNOWN_COLUMNS = {
@@ -185,50 +185,48 @@ class MediaCache:
         if not todo:
             return
         with ThreadPoolExecutor(PLAN_CONCURRENCY, thread_name_prefix="wansweep-plan") as pool:
-            marks = validators(todo.values(), pool)
+            # Only inputs the index knows need a validator first (a listing or a HEAD); the
+            # others are simply fetched, and their validator comes with their bytes.
+            known = [uri for (_, kind), uri in todo.items() if self.index.knows(uri, kind)]
+            marks = validators(known, pool)
 
-            def check(key: tuple[str, str]) -> tuple[Checked, bool]:
+            def check(key: tuple[str, str]) -> tuple[Checked, str | None, bool]:
                 uri, kind = todo[key], key[1]
-                known = self.index.lookup(uri, kind, marks.get(uri))
-                return (known, False) if known else (self._load(uri, kind), True)
+                if hit := self.index.lookup(uri, kind, marks.get(uri)):
+                    return hit, None, False
+                return (*self._load(uri, kind), True)
 
             results = list(pool.map(check, todo))
-        for key, (checked, fetched) in zip(todo, results):
+        for key, (checked, mark, fetched) in zip(todo, results):
             self._seen[key] = checked
             self.fetched += fetched
             self.reused += not fetched
-            mark = marks.get(checked.uri)
-            failed = any(p.rule in FETCH_FAILURES for p in checked.problems)
-            if fetched and mark and not failed:
+            if mark:  # a failed fetch has none: failures are never remembered
                 self.index.remember(key[1], mark, checked)
         self.index.save()
 
     @staticmethod
-    def _load(uri: str, kind: str) -> Checked:
+    def _load(uri: str, kind: str) -> tuple[Checked, str | None]:
+        """Fetch, fully decode and hash one input: what it is, and its validator."""
         field = "image" if kind == "image" else "audio"
         try:
-            data = load_media(uri)
+            data, mark = read_with_validator(uri)
         except FileNotFoundError as exc:
-            return Checked(
-                uri, None, (schema.Problem(field, "file_missing", f"file not found: {exc}"),)
-            )
+            problem = schema.Problem(field, "file_missing", f"file not found: {exc}")
+            return Checked(uri, None, (problem,)), None
         except FetchRefused as exc:
-            return Checked(uri, None, (schema.Problem(field, "fetch_refused", str(exc)),))
+            return Checked(uri, None, (schema.Problem(field, "fetch_refused", str(exc)),)), None
         except Exception as exc:
-            return Checked(
-                uri,
-                None,
-                (schema.Problem(field, "file_unreadable", f"could not read it: {exc}"),),
-            )
+            problem = schema.Problem(field, "file_unreadable", f"could not read it: {exc}")
+            return Checked(uri, None, (problem,)), None
         if kind == "image":
             _, problems = schema.check_image(data, field)
         else:
             problems = schema.check_audio(data, field)
-        return Checked(uri, hashlib.sha256(data).hexdigest(), tuple(problems))
+        return Checked(uri, hashlib.sha256(data).hexdigest(), tuple(problems)), mark
 
 
 PLAN_CONCURRENCY = 16  # inputs fetched and checked at once while planning
-FETCH_FAILURES = {"file_missing", "fetch_refused", "file_unreadable"}  # never remembered
 
 
 def resolve_ref(ref: str, base: str) -> str:
@@ -242,15 +240,8 @@ def resolve_ref(ref: str, base: str) -> str:
 
 
 def load_media(uri: str) -> bytes:
-    if uri.startswith("data:"):
-        from wansweep.media import decode_data_uri
-
-        return decode_data_uri(uri)
-    if uri.startswith(("http://", "https://")):
-        return fetch_url(uri)
-    if uri.startswith("s3://"):
-        return read_uri(uri)
-    return read_local(uri.removeprefix("file://"))
+    """An input's bytes, within the bounds of :mod:`wansweep.fetch` (S3 objects included)."""
+    return read_with_validator(uri)[0]
 
 
 @dataclass

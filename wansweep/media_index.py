@@ -95,6 +95,9 @@ class MediaIndex:
             return None
         return Checked(uri, e["sha256"], e["problems"])
 
+    def knows(self, uri: str, kind: str) -> bool:
+        return (uri, kind) in self._entries
+
     def remember(self, kind: str, validator: str, checked: Checked) -> None:
         self._entries[(checked.uri, kind)] = {
             "uri": checked.uri,
@@ -121,10 +124,39 @@ class MediaIndex:
 
 
 def _is_sha256(value: object) -> bool:
-    return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+    return (
+        isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+    )
 
 
 # ---------------------------------------------------------------------- validators
+def read_with_validator(uri: str) -> tuple[bytes, str | None]:
+    """An input's bytes and the validator that came with them (one request: a cold plan
+    asks nothing more than the bytes). Errors as the fetch raises them."""
+    from wansweep.fetch import MAX_BYTES, FetchRefused, fetch_url_with_headers, read_local
+
+    if uri.startswith("data:"):
+        from wansweep.media import decode_data_uri
+
+        return decode_data_uri(uri), None
+    if uri.startswith(("http://", "https://")):
+        data, headers = fetch_url_with_headers(uri)
+        return data, _http_validator(headers)
+    if uri.startswith("s3://"):
+        parts = urlsplit(uri)
+        client = s3_client()
+        try:
+            answer = client.get_object(Bucket=parts.netloc, Key=parts.path.lstrip("/"))
+        except (client.exceptions.NoSuchKey, client.exceptions.NoSuchBucket):
+            raise FileNotFoundError(f"{uri}: no such object") from None
+        if answer["ContentLength"] > MAX_BYTES:
+            raise FetchRefused(f"{uri}: {answer['ContentLength']} bytes, over the limit")
+        return answer["Body"].read(), f"s3:{answer['ETag']}:{answer['ContentLength']}"
+    path = uri.removeprefix("file://")
+    mark = _validator(path)  # before the read: bytes changed meanwhile will not match it
+    return read_local(path), mark
+
+
 def validators(uris: Iterable[str], pool: ThreadPoolExecutor) -> dict[str, str | None]:
     """The current validator of each URI (None where there is none or it cannot be read:
     that input is then fetched, and its fetch reports any error)."""
