@@ -7,6 +7,7 @@ remaining job on a bounded thread pool, then report from the archive.
 
 from __future__ import annotations
 
+import queue
 import sys
 import time
 import uuid
@@ -14,7 +15,6 @@ from collections import Counter
 from typing import Any
 
 from prefect import flow, get_run_logger
-from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from tasks.generate import generate, limit_name
@@ -125,10 +125,32 @@ def run_jobs(
     counts: dict[str, int] = {}
     try:
         with ThreadPoolTaskRunner(max_workers=cfg.concurrency) as runner:
-            futures = [runner.submit(generate, {"job": job, "settings": settings}) for job in jobs]
+            # A window of futures, not one per job: a finished job's future and state are
+            # dropped as soon as it is counted, so memory stays flat at 100,000 jobs.
+            finished: queue.Queue = queue.Queue()
+            waiting = iter(jobs)
+            in_flight = 0
+
+            def fill() -> None:
+                nonlocal in_flight
+                while in_flight < 2 * cfg.concurrency + 16:
+                    job = next(waiting, None)
+                    if job is None:
+                        return
+                    runner.submit(generate, {"job": job, "settings": settings}).add_done_callback(
+                        finished.put
+                    )
+                    in_flight += 1
+
             try:
                 with Progress(len(jobs), log, cfg.name) as progress:
-                    for future in as_completed(futures):
+                    fill()
+                    while in_flight:
+                        try:
+                            future = finished.get(timeout=1.0)  # a timeout keeps Ctrl-C prompt
+                        except queue.Empty:
+                            continue
+                        in_flight -= 1
                         result = future.result(raise_on_failure=False)
                         outcome = (
                             result.outcome if isinstance(result, JobResult) else Outcome.CRASHED
@@ -137,6 +159,7 @@ def run_jobs(
                         if outcome in FAILURES:
                             log.warning("job failed: %r", result)
                         progress.advance(counts)
+                        fill()
             except BaseException:
                 # Ctrl-C, flow-run cancellation or a crash: before the pool shuts down, every
                 # waiting job cancels its fal request and records that in the ledger.
@@ -288,11 +311,14 @@ def sweep(
     for w in the_plan.warnings[:20]:
         log.warning("warning: %s", w)
     log.info(
-        "%d jobs planned, %d already archived, %d to run (estimated $%.2f)",
+        "%d jobs planned, %d already archived, %d to run (estimated $%.2f); inputs: "
+        "%d downloaded and checked, %d unchanged since checked (media index)",
         len(the_plan.jobs),
         len(the_plan.jobs) - len(todo),
         len(todo),
         checked.todo_usd,
+        the_plan.media_fetched,
+        the_plan.media_reused,
     )
     checked.raise_if_blocked()
     save_plan(archive, cfg.name, the_plan.jobs, the_plan.skipped)
