@@ -40,7 +40,10 @@ def _http() -> httpx.Client:
     global _client
     with _lock:
         if _client is None:
+            from wansweep import __version__
+
             _client = httpx.Client(
+                headers={"User-Agent": f"wansweep/{__version__}"},
                 timeout=httpx.Timeout(30.0, connect=10.0),
                 follow_redirects=False,  # each hop is checked below
                 limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),

@@ -58,13 +58,14 @@ def archive_result(
 
 
 def _first_frame_similarity(job: Job, first: Any) -> float | None:
-    """How much the video's first frame looks like the input image (None if unreadable)."""
-    import io
-
-    from PIL import Image
-
+    """How much the video's first frame looks like the input image (None if unreadable).
+    The input is read again only when planning's reference of it is not at hand."""
     try:
-        return media.similarity(Image.open(io.BytesIO(load_media(job.image_uri))), first)
+        ref = media.REFERENCES.get(job.image_sha256)
+        if ref is None:
+            ref = media.reference_of(load_media(job.image_uri))
+            media.REFERENCES.put(job.image_sha256, ref)
+        return media.similarity(ref, first)
     except Exception:
         return None
 

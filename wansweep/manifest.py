@@ -219,11 +219,21 @@ class MediaCache:
         except Exception as exc:
             problem = schema.Problem(field, "file_unreadable", f"could not read it: {exc}")
             return Checked(uri, None, (problem,)), None
+        sha = hashlib.sha256(data).hexdigest()
         if kind == "image":
             _, problems = schema.check_image(data, field)
+            if not any(p.severity == "error" for p in problems):
+                _remember_reference(sha, data)
         else:
             problems = schema.check_audio(data, field)
-        return Checked(uri, hashlib.sha256(data).hexdigest(), tuple(problems)), mark
+        return Checked(uri, sha, tuple(problems)), mark
+
+
+def _remember_reference(sha: str, data: bytes) -> None:
+    """Keep the image's small reference for this run's first-frame checks (no second read)."""
+    from wansweep.media import REFERENCES, reference_of
+
+    REFERENCES.put(sha, reference_of(data))
 
 
 PLAN_CONCURRENCY = 16  # inputs fetched and checked at once while planning

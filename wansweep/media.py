@@ -114,8 +114,56 @@ def strip_jpeg(images: list[Image.Image], height: int = 120) -> bytes:
     return out.getvalue()
 
 
-def similarity(a: Image.Image, b: Image.Image, size: int = 64) -> float:
-    """1 - mean absolute difference on small grey copies: 1.0 identical, ~0.5 unrelated."""
-    x = np.asarray(a.convert("L").resize((size, size), Image.BILINEAR), dtype=np.float32)
-    y = np.asarray(b.convert("L").resize((size, size), Image.BILINEAR), dtype=np.float32)
-    return round(float(1.0 - np.abs(x - y).mean() / 255.0), 4)
+REFERENCE_SIZE = 64
+
+
+def reference(image: Image.Image) -> np.ndarray:
+    """The small grey copy of an image that first-frame fidelity compares (4 KB)."""
+    small = image.convert("L").resize((REFERENCE_SIZE, REFERENCE_SIZE), Image.BILINEAR)
+    return np.asarray(small, dtype=np.uint8)
+
+
+def reference_of(data: bytes) -> np.ndarray:
+    """:func:`reference` of encoded image bytes (a JPEG is decoded at reduced size)."""
+    with Image.open(io.BytesIO(data)) as img:
+        img.draft("RGB", (REFERENCE_SIZE * 2, REFERENCE_SIZE * 2))
+        return reference(img)
+
+
+def similarity(a: Image.Image | np.ndarray, b: Image.Image) -> float:
+    """1 - mean absolute difference on small grey copies: 1.0 identical, ~0.5 unrelated.
+    ``a`` may be a :func:`reference` already made."""
+    x = a if isinstance(a, np.ndarray) else reference(a)
+    y = reference(b)
+    return round(float(1.0 - np.abs(x.astype(np.float32) - y).mean() / 255.0), 4)
+
+
+class References:
+    """Thread-safe: the :func:`reference` of recent input images by content hash, so a run
+    compares every job's first frame without reading its input again. Planning fills it
+    as it checks each image; bounded (least recently used dropped), and a miss only means
+    one more read of that input."""
+
+    def __init__(self, size: int = 8192):
+        import collections
+        import threading
+
+        self._items: collections.OrderedDict[str, np.ndarray] = collections.OrderedDict()
+        self._size, self._lock = size, threading.Lock()
+
+    def get(self, sha256: str) -> np.ndarray | None:
+        with self._lock:
+            found = self._items.get(sha256)
+            if found is not None:
+                self._items.move_to_end(sha256)
+            return found
+
+    def put(self, sha256: str, ref: np.ndarray) -> None:
+        with self._lock:
+            self._items[sha256] = ref
+            self._items.move_to_end(sha256)
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+
+
+REFERENCES = References()  # one per process

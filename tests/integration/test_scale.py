@@ -7,6 +7,7 @@ import functools
 import http.server
 import os
 import threading
+from collections import Counter
 
 import boto3
 import pytest
@@ -64,14 +65,26 @@ def test_s3_inputs_are_listed_not_downloaded_once_checked(tmp_path, bucket):
 
 @pytest.fixture
 def web(tmp_path, monkeypatch):
+    """A folder on a local web server; ``ours`` counts (method, path) of wansweep's requests."""
     root = tmp_path / "site"
     root.mkdir()
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
-    handler.log_message = lambda *a: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    ours = Counter()
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def send_head(self):
+            if self.headers.get("User-Agent", "").startswith("wansweep/"):
+                ours[(self.command, self.path)] += 1
+            return super().send_head()
+
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(Handler, directory=str(root))
+    )
     threading.Thread(target=server.serve_forever, daemon=True).start()
     monkeypatch.setenv("WANSWEEP_ALLOW_HOSTS", "127.0.0.1")
-    yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    yield root, f"http://127.0.0.1:{server.server_address[1]}", ours
     server.shutdown()
 
 
@@ -82,7 +95,7 @@ def write_old(path, data, hours_ago=1.0):
 
 
 def test_web_inputs_are_checked_with_a_head_once_checked(tmp_path, web):
-    root, base = web
+    root, base, _ = web
     lines = ["id,image,prompt"]
     for i in range(6):
         write_old(root / f"{i}.png", make_image(256, 256, seed=i))
@@ -191,3 +204,23 @@ def test_videos_are_archived_without_reading_them_back_and_a_refused_upload_is_r
     for key in archived_keys(store):
         meta = store.get_json(f"jobs/{key}/meta.json")
         assert store.sha256(f"jobs/{key}/video.mp4") == meta["video"]["sha256"]
+
+
+def test_a_run_reads_each_web_input_once(fal, prefect_harness, tmp_path, web):
+    """Planning reads each image; the submit passes its URL to fal, and the first-frame check
+    uses the reference planning kept: one read per input for the whole run."""
+    from flows.sweep import sweep
+    from tests.helpers import write_case
+
+    root, base, ours = web
+    spec = write_case(tmp_path, rows=2, endpoints=["flash"], grid={"resolution": ["720p"]})
+    for i in range(2):  # the case's images, served from the web instead
+        write_old(root / f"img{i}.png", (tmp_path / f"img{i}.png").read_bytes())
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text(manifest.read_text().replace(",img", f",{base}/img"))
+    result = sweep(str(spec))
+    assert result["outcomes"] == {"archived": 4}  # 2 images x 2 seeds
+    assert ours == {("GET", "/img0.png"): 1, ("GET", "/img1.png"): 1}
+    store = open_store(str(tmp_path / "archive"))
+    for key in archived_keys(store):
+        assert store.get_json(f"jobs/{key}/meta.json")["first_frame_similarity"] > 0.9
