@@ -154,13 +154,17 @@ class FalQueue(PlatformMixin, DownloadMixin, Connection):
         the request, :class:`Stopped` when the run is cancelled."""
         fh = self._handle(handle)
         try:
+            if check_now:
+                status = self._status(handle, fh)
+                if isinstance(status, fal_client.Completed):
+                    return Completion.between(status, None, "poll")
             if self.webhooks:
                 return self._wait_for_webhook(handle, fh, poll.webhook_fallback)
             if poll.stream and self.streams_offered is not False:
                 done = self._wait_streaming(handle, fh)
                 if done is not None:
                     return done
-            return self._wait_polling(handle, fh, poll, check_now)
+            return self._wait_polling(handle, fh, poll)
         finally:
             if self.webhooks:
                 self.webhooks.forget(handle.request_id)
@@ -185,7 +189,7 @@ class FalQueue(PlatformMixin, DownloadMixin, Connection):
         from here (no stream offered, or ``STREAM_BREAKS`` breaks in a row)."""
         breaks = 0
         while True:
-            try:
+            try:  # events parsed by fal-client's own parser of its status format
                 return self.streams.follow(handle.status_url, fh._parse_status)
             except StreamUnsupported:
                 unsupported = True
@@ -207,19 +211,12 @@ class FalQueue(PlatformMixin, DownloadMixin, Connection):
                 self.pause_before_retry(breaks - 2)
 
     def _wait_polling(
-        self,
-        handle: Handle,
-        fh: fal_client.SyncRequestHandle,
-        poll: PollSpec,
-        check_now: bool,
+        self, handle: Handle, fh: fal_client.SyncRequestHandle, poll: PollSpec
     ) -> Completion:
-        unfinished_at = None if check_now else time.time()
-        delay = poll.first
-        if check_now:
-            delay = 0.0
+        unfinished_at, delay = time.time(), poll.first
         while True:
             self.sleep(delay)
-            delay = min(poll.max, (delay or poll.first / poll.factor) * poll.factor)
+            delay = min(poll.max, delay * poll.factor)
             status = self._status(handle, fh)
             if isinstance(status, fal_client.Completed):
                 return Completion.between(status, unfinished_at, "poll")
