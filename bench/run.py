@@ -283,7 +283,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--only",
-        choices=["latency", "plan-scale"],
+        choices=["latency", "plan-scale", "overhead"],
         help="only this section (its full sizes unless --smoke)",
     )
     args = parser.parse_args()
@@ -308,25 +308,26 @@ def main() -> None:
                 bench_cold(work, fal, args.cold)
             server.terminate()
             return
-        if args.only in (None, "plan-scale"):
+        run = {args.only} if args.only else {"plan-scale", "latency", "overhead", "all"}
+        if "plan-scale" in run:
             bench_plan_scale(work, images)
-        if args.only == "plan-scale":
-            server.terminate()
-            server.wait(30)
-            return
-        if not args.only:
+        if "all" in run:
             bench_ephemeral_startup()
-        with start_local_fal(
-            latency="zero", media="tiny", concurrency=1000, workdir=work / "fal"
-        ) as fal:
-            os.environ.update(fal.env)
-            bench_latency(work, fal, **waits)
-            if not args.only:
-                bench_plan(work, sizes["plan"])
-                bench_overhead(work, fal, sizes["n"], sizes["latency"], sizes["concurrency"])
-                bench_default_subscribe(fal, sizes["latency"], sizes["econ"])
-                bench_warm_10k(work, fal, sizes["warm"])
-                bench_archive_memory(work, fal, sizes["mb"])
+        if run & {"latency", "overhead", "all"}:
+            with start_local_fal(
+                latency="zero", media="tiny", concurrency=1000, workdir=work / "fal"
+            ) as fal:
+                os.environ.update(fal.env)
+                if "latency" in run:
+                    bench_latency(work, fal, **waits)
+                if "all" in run:
+                    bench_plan(work, sizes["plan"])
+                if "overhead" in run:
+                    bench_overhead(work, fal, sizes["n"], sizes["latency"], sizes["concurrency"])
+                if "all" in run:
+                    bench_default_subscribe(fal, sizes["latency"], sizes["econ"])
+                    bench_warm_10k(work, fal, sizes["warm"])
+                    bench_archive_memory(work, fal, sizes["mb"])
         server.terminate()
         server.wait(30)
     if args.json:

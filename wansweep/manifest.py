@@ -5,9 +5,11 @@ Nothing here talks to fal: a plan with errors never reaches a submit.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import math
+import os
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -189,18 +191,19 @@ class MediaCache:
             # others are simply fetched, and their validator comes with their bytes.
             known = [uri for (_, kind), uri in todo.items() if self.index.knows(uri, kind)]
             marks = validators(known, pool)
-
-            def check(key: tuple[str, str]) -> tuple[Checked, str | None, bool]:
-                uri, kind = todo[key], key[1]
-                if hit := self.index.lookup(uri, kind, marks.get(uri)):
-                    return hit, None, False
-                return (*self._load(uri, kind), True)
-
-            results = list(pool.map(check, todo))
-        for key, (checked, mark, fetched) in zip(todo, results):
+            hits = {
+                key: hit
+                for key, uri in todo.items()
+                if (hit := self.index.lookup(uri, key[1], marks.get(uri)))
+            }
+            misses = [key for key in todo if key not in hits]
+            loaded = pool.map(lambda key: self._load(todo[key], key[1]), misses)
+            results = [(key, hit, None) for key, hit in hits.items()]
+            results += [(key, *found) for key, found in zip(misses, loaded)]
+        self.reused += len(hits)
+        self.fetched += len(misses)
+        for key, checked, mark in results:
             self._seen[key] = checked
-            self.fetched += fetched
-            self.reused += not fetched
             if mark:  # a failed fetch has none: failures are never remembered
                 self.index.remember(key[1], mark, checked)
         self.index.save()
@@ -246,7 +249,14 @@ def resolve_ref(ref: str, base: str) -> str:
     ref = ref.removeprefix("file://")
     if base.startswith("s3://"):
         return str(PurePosixPath(base).parent / ref).replace("s3:/", "s3://", 1)
-    return str((Path(base).parent / ref).resolve())
+    return os.path.normpath(os.path.join(_folder(base), ref))
+
+
+@functools.lru_cache(maxsize=64)
+def _folder(manifest: str) -> str:
+    """The manifest's folder, symlinks resolved (once per manifest: a plan names it 100,000
+    times)."""
+    return str(Path(manifest).parent.resolve())
 
 
 def load_media(uri: str) -> bytes:

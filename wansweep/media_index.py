@@ -169,8 +169,10 @@ def validators(uris: Iterable[str], pool: ThreadPoolExecutor) -> dict[str, str |
             parts = urlsplit(uri)
             folder = str(PurePosixPath(parts.path.lstrip("/")).parent)
             s3_groups[(parts.netloc, "" if folder == "." else folder + "/")].append(uri)
-        elif not uri.startswith("data:"):  # a data: URI holds its bytes: nothing to remember
+        elif uri.startswith(("http://", "https://")):
             single.append(uri)
+        elif not uri.startswith("data:"):  # a local stat costs less than handing it to a thread
+            out[uri] = _validator(uri)
     for (bucket, prefix), members in s3_groups.items():
         if len(members) >= LIST_AT:
             out.update(_listed(bucket, prefix, members))
