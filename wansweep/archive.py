@@ -20,6 +20,7 @@ from typing import Any
 
 from wansweep.errors import LedgerDamaged
 from wansweep.lifecycle import LedgerEntry
+from wansweep.quality import METRICS
 from wansweep.store import Store
 
 SIDECAR, VIDEO, THUMB, STRIP = "meta.json", "video.mp4", "thumb.jpg", "strip.jpg"
@@ -153,6 +154,12 @@ def sidecar_row(meta: dict[str, Any]) -> dict[str, Any]:
         "detection_lag_s": timings.get("detection_lag_s"),
         "detected_via": timings.get("detected_via"),
         "first_frame_similarity": meta.get("first_frame_similarity"),
+        # measured quality (wansweep.quality.METRICS) as q_<name> columns
+        **{
+            f"q_{name}": (meta.get("quality") or {}).get(name)
+            for name in METRICS
+            if name != "first_frame_similarity"
+        },
     }
 
 

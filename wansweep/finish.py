@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from wansweep import __version__, media
+from wansweep import __version__, media, quality
 from wansweep.archive import VIDEO, Ledger, job_file, public_uri
 from wansweep.fal import FalQueue
 from wansweep.lifecycle import LedgerEntry, LedgerStatus
@@ -39,7 +39,8 @@ def archive_result(
             # step is run again), so no sidecar ever points at a bad copy
             store.put_verified(video_key, local, sha, "video/mp4")
         probe = media.probe(local)
-        first, middle, last = media.frames_at(local, (0.0, 0.5, 1.0))
+        decoded = quality.decode(local)  # one pass: metrics, thumbnail and contact sheet
+        first, middle, last = decoded.picks
         store.put_bytes(
             job_file(job.job_key, "thumb.jpg"), media.thumbnail_jpeg(first), "image/jpeg"
         )
@@ -49,12 +50,27 @@ def archive_result(
             "image/jpeg",
         )
         fidelity = _first_frame_similarity(job, first)
+        measured = quality.measure(quality.Clip(decoded, asked(job), probe, fidelity))
     archived_at = time.time()
-    meta = sidecar(job, entry, size, sha, probe, fidelity, archived_at)
+    meta = sidecar(job, entry, size, sha, probe, measured, archived_at)
     if os.environ.get("WANSWEEP_FAULT_EXIT_BEFORE_SIDECAR"):  # fault injection for tests
         os._exit(137)
     store.put_json(job_file(job.job_key, "meta.json"), meta)
     ledger.put(entry, status=LedgerStatus.ARCHIVED, archived_at=archived_at)
+
+
+def asked(job: Job) -> quality.Asked:
+    """What a job asked for, as the quality metrics compare it."""
+    settings = job.settings
+    return quality.Asked(
+        duration=float(settings["duration"]),
+        resolution=str(settings["resolution"]),
+        # multi_shots acts only with prompt expansion (schema.check_input warns otherwise)
+        multi_shots=bool(settings.get("multi_shots"))
+        and bool(settings.get("enable_prompt_expansion", True)),
+        prompt=job.prompt,
+        audio=job.audio_uri is not None,
+    )
 
 
 def _first_frame_similarity(job: Job, first: Any) -> float | None:
@@ -109,7 +125,7 @@ def sidecar(
     size: int,
     sha: str,
     probe: media.Probe,
-    fidelity: float | None,
+    measured: dict[str, Any],
     archived_at: float,
 ) -> dict[str, Any]:
     """The metadata sidecar of an archived job (no secrets, no inline data)."""
@@ -140,7 +156,8 @@ def sidecar(
             "size": size,
             **probe.as_dict(),
         },
-        "first_frame_similarity": fidelity,
+        "first_frame_similarity": measured.get("first_frame_similarity"),
+        "quality": measured,  # see wansweep.quality.METRICS
         "estimated_usd": job.estimated_usd,
         "tool_version": __version__,
     }

@@ -59,6 +59,7 @@ def render_clip(
     digest = hashlib.sha256(f"{seed}\0{prompt}".encode()).digest()
     rng = random.Random(digest)
     cuts = [int(t * fps) for t in shot_starts(prompt)] if multi_shots else []
+    frozen, black = _segments(prompt, "Freeze", fps), _segments(prompt, "Black", fps)
     shots = [0, *[c for c in cuts if 0 < c < n_frames], n_frames]
 
     out = io.BytesIO()
@@ -79,6 +80,10 @@ def render_clip(
                 cx, cy = min(max(cx, 0), width - cw), min(max(cy, 0), height - ch)
                 if i == 0:
                     frame = base
+                elif i in black:
+                    frame = Image.new("RGB", (width, height))
+                elif i in frozen and i - 1 not in black:
+                    pass  # the previous frame again
                 else:
                     frame = frame_src.resize(
                         (width, height), Image.BILINEAR, box=(cx, cy, cx + cw, cy + ch)
@@ -91,6 +96,17 @@ def render_clip(
         if astream is not None:
             _mux_audio(container, astream, audio, seconds)
     return Clip(out.getvalue(), width, height, float(fps), n_frames, float(seconds))
+
+
+def _segments(prompt: str, word: str, fps: int) -> set[int]:
+    """Frames inside ``<word> [a-bs]`` directives of a prompt: the local server's way to
+    render frozen (``Freeze``) or black (``Black``) stretches on request, for quality tests."""
+    import re
+
+    found: set[int] = set()
+    for m in re.finditer(rf"{word}\s*\[\s*(\d+(?:\.\d+)?)\s*-\s*(\d+(?:\.\d+)?)\s*s\s*\]", prompt):
+        found.update(range(int(float(m.group(1)) * fps), int(float(m.group(2)) * fps)))
+    return found
 
 
 def _add_audio(container: av.container.OutputContainer) -> av.audio.stream.AudioStream:

@@ -1,0 +1,249 @@
+"""Measured quality of one video, from one decode: the metric table.
+
+Every metric is computed at archive time from small grey copies of all the clip's frames
+(decoded once, with the three full frames the thumbnails need), and lands in the sidecar, the
+index and the report. None needs model weights. Each is listed in :data:`METRICS` with what
+it means, its range and which way is better, which is what the paired statistics read; a new
+metric is one :func:`metric` function and one row.
+
+Definitions (``d[i]``: mean absolute difference of consecutive grey frames, 0-1):
+
+- ``motion``: median ``d`` outside cuts (how much the picture moves); ``motion_std``: spread
+  of the per-second motion (does it move evenly, or jerk and stall).
+- ``frozen_fraction``: share of frame steps with no visible change (``d`` < 0.00005).
+- ``black_fraction``: share of frames that are uniformly dark.
+- ``flicker``: mean absolute second difference of frame brightness outside cuts (brightness
+  that jitters from frame to frame; a steady fade scores ~0).
+- ``cuts`` / ``cut_times``: hard cuts (``d`` spikes); with ``multi_shots``, ``cuts_expected``
+  from the prompt's ``Shot N [a-bs]`` markers, ``cut_error_s`` (mean distance from each
+  expected cut to the nearest found) and ``cuts_unexpected``.
+- ``first_frame_similarity``: fidelity of frame 0 to the input image (see :mod:`.media`).
+- compliance: ``duration_error_s`` (output minus asked), ``resolution_ok``, ``audio_ok``
+  (audio present when audio was given), ``compliant`` (all three hold).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from wansweep.schema import SHORT_SIDE, shot_starts
+
+GREY_SHORT_SIDE = 72  # pixels on the short side of the grey copies metrics read
+FROZEN_D = 0.00005  # under 1/80 of a grey level on average: nothing moved
+BLACK_LUMA, BLACK_STD = 0.1, 0.02  # decoded black is luma 16/255 ~ 0.063 (limited range)
+CUT_MIN_D = 0.08
+CUT_MATCH_S = 0.5
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    meaning: str
+    range: str
+    better: str | None  # "higher", "lower", or None (no direction: a description)
+
+
+METRICS: dict[str, Metric] = {
+    m.name: m
+    for m in (
+        Metric("motion", "how much the picture moves (median frame change, no cuts)", "0-1", None),
+        Metric("motion_std", "spread of per-second motion (jerks and stalls)", "0-1", "lower"),
+        Metric("frozen_fraction", "share of frame steps with no visible change", "0-1", "lower"),
+        Metric("black_fraction", "share of uniformly dark frames", "0-1", "lower"),
+        Metric("flicker", "brightness jitter between frames (no cuts)", "0-1", "lower"),
+        Metric("cuts", "hard cuts found", "0-n", None),
+        Metric(
+            "cuts_expected", "cuts the prompt's Shot markers ask for (multi_shots)", "0-n", None
+        ),
+        Metric(
+            "cut_error_s", "mean distance of asked cuts to the nearest found (s)", ">= 0", "lower"
+        ),
+        Metric("cuts_unexpected", "cuts found that no Shot marker asked for", "0-n", "lower"),
+        Metric("first_frame_similarity", "first frame vs the input image", "0-1", "higher"),
+        Metric("duration_error_s", "output duration minus the asked duration (s)", "any", None),
+        Metric("compliant", "duration, resolution and audio as asked", "0/1", "higher"),
+    )
+}
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """One pass over a clip: grey copies of every frame, their times, and full frames at
+    the fractions asked for (thumbnails and the contact sheet)."""
+
+    grey: np.ndarray  # (frames, h, w) float32, 0-1
+    times: np.ndarray  # seconds
+    picks: list[Image.Image]
+
+
+def decode(path: Any, fractions: tuple[float, ...] = (0.0, 0.5, 1.0)) -> Decoded:
+    import av
+
+    with av.open(str(path)) as container:
+        video = container.streams.video[0]
+        video.thread_type = "AUTO"
+        total = video.frames or 0
+        want = {min(total - 1, int(f * (total - 1))) for f in fractions} if total else set()
+        fps = float(video.average_rate or 16)
+        grey, times, picked, last = [], [], {}, None
+        for i, frame in enumerate(container.decode(video=0)):
+            scale = GREY_SHORT_SIDE / min(frame.width, frame.height)
+            small = frame.reformat(
+                width=max(2, round(frame.width * scale)),
+                height=max(2, round(frame.height * scale)),
+                format="gray",
+            )
+            grey.append(small.to_ndarray())
+            times.append(float(frame.time) if frame.time is not None else i / fps)
+            if i in want:
+                picked[i] = frame.to_image()
+            last = (i, frame)
+    if last is None:
+        raise ValueError("the video has no frames")
+    n = last[0] + 1
+    if len(picked) == len(want) and total == n:
+        picks = [picked[min(n - 1, int(f * (n - 1)))] for f in fractions]
+    else:  # the container did not know its frame count: a second pass for the three frames
+        from wansweep.media import frames_at
+
+        picks = frames_at(path, fractions)
+    return Decoded(np.asarray(grey, dtype=np.float32) / 255.0, np.asarray(times), picks)
+
+
+# ---------------------------------------------------------------------------- metrics
+@dataclass(frozen=True)
+class Asked:
+    """What the job asked for, as metrics compare it."""
+
+    duration: float
+    resolution: str
+    multi_shots: bool
+    prompt: str
+    audio: bool
+
+
+Measure = Callable[["Clip"], dict[str, Any]]
+_MEASURES: list[Measure] = []
+
+
+def metric(fn: Measure) -> Measure:
+    """Register a function of a :class:`Clip` returning some metrics (add its rows to
+    :data:`METRICS`)."""
+    _MEASURES.append(fn)
+    return fn
+
+
+@dataclass
+class Clip:
+    decoded: Decoded
+    asked: Asked
+    probe: Any  # media.Probe
+    first_frame_similarity: float | None
+
+    def __post_init__(self) -> None:
+        g = self.decoded.grey
+        self.d = np.abs(np.diff(g, axis=0)).mean(axis=(1, 2)) if len(g) > 1 else np.zeros(0)
+        self.brightness = g.mean(axis=(1, 2))
+        self.cut_steps = _cut_steps(self.d)
+
+
+def _cut_steps(d: np.ndarray) -> list[int]:
+    """Frame steps that are hard cuts: a change far above the steps around it."""
+    cuts = []
+    for i, v in enumerate(d):
+        around = np.concatenate([d[max(0, i - 4) : i], d[i + 1 : i + 5]])
+        if v >= CUT_MIN_D and v >= 4 * max(float(np.median(around)) if len(around) else 0, 0.005):
+            cuts.append(i)
+    return cuts
+
+
+def _outside_cuts(values: np.ndarray, cuts: list[int], reach: int = 1) -> np.ndarray:
+    keep = np.ones(len(values), dtype=bool)
+    for c in cuts:
+        keep[max(0, c - reach + 1) : c + reach] = False
+    return values[keep]
+
+
+@metric
+def _motion(c: Clip) -> dict[str, Any]:
+    d = _outside_cuts(c.d, c.cut_steps)
+    fps = c.probe.fps or 16
+    per_second = [float(s.mean()) for s in np.array_split(d, max(1, round(len(d) / fps)))]
+    return {
+        "motion": round(float(np.median(d)), 5) if len(d) else None,
+        "motion_std": round(float(np.std(per_second)), 5) if per_second else None,
+        "frozen_fraction": round(float((c.d < FROZEN_D).mean()), 4) if len(c.d) else None,
+    }
+
+
+@metric
+def _black(c: Clip) -> dict[str, Any]:
+    g = c.decoded.grey
+    dark = (c.brightness < BLACK_LUMA) & (g.std(axis=(1, 2)) < BLACK_STD)
+    return {"black_fraction": round(float(dark.mean()), 4)}
+
+
+@metric
+def _flicker(c: Clip) -> dict[str, Any]:
+    second = np.abs(np.diff(c.brightness, n=2))
+    second = _outside_cuts(second, [max(0, s - 1) for s in c.cut_steps], reach=2)
+    return {"flicker": round(float(second.mean()), 5) if len(second) else None}
+
+
+@metric
+def _cuts(c: Clip) -> dict[str, Any]:
+    times = c.decoded.times
+    found = [round(float(times[s + 1]), 3) for s in c.cut_steps]
+    out: dict[str, Any] = {"cuts": len(found), "cut_times": found}
+    if c.asked.multi_shots:
+        expected = [t for t in shot_starts(c.asked.prompt) if t < c.asked.duration]
+        out["cuts_expected"] = len(expected)
+        out["cut_error_s"] = (
+            round(
+                float(
+                    np.mean(
+                        [
+                            min((abs(t - f) for f in found), default=c.asked.duration)
+                            for t in expected
+                        ]
+                    )
+                ),
+                3,
+            )
+            if expected
+            else None
+        )
+        out["cuts_unexpected"] = sum(all(abs(f - t) > CUT_MATCH_S for t in expected) for f in found)
+    return out
+
+
+@metric
+def _compliance(c: Clip) -> dict[str, Any]:
+    p, a = c.probe, c.asked
+    error = round(p.duration - a.duration, 3)
+    resolution_ok = min(p.width, p.height) == SHORT_SIDE.get(a.resolution)
+    audio_ok = p.has_audio if a.audio else True
+    return {
+        "first_frame_similarity": c.first_frame_similarity,
+        "duration_error_s": error,
+        "resolution_ok": bool(resolution_ok),
+        "audio_ok": bool(audio_ok),
+        "compliant": bool(abs(error) < 0.5 and resolution_ok and audio_ok),
+    }
+
+
+def measure(clip: Clip) -> dict[str, Any]:
+    """Every registered metric of one clip (a metric that fails is left out, never an error:
+    quality numbers must not cost a finished video its archive)."""
+    out: dict[str, Any] = {}
+    for fn in _MEASURES:
+        try:
+            out.update(fn(clip))
+        except Exception:  # noqa: BLE001
+            continue
+    return out
