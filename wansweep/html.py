@@ -99,7 +99,12 @@ def seed_comparison(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def render_html(
-    store: Store, sweep: str, frame: pd.DataFrame, summ: pd.DataFrame, markdown: str
+    store: Store,
+    sweep: str,
+    frame: pd.DataFrame,
+    summ: pd.DataFrame,
+    markdown: str,
+    ab: pd.DataFrame | None = None,
 ) -> str:
     planned = frame[frame["arm"].notna()].sort_values(["row_id", "arm", "seed_requested"])
     cells = planned.head(MAX_CELLS)
@@ -152,12 +157,27 @@ def render_html(
 <p class="meta">{len(frame)} jobs: {headline}. Cost ${frame["cost_usd"].sum():.2f} of ${frame["estimated_usd"].sum():.2f}
 estimated. Archive: {html.escape(store.uri)}</p>
 <h2>Summary by arm</h2><div class="wide">{summ.to_html(index=False, float_format=lambda v: f"{v:.3g}", na_rep="")}</div>
+<h2>Which arm is better (paired: same image, prompt and seed)</h2>{_ab_html(ab)}
 <h2>Plots</h2><div class="plots">{plot_html}</div>
 <h2>Contact sheet (first, middle, last frame)</h2>{more}<table class="sheet">{head}{"".join(rows_html)}</table>
 <h2>Seed comparison: first-frame similarity to the input image</h2>
 {seeds_table.to_html(na_rep="") if len(seeds_table) else "<p>(no archived jobs)</p>"}
 <h2>Markdown summary</h2><pre>{html.escape(markdown)}</pre>
 </body></html>"""
+
+
+def _ab_html(ab: pd.DataFrame | None) -> str:
+    if ab is None or ab.empty:
+        return "<p>(no pairs yet)</p>"
+    shown = ab[ab["better"] != ""].drop(columns=["more_usd"])
+    return (
+        "<p class='meta'>diff = B - A, mean over pairs, with a bootstrap 95% interval; the "
+        "verdict names the better arm only where the interval excludes 0; b_wins: share of "
+        "pairs B wins (ties half); pairs_needed: pairs to resolve the observed difference "
+        "(alpha 0.05, power 0.8). All rows in ab.csv.</p><div class='wide'>"
+        + shown.to_html(index=False, float_format=lambda v: f"{v:.3g}", na_rep="")
+        + "</div>"
+    )
 
 
 def _cell(match: pd.DataFrame, strips: dict[str, bytes | None]) -> str:

@@ -10,6 +10,7 @@ from typing import Any
 
 import pandas as pd
 
+from wansweep import abstats
 from wansweep.archive import (
     INDEX_KEY,
     PLAN_FILE,
@@ -218,7 +219,8 @@ def write_report(
     write_index(store, archived, INDEX_KEY, merge=True)
     summ = summary(frame, by)
     by_arm = summ if not by or by == ["arm"] else summary(frame)
-    md = markdown_summary(sweep, frame, by_arm)
+    ab = abstats.compare(frame)
+    md = markdown_summary(sweep, frame, by_arm) + ab_markdown(ab)
     from wansweep.html import render_html, seed_comparison
 
     buf = io.BytesIO()
@@ -229,7 +231,9 @@ def write_report(
         "summary.csv": safe_csv(summ).to_csv(index=False).encode(),
         "summary.md": md.encode(),
         "seeds.csv": safe_csv(seed_comparison(frame).reset_index()).to_csv(index=False).encode(),
-        "report.html": render_html(store, sweep, frame, by_arm, md).encode(),
+        "ab.csv": safe_csv(ab).to_csv(index=False).encode(),
+        "seed_spread.csv": safe_csv(abstats.seed_spread(frame)).to_csv(index=False).encode(),
+        "report.html": render_html(store, sweep, frame, by_arm, md, ab).encode(),
     }
     for name, data in outputs.items():
         store.put_bytes(report_file(sweep, name), data)
@@ -301,6 +305,39 @@ def markdown_summary(sweep: str, frame: pd.DataFrame, summ: pd.DataFrame) -> str
         "`wansweep spend` compares with fal's usage API.\n\n"
         f"{table}\n"
     )
+
+
+def ab_markdown(ab: pd.DataFrame) -> str:
+    """Per pair of arms: the measures with a direction, the paired difference (B - A) and
+    its 95% interval, who is better, and how many pairs would settle what is unclear."""
+    if ab.empty:
+        return "\n### Which arm is better\n\nNo pairs yet (jobs of two arms with the same image, prompt and seed).\n"
+    out = ["\n### Which arm is better (paired: same image, prompt and seed)\n"]
+    for (a, b), group in ab.groupby(["arm_a", "arm_b"], sort=False):
+        directed = group[group["better"] != ""]
+        shown = directed.assign(
+            ci=[f"[{lo:.3g}, {hi:.3g}]" for lo, hi in zip(directed["ci_low"], directed["ci_high"])]
+        )[
+            [
+                "measure",
+                "better",
+                "pairs",
+                "mean_a",
+                "mean_b",
+                "diff",
+                "ci",
+                "verdict",
+                "b_wins",
+                "pairs_needed",
+            ]
+        ]
+        clear = directed[directed["verdict"] != "unclear"]
+        said = "; ".join(f"{m}: {v}" for m, v in zip(clear["measure"], clear["verdict"]))
+        out.append(
+            f"**{a}** vs **{b}** ({int(group['pairs'].max())} pairs). Better where the "
+            f"interval excludes 0: {said or 'nothing yet'}.\n\n{_md_table(shown)}\n"
+        )
+    return "\n".join(out)
 
 
 def _md_table(frame: pd.DataFrame) -> str:

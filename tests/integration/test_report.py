@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -162,3 +163,27 @@ def test_html_report_renders_in_chromium(archive, chromium, tmp_path):
     assert colours > 2000
     green_bars = ((img[..., 1] > 150) & (img[..., 0] < 140) & (img[..., 2] < 120)).sum()
     assert green_bars > 2000  # the cost-per-arm bars were drawn
+
+
+def test_the_report_pairs_the_arms_and_says_which_is_better(archive):
+    """standard vs flash on the same 3 images x 2 seeds: pairs are jobs both arms archived."""
+    tmp, _, _ = archive
+    store = open_store(str(tmp / "archive"))
+    frame, _, _ = write_report(store, "t")
+    done = frame[frame["status"] == "succeeded"]
+    both = done.groupby(["image_sha256", "prompt", "seed_requested"])["arm"].nunique()
+    pairs = int((both == 2).sum())
+    ab = pd.read_csv(io.BytesIO(store.get_bytes("sweeps/t/report/ab.csv")))
+    cost = ab[ab["measure"] == "cost_usd"].iloc[0]
+    assert cost["pairs"] == pairs > 0
+    # flash costs less per second than standard at 720p: the paired verdict says so
+    assert cost["verdict"] == "flash-720p"
+    assert {"q_motion", "q_flicker", "q_frozen_fraction"} <= set(ab["measure"])
+    # every archived video carries its measured quality, in the sidecar and the report
+    for m in sidecars(tmp / "archive"):
+        assert m["quality"]["cuts"] == 0 and m["quality"]["duration_error_s"] == pytest.approx(
+            0, abs=0.1
+        )
+    assert done["q_motion"].notna().all() and done["q_compliant"].all()
+    md = store.get_bytes("sweeps/t/report/summary.md").decode()
+    assert "Which arm is better" in md and "cost_usd: flash-720p" in md

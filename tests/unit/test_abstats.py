@@ -1,0 +1,76 @@
+"""Paired statistics checked against values worked out by hand on a small table."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from wansweep import abstats
+
+
+def table():
+    """Arms A and B on 4 inputs x 1 seed, plus a fifth input only A ran (not a pair)."""
+    rows = []
+    cost = {"A": [1.0, 1.0, 1.0, 1.0, 1.0], "B": [2.0, 2.0, 2.0, 2.0]}
+    wall = {"A": [10.0, 10.0, 10.0, 10.0, 50.0], "B": [11.0, 12.0, 13.0, 14.0]}
+    flicker = {"A": [0.1, 0.2, 0.3, 0.4, 0.0], "B": [0.1, 0.1, 0.1, 0.1]}
+    for arm in ("A", "B"):
+        for i in range(len(cost[arm])):
+            rows.append(
+                {
+                    "arm": arm,
+                    "image_sha256": f"img{i}",
+                    "prompt": "p",
+                    "seed_requested": 7,
+                    "status": "succeeded",
+                    "cost_usd": cost[arm][i],
+                    "estimated_usd": cost[arm][i],
+                    "wall_seconds": wall[arm][i],
+                    "q_flicker": flicker[arm][i],
+                    "q_cuts": 0,
+                }
+            )
+    rows.append({**rows[0], "status": "failed", "image_sha256": "img9"})  # not a pair
+    return pd.DataFrame(rows)
+
+
+def row(result, measure):
+    (found,) = result[result["measure"] == measure].to_dict("records")
+    return found
+
+
+def test_differences_intervals_and_verdicts():
+    result = abstats.compare(table())
+    cost = row(result, "cost_usd")
+    assert cost["pairs"] == 4 and cost["diff"] == 1.0
+    assert (cost["ci_low"], cost["ci_high"]) == (1.0, 1.0)  # every pair differs by exactly 1
+    assert cost["verdict"] == "A" and cost["b_wins"] == 0.0  # lower cost is better
+    wall = row(result, "wall_seconds")  # B - A = 1, 2, 3, 4
+    assert wall["diff"] == 2.5 and 1.0 <= wall["ci_low"] < 2.5 < wall["ci_high"] <= 4.0
+    flicker = row(result, "q_flicker")  # B - A = 0, -0.1, -0.2, -0.3: B wins 3, ties 1
+    assert flicker["diff"] == pytest.approx(-0.15)
+    assert flicker["b_wins"] == pytest.approx((3 + 0.5) / 4)
+    cuts = row(result, "q_cuts")  # no direction: described, never judged
+    assert cuts["verdict"] == "unclear"
+    assert cuts["b_wins"] is None or math.isnan(cuts["b_wins"])
+
+
+def test_pairs_needed_matches_the_textbook_formula():
+    # n = ((z_0.975 + z_0.8) * sd / delta)^2 = ((1.95996 + 0.84162) * 1 / 0.5)^2 = 31.4 -> 32
+    assert abstats.pairs_needed(1.0, 0.5) == 32
+    assert abstats.pairs_needed(1.0, 0.0) is None
+    wall = row(abstats.compare(table(), resolve={"wall_seconds": 0.5}), "wall_seconds")
+    sd = pd.Series([1.0, 2.0, 3.0, 4.0]).std()  # 1.29
+    assert wall["pairs_needed"] == abstats.pairs_needed(sd, 0.5) == 53
+    assert wall["more_pairs"] == 49 and wall["more_usd"] == pytest.approx(49 * (1.0 + 2.0))
+
+
+def test_seed_spread_is_the_mean_sd_across_seeds_per_input():
+    t = table()
+    extra = t[t["arm"] == "B"].head(2).assign(seed_requested=8, wall_seconds=[13.0, 16.0])
+    spread = abstats.seed_spread(pd.concat([t, extra]))
+    b = spread[(spread["arm"] == "B") & (spread["measure"] == "wall_seconds")].iloc[0]
+    # img0: sd(11, 13) = 1.414; img1: sd(12, 16) = 2.828 -> mean 2.121
+    assert b["inputs"] == 2 and b["seed_sd"] == pytest.approx((2**0.5 + 2 * 2**0.5) / 2)

@@ -1,0 +1,146 @@
+"""Which arm is better, and is the difference real: paired statistics over a sweep's jobs.
+
+Jobs of two arms that share an image, a prompt and a requested seed are a *pair*: the same
+question asked of both arms, so their difference is the arms' difference and not the
+inputs'. For each pair of arms and each measure (cost, latency, every quality metric):
+
+- ``diff``: mean of (B - A) over pairs, with a bootstrap 95% interval (pairs resampled);
+- ``verdict``: which arm is better when the interval excludes 0 and the measure has a
+  direction (``wansweep.quality.METRICS``; cost and latency: lower), else ``unclear``;
+- ``b_wins``: share of pairs where B is better (ties count half), for directed measures;
+- ``pairs_needed``: about how many pairs a paired test (alpha 0.05, power 0.8) needs to tell
+  a difference of ``resolve`` (default: the observed one) from none, and what the extra
+  pairs would cost at the plan's prices.
+
+:func:`seed_spread` says how much each arm varies across seeds for the same input. Plain
+pandas and numpy; the statistics are textbook (percentile bootstrap; normal-approximation
+sample size), so the numbers can be checked by hand.
+"""
+
+from __future__ import annotations
+
+import math
+from itertools import combinations
+from statistics import NormalDist
+
+import numpy as np
+import pandas as pd
+
+from wansweep.quality import METRICS
+
+PAIR_KEY = ["image_sha256", "prompt", "seed_requested"]
+BASE_MEASURES = {"cost_usd": "lower", "wall_seconds": "lower"}
+RESAMPLES = 2000
+
+
+def measures(frame: pd.DataFrame) -> dict[str, str | None]:
+    """Measure column -> better direction, for the columns this frame has."""
+    found = {**BASE_MEASURES, **{f"q_{n}": m.better for n, m in METRICS.items()}}
+    found["first_frame_similarity"] = found.pop("q_first_frame_similarity")
+    return {c: d for c, d in found.items() if c in frame.columns}
+
+
+def paired(frame: pd.DataFrame, a: str, b: str, column: str) -> pd.DataFrame:
+    """Pairs of arms ``a`` and ``b`` with a value of ``column`` on both sides."""
+    done = frame[(frame["status"] == "succeeded") & frame[column].notna()]
+    key = pd.Series("", index=done.index)
+    for column_name in PAIR_KEY:
+        key = key + "|" + done[column_name].astype(str)
+    sides = [
+        done[done["arm"] == arm].assign(_key=key).drop_duplicates("_key").set_index("_key")[column]
+        for arm in (a, b)
+    ]
+    both = pd.concat(sides, axis=1, keys=["a", "b"], join="inner").astype(float)
+    return both
+
+
+def bootstrap_ci(diffs: np.ndarray, resamples: int = RESAMPLES, seed: int = 0):
+    """Percentile bootstrap 95% interval of the mean of ``diffs``."""
+    if len(diffs) < 2:
+        return (math.nan, math.nan)
+    rng = np.random.default_rng(seed)
+    means = diffs[rng.integers(0, len(diffs), (resamples, len(diffs)))].mean(axis=1)
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def pairs_needed(sd: float, delta: float, alpha: float = 0.05, power: float = 0.8) -> int | None:
+    """Pairs a paired two-sided test needs to detect a mean difference ``delta``."""
+    if not delta or not np.isfinite(sd) or not np.isfinite(delta):
+        return None
+    z = NormalDist().inv_cdf(1 - alpha / 2) + NormalDist().inv_cdf(power)
+    return max(2, math.ceil((z * sd / abs(delta)) ** 2))
+
+
+def compare(
+    frame: pd.DataFrame, resolve: dict[str, float] | None = None, seed: int = 0
+) -> pd.DataFrame:
+    """One row per (arm A, arm B, measure); see the module docstring for the columns.
+    ``resolve``: measure -> the difference worth resolving (default: the observed one)."""
+    arms = sorted(a for a in frame["arm"].dropna().unique())
+    price = frame.groupby("arm")["estimated_usd"].mean() if "estimated_usd" in frame else None
+    rows = []
+    for a, b in combinations(arms, 2):
+        for column, better in measures(frame).items():
+            both = paired(frame, a, b, column)
+            if both.empty:
+                continue
+            diffs = (both["b"] - both["a"]).to_numpy()
+            low, high = bootstrap_ci(diffs, seed=seed)
+            mean = float(diffs.mean())
+            sd = float(diffs.std(ddof=1)) if len(diffs) > 1 else math.nan
+            needed = pairs_needed(sd, (resolve or {}).get(column, mean))
+            more = max(0, needed - len(diffs)) if needed else None
+            row = {
+                "arm_a": a,
+                "arm_b": b,
+                "measure": column,
+                "better": better or "",
+                "pairs": len(diffs),
+                "mean_a": float(both["a"].mean()),
+                "mean_b": float(both["b"].mean()),
+                "diff": mean,
+                "ci_low": low,
+                "ci_high": high,
+                "verdict": _verdict(better, low, high, a, b),
+                "b_wins": _wins(both, better),
+                "pairs_needed": needed,
+                "more_pairs": more,
+                "more_usd": round(more * float(price[a] + price[b]), 2)
+                if more is not None and price is not None
+                else None,
+            }
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _verdict(better: str | None, low: float, high: float, a: str, b: str) -> str:
+    if not better or math.isnan(low) or low <= 0 <= high:
+        return "unclear"
+    b_higher = low > 0
+    return b if b_higher == (better == "higher") else a
+
+
+def _wins(both: pd.DataFrame, better: str | None) -> float | None:
+    if not better:
+        return None
+    sign = 1 if better == "higher" else -1
+    d = sign * (both["b"] - both["a"])
+    return float(((d > 0) + 0.5 * (d == 0)).mean())
+
+
+def seed_spread(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per arm and measure: the mean, over inputs run with several seeds, of the standard
+    deviation across those seeds (how much a seed alone changes the outcome)."""
+    done = frame[frame["status"] == "succeeded"]
+    rows = []
+    for column in measures(frame):
+        groups = done.groupby(["arm", "image_sha256", "prompt"], dropna=False)[column]
+        spread = groups.std(ddof=1).dropna()
+        if spread.empty:
+            continue
+        per_arm = spread.groupby(level="arm")
+        for arm, values in per_arm:
+            rows.append(
+                {"arm": arm, "measure": column, "inputs": len(values), "seed_sd": values.mean()}
+            )
+    return pd.DataFrame(rows, columns=["arm", "measure", "inputs", "seed_sd"])
