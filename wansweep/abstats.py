@@ -144,3 +144,99 @@ def seed_spread(frame: pd.DataFrame) -> pd.DataFrame:
                 {"arm": arm, "measure": column, "inputs": len(values), "seed_sd": values.mean()}
             )
     return pd.DataFrame(rows, columns=["arm", "measure", "inputs", "seed_sd"])
+
+
+# ---------------------------------------------------------------- blind-review votes
+def wilson(wins: float, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """Wilson score 95% interval of a proportion (ties counted as half a win)."""
+    if n == 0:
+        return (math.nan, math.nan)
+    p = wins / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return centre - half, centre + half
+
+
+def vote_table(votes: pd.DataFrame) -> pd.DataFrame:
+    """Per pair of arms: votes, B's wins (ties half), B's win rate and its Wilson interval.
+    ``votes``: one row per vote with ``arm_a``, ``arm_b`` and ``winner`` (an arm or "tie");
+    skips are not votes."""
+    rows = []
+    cast = votes[votes["winner"] != "skip"]
+    for (a, b), group in _ordered(cast).groupby(["arm_a", "arm_b"]):
+        n = len(group)
+        wins = float((group["winner"] == b).sum() + 0.5 * (group["winner"] == "tie").sum())
+        low, high = wilson(wins, n)
+        rows.append(
+            {
+                "arm_a": a,
+                "arm_b": b,
+                "votes": n,
+                "ties": int((group["winner"] == "tie").sum()),
+                "b_wins": wins,
+                "b_win_rate": wins / n,
+                "ci_low": low,
+                "ci_high": high,
+                "verdict": b if low > 0.5 else a if high < 0.5 else "unclear",
+            }
+        )
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "arm_a",
+            "arm_b",
+            "votes",
+            "ties",
+            "b_wins",
+            "b_win_rate",
+            "ci_low",
+            "ci_high",
+            "verdict",
+        ],
+    )
+
+
+def _ordered(votes: pd.DataFrame) -> pd.DataFrame:
+    """Each vote with its two arms in name order (A < B)."""
+    swap = votes["arm_a"] > votes["arm_b"]
+    out = votes.copy()
+    out.loc[swap, ["arm_a", "arm_b"]] = votes.loc[swap, ["arm_b", "arm_a"]].to_numpy()
+    return out
+
+
+def bradley_terry(votes: pd.DataFrame, resamples: int = 500, seed: int = 0) -> pd.DataFrame:
+    """Arms ranked by Bradley-Terry strength (a tie is half a win each way), with a
+    bootstrap 95% interval over votes; strengths are scaled so they sum to 1."""
+    cast = votes[votes["winner"] != "skip"]
+    arms = sorted(set(cast["arm_a"]) | set(cast["arm_b"]))
+    if len(arms) < 2 or cast.empty:
+        return pd.DataFrame(columns=["arm", "strength", "ci_low", "ci_high", "rank"])
+    index = {a: i for i, a in enumerate(arms)}
+    ia = cast["arm_a"].map(index).to_numpy()
+    ib = cast["arm_b"].map(index).to_numpy()
+    wa = np.where(cast["winner"] == cast["arm_a"], 1.0, np.where(cast["winner"] == "tie", 0.5, 0.0))
+
+    def fit(sel: np.ndarray) -> np.ndarray:
+        k = len(arms)
+        wins = np.zeros((k, k))
+        np.add.at(wins, (ia[sel], ib[sel]), wa[sel])
+        np.add.at(wins, (ib[sel], ia[sel]), 1.0 - wa[sel])
+        games = wins + wins.T
+        strength = np.ones(k)
+        for _ in range(200):  # Zermelo / MM iterations
+            denom = (games / (strength[:, None] + strength[None, :])).sum(axis=1)
+            new = (wins.sum(axis=1) + 0.1) / np.maximum(denom, 1e-12)  # 0.1: a small prior
+            new /= new.sum()
+            converged = np.allclose(new, strength, atol=1e-9)
+            strength = new
+            if converged:
+                break
+        return strength
+
+    point = fit(np.arange(len(cast)))
+    rng = np.random.default_rng(seed)
+    boot = np.array([fit(rng.integers(0, len(cast), len(cast))) for _ in range(resamples)])
+    low, high = np.percentile(boot, [2.5, 97.5], axis=0)
+    out = pd.DataFrame({"arm": arms, "strength": point, "ci_low": low, "ci_high": high})
+    out["rank"] = out["strength"].rank(ascending=False, method="min").astype(int)
+    return out.sort_values("rank").reset_index(drop=True)

@@ -63,6 +63,15 @@ def report_file(name: str, file: str) -> str:
     return sweep_file(name, "report", file)
 
 
+def vote_key(sweep: str, rater: str, vote_id: str) -> str:
+    """One blind-review vote: its own object, so votes are appended, never rewritten."""
+    return sweep_file(sweep, "votes", rater, f"{vote_id}.json")
+
+
+def vote_keys(store: Store, sweep: str) -> list[str]:
+    return [k for k in store.list(sweep_file(sweep, "votes") + "/") if k.endswith(".json")]
+
+
 def sweep_names(store: Store) -> list[str]:
     """Every sweep with a saved plan."""
     return sorted({k.split("/")[1] for k in store.list("sweeps/") if k.endswith("/" + PLAN_FILE)})

@@ -412,6 +412,50 @@ def index(
         console.print(f"{archive.url(f'sweeps/{name}/index.parquet')}: {n} jobs")
 
 
+@app.command()
+def review(
+    store: str = typer.Argument(..., help="Archive URI (s3://bucket/prefix or a folder)."),
+    sweep: str = typer.Option(..., help="Sweep name."),
+    rater: str = typer.Option("rater", help="Your name on the votes (a-z, 0-9, '-', '_')."),
+    host: str = typer.Option("127.0.0.1", help="Address to serve on (loopback by default)."),
+    port: int = typer.Option(8790, min=0, max=65535, help="Port (0: any free one)."),
+) -> None:
+    """Blind side-by-side review of a sweep's pairs; votes go to the archive as cast."""
+    import time
+
+    from rich.console import Console
+
+    from wansweep.errors import InputError
+    from wansweep.report import jobs_frame
+    from wansweep.review import Review, review_pairs, serve
+    from wansweep.store import open_store
+    from wansweep.sweep import check_sweep_name
+
+    console = Console()
+    archive = open_store(store)
+    try:
+        name = check_sweep_name(sweep)
+        pairs = review_pairs(jobs_frame(archive, name))
+        session = Review(archive, name, pairs, rater)
+    except (InputError, ValueError, FileNotFoundError) as exc:
+        console.print(f"error: {exc}", style="red", markup=False)
+        raise typer.Exit(2) from None
+    server = serve(session, host, port)
+    bound_host, bound_port = server.server_address[:2]
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        console.print(f"warning: serving on {host}: anyone who reaches it can vote", style="yellow")
+    console.print(
+        f"review of {name}: {session.total} pairs, {session.voted} voted by {rater}; "
+        f"open http://{bound_host}:{bound_port}/ (Ctrl-C to stop)",
+        markup=False,
+    )
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        server.shutdown()
+
+
 app.command()(cli_money.pricing)
 app.command()(cli_money.spend)
 app.command()(cli_money.reconcile)

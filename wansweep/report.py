@@ -220,7 +220,11 @@ def write_report(
     summ = summary(frame, by)
     by_arm = summ if not by or by == ["arm"] else summary(frame)
     ab = abstats.compare(frame)
-    md = markdown_summary(sweep, frame, by_arm) + ab_markdown(ab)
+    from wansweep.review import read_votes
+
+    votes = read_votes(store, sweep)
+    voted, ranking = abstats.vote_table(votes), abstats.bradley_terry(votes)
+    md = markdown_summary(sweep, frame, by_arm) + ab_markdown(ab) + votes_markdown(voted, ranking)
     from wansweep.html import render_html, seed_comparison
 
     buf = io.BytesIO()
@@ -233,6 +237,8 @@ def write_report(
         "seeds.csv": safe_csv(seed_comparison(frame).reset_index()).to_csv(index=False).encode(),
         "ab.csv": safe_csv(ab).to_csv(index=False).encode(),
         "seed_spread.csv": safe_csv(abstats.seed_spread(frame)).to_csv(index=False).encode(),
+        "votes.csv": safe_csv(voted).to_csv(index=False).encode(),
+        "ranking.csv": safe_csv(ranking).to_csv(index=False).encode(),
         "report.html": render_html(store, sweep, frame, by_arm, md, ab).encode(),
     }
     for name, data in outputs.items():
@@ -338,6 +344,25 @@ def ab_markdown(ab: pd.DataFrame) -> str:
             f"interval excludes 0: {said or 'nothing yet'}.\n\n{_md_table(shown)}\n"
         )
     return "\n".join(out)
+
+
+def votes_markdown(voted: pd.DataFrame, ranking: pd.DataFrame) -> str:
+    """The blind review's answer: win rates with Wilson intervals, and a Bradley-Terry
+    ranking when more than two arms were compared."""
+    if voted.empty:
+        return "\n### Blind review\n\nNo votes yet (`wansweep review STORE --sweep NAME`).\n"
+    out = [
+        "\n### Blind review (`wansweep review`)\n",
+        "B's win rate per pair of arms (ties count half) with a Wilson 95% interval; the "
+        "verdict names an arm only where the interval excludes 50%.\n",
+        _md_table(voted),
+    ]
+    if len(ranking) > 2:
+        out += [
+            "\nBradley-Terry ranking (strengths sum to 1; bootstrap 95% interval):\n",
+            _md_table(ranking),
+        ]
+    return "\n".join(out) + "\n"
 
 
 def _md_table(frame: pd.DataFrame) -> str:

@@ -181,3 +181,22 @@ def webhook_env(monkeypatch):
     for receiver in webhooks._receivers.values():
         receiver.close()
     webhooks._receivers.clear()
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """Debian's Chromium (pages are tested in a real browser; no browser download)."""
+    import shutil
+    import subprocess
+
+    path = shutil.which("chromium")
+    if path is None:  # Debian's package; the test tooling installs it when missing
+        subprocess.run(["apt-get", "update", "-qq"], check=True)
+        subprocess.run(
+            ["apt-get", "install", "-y", "-qq", "chromium"],
+            check=True,
+            env={"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+        )
+        path = shutil.which("chromium")
+    assert path
+    return path

@@ -6,7 +6,6 @@ import io
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -111,21 +110,6 @@ def test_report_cli_on_an_archive_without_prefect(archive, tmp_path):
     ):
         assert (tmp_path / "t" / name).stat().st_size > 0
     assert pd.read_csv(tmp_path / "t" / "summary.csv")["resolution"].tolist() == ["720p"]
-
-
-@pytest.fixture(scope="session")
-def chromium():
-    path = shutil.which("chromium")
-    if path is None:  # Debian's package; the test tooling installs it when missing
-        subprocess.run(["apt-get", "update", "-qq"], check=True)
-        subprocess.run(
-            ["apt-get", "install", "-y", "-qq", "chromium"],
-            check=True,
-            env={"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
-        )
-        path = shutil.which("chromium")
-    assert path
-    return path
 
 
 def test_html_report_renders_in_chromium(archive, chromium, tmp_path):

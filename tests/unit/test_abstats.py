@@ -74,3 +74,44 @@ def test_seed_spread_is_the_mean_sd_across_seeds_per_input():
     b = spread[(spread["arm"] == "B") & (spread["measure"] == "wall_seconds")].iloc[0]
     # img0: sd(11, 13) = 1.414; img1: sd(12, 16) = 2.828 -> mean 2.121
     assert b["inputs"] == 2 and b["seed_sd"] == pytest.approx((2**0.5 + 2 * 2**0.5) / 2)
+
+
+def test_wilson_interval_by_hand():
+    # p = 0.8, n = 10, z = 1.96: centre 0.7167, half-width 0.2266 -> (0.4902, 0.9433)
+    low, high = abstats.wilson(8, 10)
+    assert (round(low, 4), round(high, 4)) == (0.4902, 0.9433)
+
+
+def votes(*games):
+    """(a, b, winner) triples as a votes table."""
+    return pd.DataFrame(games, columns=["arm_a", "arm_b", "winner"])
+
+
+def test_vote_table_orders_arms_counts_ties_half_and_ignores_skips():
+    v = votes(
+        *[("y", "x", "y")] * 6,  # listed B-first: counted for the pair (x, y)
+        *[("x", "y", "x")] * 2,
+        ("x", "y", "tie"),
+        ("x", "y", "skip"),
+    )
+    (row,) = abstats.vote_table(v).to_dict("records")
+    assert (row["arm_a"], row["arm_b"], row["votes"], row["ties"]) == ("x", "y", 9, 1)
+    assert row["b_wins"] == 6.5 and row["b_win_rate"] == pytest.approx(6.5 / 9)
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx(abstats.wilson(6.5, 9))
+    assert row["verdict"] == "unclear"  # 9 votes cannot exclude 50% here
+
+
+def test_bradley_terry_ranks_a_consistent_order():
+    games = (
+        [("a", "b", "a")] * 8
+        + [("a", "b", "b")] * 2
+        + [("b", "c", "b")] * 8
+        + [("b", "c", "c")] * 2
+        + [("a", "c", "a")] * 9
+        + [("a", "c", "c")] * 1
+    )
+    ranking = abstats.bradley_terry(votes(*games), resamples=100)
+    assert list(ranking["arm"]) == ["a", "b", "c"] and list(ranking["rank"]) == [1, 2, 3]
+    assert ranking["strength"].sum() == pytest.approx(1.0)
+    assert (ranking["ci_low"] <= ranking["strength"]).all()
+    assert (ranking["strength"] <= ranking["ci_high"]).all()
