@@ -12,6 +12,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from flows.sweep import sweep
+from tasks.export import export_dataset
 
 
 @flow(name="wansweep-dataset", log_prints=True)
@@ -22,8 +23,11 @@ def dataset(
     concurrency: int | None = None,
     budget_usd: float | None = None,
     skip_invalid: bool = True,
+    export_to: str | None = None,
+    export_format: str = "webdataset",
 ) -> dict[str, Any]:
-    """Generate the rows of ``manifest`` not yet in the archive at ``store``; update the index."""
+    """Generate the rows of ``manifest`` not yet in the archive at ``store``; update the index;
+    with ``export_to``, add the new jobs to that export (new shards only)."""
     result = sweep(
         spec,
         manifest=manifest,
@@ -41,4 +45,8 @@ def dataset(
         result["skipped_rows"],
         result["index"],
     )
+    if export_to:
+        result["export"] = export_dataset(
+            result["store"], export_to, export_format, [result["sweep"]]
+        )
     return result

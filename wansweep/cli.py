@@ -456,6 +456,58 @@ def review(
         server.shutdown()
 
 
+@app.command()
+def export(
+    store: str = typer.Argument(..., help="Archive URI (s3://bucket/prefix or a folder)."),
+    out: str = typer.Option(..., help="Where the dataset goes (a folder or s3://...)."),
+    format: str = typer.Option(..., "--format", help="webdataset (tar shards) or hf (parquet)."),
+    sweep: list[str] = typer.Option([], help="Sweep(s) to export."),
+    all_sweeps: bool = typer.Option(False, "--all", help="Every sweep in the archive."),
+    arm: list[str] = typer.Option([], help="Only these arms."),
+    minimum: list[str] = typer.Option([], "--min", help="COLUMN=NUMBER: keep rows at or above."),
+    maximum: list[str] = typer.Option([], "--max", help="COLUMN=NUMBER: keep rows at or below."),
+    shard_mb: float = typer.Option(500.0, min=1, help="Target shard size (MB)."),
+    push: str | None = typer.Option(None, help="hf only: upload to this Hub dataset repo."),
+) -> None:
+    """Export archived videos and their metadata as WebDataset shards or a Hugging Face
+    dataset; again later, only new jobs are added (as new shards)."""
+    from rich.console import Console
+
+    from wansweep.errors import InputError, WansweepError
+    from wansweep.export import Filters, local_copy, parse_bounds
+    from wansweep.export import export as run_export
+    from wansweep.export import push as push_to_hub
+    from wansweep.store import open_store
+    from wansweep.sweep import check_sweep_name
+
+    console = Console()
+    try:
+        if bool(sweep) == all_sweeps:
+            raise InputError("give --sweep NAME (repeatable) or --all")
+        if push and format != "hf":
+            raise InputError("--push uploads hf exports only")
+        filters = Filters(
+            [check_sweep_name(s) for s in sweep] or None,
+            arm,
+            parse_bounds(minimum),
+            parse_bounds(maximum),
+        )
+        result = run_export(open_store(store), out, format, filters, shard_mb)
+    except WansweepError as exc:
+        raise _fail(console, exc) from None
+    mb = result.bytes_written / 2**20
+    console.print(
+        f"{result.out}: {result.new_rows} new rows in {len(result.new_shards)} new shard(s) "
+        f"({mb:.1f} MB, {mb / max(result.seconds, 1e-9):.1f} MB/s); {result.total_rows} rows in all",
+        markup=False,
+    )
+    if push:
+        folder, tmp = local_copy(out)
+        console.print(f"pushed: {push_to_hub(folder, push)}", markup=False)
+        if tmp is not None:
+            tmp.cleanup()
+
+
 app.command()(cli_money.pricing)
 app.command()(cli_money.spend)
 app.command()(cli_money.reconcile)
