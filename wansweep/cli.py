@@ -284,7 +284,8 @@ def run(
             stats = server.stats()
             console.print(
                 f"local fal server: {stats['submits_accepted']} submits accepted, "
-                f"{stats['status_polls']} status polls, {stats['result_fetches']} result fetches"
+                f"{stats['stream_connects']} status streams, {stats['status_polls']} status polls, "
+                f"{stats['result_fetches']} result fetches"
             )
             server.stop()
 

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pandas as pd
 
-from wansweep.archive import STRIP, job_file
+from wansweep.archive import STRIP, VIDEO, job_file
 from wansweep.store import Store
 
 MAX_CELLS = 400  # contact-sheet cells embedded; past that the page would grow unwieldy
@@ -158,12 +158,64 @@ def render_html(
 estimated. Archive: {html.escape(store.uri)}</p>
 <h2>Summary by arm</h2><div class="wide">{summ.to_html(index=False, float_format=lambda v: f"{v:.3g}", na_rep="")}</div>
 <h2>Which arm is better (paired: same image, prompt and seed)</h2>{_ab_html(ab)}
+<h2>Pairs side by side</h2>{_players(store, frame)}
+<h2>Stability across seeds (per arm: mean SD across seeds of the same input)</h2>{_spread_html(frame)}
 <h2>Plots</h2><div class="plots">{plot_html}</div>
 <h2>Contact sheet (first, middle, last frame)</h2>{more}<table class="sheet">{head}{"".join(rows_html)}</table>
 <h2>Seed comparison: first-frame similarity to the input image</h2>
 {seeds_table.to_html(na_rep="") if len(seeds_table) else "<p>(no archived jobs)</p>"}
 <h2>Markdown summary</h2><pre>{html.escape(markdown)}</pre>
 </body></html>"""
+
+
+MAX_PAIRS = 8
+
+
+def _video_src(store: Store, job_key: str) -> str:
+    """Where the page finds a video: the file itself for a local archive; for S3, the path
+    relative to the report's place in the archive (no credentials ever go into a report)."""
+    if store.uri.startswith("s3://"):
+        return f"../../../{job_file(job_key, VIDEO)}"
+    return html.escape(store.url(job_file(job_key, VIDEO)))
+
+
+def _players(store: Store, frame: pd.DataFrame) -> str:
+    """The first pairs as two players side by side; playing one plays both, in step."""
+    from wansweep.review import review_pairs
+
+    pairs = review_pairs(frame)[:MAX_PAIRS]
+    if not pairs:
+        return "<p>(no pairs yet)</p>"
+    rows = []
+    for pair in pairs:
+        cells = "".join(
+            f"<td><div class='cap'>{html.escape(arm)}</div><video class='paired' controls muted "
+            f"loop preload='metadata' width='360' src='{_video_src(store, key)}'></video></td>"
+            for key, arm in zip(pair.jobs, pair.arms)
+        )
+        rows.append(f"<tr>{cells}</tr>")
+    more = f"<p class='meta'>{len(review_pairs(frame))} pairs in all; `wansweep review` shows them blind.</p>"
+    sync = (
+        "<script>for (const row of document.querySelectorAll('table.pairs tr')) {"
+        "const vs = row.querySelectorAll('video');"
+        "vs.forEach(v => { v.onplay = () => vs.forEach(o => { if (o !== v) { o.currentTime = v.currentTime; o.play(); } });"
+        "v.onpause = () => vs.forEach(o => o.pause()); }); }</script>"
+    )
+    return f"{more}<table class='pairs'>{''.join(rows)}</table>{sync}"
+
+
+def _spread_html(frame: pd.DataFrame) -> str:
+    from wansweep.abstats import seed_spread
+
+    spread = seed_spread(frame)
+    if spread.empty:
+        return "<p>(no input was run with more than one seed)</p>"
+    table = spread.pivot(index="measure", columns="arm", values="seed_sd")
+    return (
+        "<div class='wide'>"
+        + table.to_html(float_format=lambda v: f"{v:.3g}", na_rep="")
+        + "</div>"
+    )
 
 
 def _ab_html(ab: pd.DataFrame | None) -> str:

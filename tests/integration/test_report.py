@@ -171,3 +171,7 @@ def test_the_report_pairs_the_arms_and_says_which_is_better(archive):
     assert done["q_motion"].notna().all() and done["q_compliant"].all()
     md = store.get_bytes("sweeps/t/report/summary.md").decode()
     assert "Which arm is better" in md and "cost_usd: flash-720p" in md
+    page = store.get_bytes("sweeps/t/report/report.html").decode()
+    assert page.count("<video class='paired'") == 2 * min(8, pairs)  # side-by-side players
+    stability = page.split("Stability across seeds")[1].split("<h2>")[0]
+    assert "wall_seconds" in stability and "q_motion" in stability  # 2 seeds per input
