@@ -33,6 +33,7 @@ from harness import (  # noqa: E402
     run_cli,
 )
 from latency import bench_latency  # noqa: E402
+from export import bench_export  # noqa: E402
 from scale import bench_plan_scale  # noqa: E402
 
 from wansweep.localfal.runner import start_local_fal  # noqa: E402
@@ -283,17 +284,19 @@ def main() -> None:
     )
     parser.add_argument(
         "--only",
-        choices=["latency", "plan-scale", "overhead"],
+        choices=["latency", "plan-scale", "overhead", "export"],
         help="only this section (its full sizes unless --smoke)",
     )
     args = parser.parse_args()
     sizes = dict(n=1000, latency=5.0, concurrency=100, warm=10_000, plan=100_000, mb=200, econ=20)
     waits = dict(n=200, seconds=6.0, concurrency=20, big=1000)  # 6 s: off the poll schedule
     images = 10_000  # distinct images planned from S3 and from HTTP
+    exports = dict(n=300, mb=2.0)
     if args.smoke:
         sizes = dict(n=6, latency=1.0, concurrency=3, warm=50, plan=500, mb=8, econ=2)
         waits = dict(n=4, seconds=1.0, concurrency=2, big=6)
         images = 30
+        exports = dict(n=6, mb=0.2)
     print(
         f"wansweep benchmarks ({'smoke' if args.smoke else 'full'}); local fal server in tiny-media mode"
     )
@@ -311,6 +314,8 @@ def main() -> None:
         run = {args.only} if args.only else {"plan-scale", "latency", "overhead", "all"}
         if "plan-scale" in run:
             bench_plan_scale(work, images)
+        if run & {"export", "all"}:
+            bench_export(work, **exports)
         if "all" in run:
             bench_ephemeral_startup()
         if run & {"latency", "overhead", "all"}:

@@ -208,22 +208,52 @@ def _write_tar(store: Store, batch: pd.DataFrame, path: Path) -> None:
     with tarfile.open(path, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for _, r in batch.iterrows():
             key = r["job_key"]
-            members = [
-                (f"{key}.mp4", _video(store, r)),
-                (f"{key}.json", json.dumps(_row(r), sort_keys=True).encode()),
-            ]
-            if thumb := store.get_bytes(job_file(key, THUMB)):
-                members.append((f"{key}.jpg", thumb))
             if os.environ.get("WANSWEEP_FAULT_EXIT_MID_EXPORT"):  # fault injection for tests
                 os._exit(137)
-            for name, data in members:
-                info = tarfile.TarInfo(name)
-                info.size, info.mtime, info.mode = len(data), int(time.time()), 0o644
-                tar.addfile(info, io.BytesIO(data))
+            video = _Checked(store, r)  # streamed into the tar, hashed on the way
+            _add(tar, f"{key}.mp4", video, int(r["video_size"]))
+            video.verify()
+            _add(tar, f"{key}.json", json.dumps(_row(r), sort_keys=True).encode())
+            if thumb := store.get_bytes(job_file(key, THUMB)):
+                _add(tar, f"{key}.jpg", thumb)
+
+
+def _add(tar: tarfile.TarFile, name: str, data, size: int | None = None) -> None:
+    info = tarfile.TarInfo(name)
+    info.mtime, info.mode = int(time.time()), 0o644
+    info.size = len(data) if size is None else size
+    tar.addfile(info, io.BytesIO(data) if isinstance(data, bytes) else data)
+
+
+class _Checked(io.RawIOBase):
+    """An archived video as a file object, hashed as it is read; :meth:`verify` compares
+    the hash with the sidecar's (so no bad copy is exported, and memory stays flat)."""
+
+    def __init__(self, store: Store, r: pd.Series):
+        self.key, self.expected = r["job_key"], r["video_sha256"]
+        self.chunks = store.iter_chunks(job_file(self.key, VIDEO)) or iter(())
+        self.buffer, self.hash = b"", hashlib.sha256()
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        while n < 0 or len(self.buffer) < n:
+            chunk = next(self.chunks, None)
+            if chunk is None:
+                break
+            self.hash.update(chunk)
+            self.buffer += chunk
+        out, self.buffer = (self.buffer, b"") if n < 0 else (self.buffer[:n], self.buffer[n:])
+        return out
+
+    def verify(self) -> None:
+        if self.hash.hexdigest() != self.expected:
+            raise StoreMismatch(f"job {self.key}: the archived video differs from its sidecar")
 
 
 def _write_parquet(store: Store, batch: pd.DataFrame, path: Path) -> None:
-    """Row groups of ``ROW_GROUP`` videos, written as they are read, under one fixed schema
+    """Row groups of about ``ROW_GROUP_BYTES`` of video, written as they are read, under one fixed schema
     (every shard of every export alike, so loaders concatenate them)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -231,9 +261,14 @@ def _write_parquet(store: Store, batch: pd.DataFrame, path: Path) -> None:
     names = list(_row(batch.iloc[0]))
     schema = pa.schema([(n, _arrow_type(n)) for n in names] + [("video", pa.binary())])
     with pq.ParquetWriter(path, schema) as writer:
-        for start in range(0, len(batch), ROW_GROUP):
-            part = batch.iloc[start : start + ROW_GROUP]
-            rows = [{**_row(r), "video": _video(store, r)} for _, r in part.iterrows()]
+        rows, size = [], 0
+        for _, r in batch.iterrows():
+            rows.append({**_row(r), "video": _video(store, r)})
+            size += len(rows[-1]["video"])
+            if size >= ROW_GROUP_BYTES:  # a row group at a time: memory bounded by its size
+                writer.write_table(pa.Table.from_pylist(rows, schema=schema))
+                rows, size = [], 0
+        if rows:
             writer.write_table(pa.Table.from_pylist(rows, schema=schema))
 
 
@@ -250,7 +285,7 @@ def _arrow_type(name: str):
     return pa.string() if name in STRINGS else pa.bool_() if name in BOOLS else pa.float64()
 
 
-ROW_GROUP = 16
+ROW_GROUP_BYTES = 64 * 2**20
 
 
 def _dataset_card(manifest: dict) -> str:

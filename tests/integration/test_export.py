@@ -153,3 +153,22 @@ def test_a_killed_export_leaves_no_partial_shard(archive, tmp_path):
     with tarfile.open(out / "shard-000000.tar") as tar:
         videos = [m for m in tar.getmembers() if m.name.endswith(".mp4")]
         assert len(videos) == result.total_rows
+
+
+@pytest.mark.parametrize("fmt", ["webdataset", "hf"])
+def test_a_video_that_differs_from_its_sidecar_is_never_exported(archive, tmp_path, fmt):
+    import shutil
+
+    from wansweep.errors import StoreMismatch
+
+    tmp, _ = archive
+    copy = tmp_path / "archive"
+    shutil.copytree(tmp / "archive", copy)
+    victim = sorted(copy.glob("jobs/*/video.mp4"))[-1]
+    data = victim.read_bytes()
+    victim.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))  # one bit changed after archiving
+    out = tmp_path / "out"
+    with pytest.raises(StoreMismatch):
+        export(open_store(str(copy)), str(out), fmt)
+    assert not (out / "export.json").exists() and not list(out.rglob("*.tar"))
+    assert not list(out.rglob("*.parquet"))
