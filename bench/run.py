@@ -34,6 +34,7 @@ from harness import (  # noqa: E402
 )
 from latency import bench_latency  # noqa: E402
 from export import bench_export  # noqa: E402
+from quality import bench_quality  # noqa: E402
 from scale import bench_plan_scale  # noqa: E402
 
 from wansweep.localfal.runner import start_local_fal  # noqa: E402
@@ -284,7 +285,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--only",
-        choices=["latency", "plan-scale", "overhead", "export"],
+        choices=["latency", "plan-scale", "overhead", "export", "quality"],
         help="only this section (its full sizes unless --smoke)",
     )
     args = parser.parse_args()
@@ -316,6 +317,8 @@ def main() -> None:
             bench_plan_scale(work, images)
         if run & {"export", "all"}:
             bench_export(work, **exports)
+        if run & {"quality", "all"}:
+            bench_quality(work, 1 if args.smoke else 5)
         if "all" in run:
             bench_ephemeral_startup()
         if run & {"latency", "overhead", "all"}:

@@ -92,13 +92,7 @@ def decode(path: Any, fractions: tuple[float, ...] = (0.0, 0.5, 1.0)) -> Decoded
         fps = float(video.average_rate or 16)
         grey, times, picked, last = [], [], {}, None
         for i, frame in enumerate(container.decode(video=0)):
-            scale = GREY_SHORT_SIDE / min(frame.width, frame.height)
-            small = frame.reformat(
-                width=max(2, round(frame.width * scale)),
-                height=max(2, round(frame.height * scale)),
-                format="gray",
-            )
-            grey.append(small.to_ndarray())
+            grey.append(_luma(frame))
             times.append(float(frame.time) if frame.time is not None else i / fps)
             if i in want:
                 picked[i] = frame.to_image()
@@ -113,6 +107,17 @@ def decode(path: Any, fractions: tuple[float, ...] = (0.0, 0.5, 1.0)) -> Decoded
 
         picks = frames_at(path, fractions)
     return Decoded(np.asarray(grey, dtype=np.float32) / 255.0, np.asarray(times), picks)
+
+
+def _luma(frame) -> np.ndarray:
+    """A small grey copy: the decoded luma plane itself, sampled every few pixels (no
+    colour conversion or scaling pass: that cost more than decoding)."""
+    if frame.format.name not in ("yuv420p", "yuvj420p", "yuv422p", "yuv444p", "nv12"):
+        frame = frame.reformat(format="yuv420p")
+    plane = frame.planes[0]
+    y = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)[:, : plane.width]
+    step = max(1, min(plane.width, plane.height) // GREY_SHORT_SIDE)
+    return y[::step, ::step].copy()
 
 
 # ---------------------------------------------------------------------------- metrics
