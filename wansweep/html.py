@@ -157,11 +157,11 @@ def render_html(
 <p class="meta">{len(frame)} jobs: {headline}. Cost ${frame["cost_usd"].sum():.2f} of ${frame["estimated_usd"].sum():.2f}
 estimated. Archive: {html.escape(store.uri)}</p>
 <h2>Summary by arm</h2><div class="wide">{summ.to_html(index=False, float_format=lambda v: f"{v:.3g}", na_rep="")}</div>
+<h2>Plots</h2><div class="plots">{plot_html}</div>
+<h2>Contact sheet (first, middle, last frame)</h2>{more}<table class="sheet">{head}{"".join(rows_html)}</table>
 <h2>Which arm is better (paired: same image, prompt and seed)</h2>{_ab_html(ab)}
 <h2>Pairs side by side</h2>{_players(store, frame)}
 <h2>Stability across seeds (per arm: mean SD across seeds of the same input)</h2>{_spread_html(frame)}
-<h2>Plots</h2><div class="plots">{plot_html}</div>
-<h2>Contact sheet (first, middle, last frame)</h2>{more}<table class="sheet">{head}{"".join(rows_html)}</table>
 <h2>Seed comparison: first-frame similarity to the input image</h2>
 {seeds_table.to_html(na_rep="") if len(seeds_table) else "<p>(no archived jobs)</p>"}
 <h2>Markdown summary</h2><pre>{html.escape(markdown)}</pre>
