@@ -16,7 +16,8 @@ Last-Modified, a ``data:`` URI) means fetch, decode and hash again; a changed im
 new job key, as always. Failed fetches are never remembered.
 
 Stored as one gzipped JSON-lines object (:data:`INDEX_KEY`), read once and written once per
-plan. A damaged line is skipped and a damaged file rebuilt. Two plans writing it at once can
+plan. A damaged line is skipped and a damaged file rebuilt; an index written by another
+version of wansweep is not used (its validation rules may differ). Two plans writing it at once can
 only lose each other's entries (re-checked next time), never make one wrong: the validator
 is read before the bytes, so bytes that change in between are stored under the old
 validator, which no longer matches.
@@ -37,7 +38,7 @@ from email.utils import parsedate_to_datetime
 from pathlib import PurePosixPath
 from urllib.parse import urlsplit
 
-from wansweep import schema
+from wansweep import __version__, schema
 from wansweep.store import Store, s3_client
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ log = logging.getLogger(__name__)
 INDEX_KEY = "media/index.jsonl.gz"
 LIST_AT = 20  # inputs under one S3 folder from which one listing beats a HEAD each
 RACY_S = 2.0  # a local file younger than this is checked again
+HEADER = {"media_index": 1, "wansweep": __version__}  # the first line of the index
 
 
 @dataclass(frozen=True)
@@ -74,7 +76,10 @@ class MediaIndex:
             log.warning("media index unreadable (%s): every input is checked again", exc)
             self._dirty = True
             return
-        for line in lines:
+        if lines and _header(lines[0]) != HEADER:
+            self._dirty = True  # another version's checks: check again under today's rules
+            return
+        for line in lines[1:]:
             try:
                 e = json.loads(line)
                 key = (str(e["uri"]), str(e["kind"]))
@@ -112,15 +117,22 @@ class MediaIndex:
         """Write the index back (best effort: a store that refuses it costs a re-check)."""
         if self.store is None or not self._dirty:
             return
-        lines = (
+        lines = [json.dumps(HEADER)] + [
             json.dumps({**e, "problems": [p.__dict__ for p in e["problems"]]})
             for e in self._entries.values()
-        )
+        ]
         try:
             self.store.put_bytes(INDEX_KEY, gzip.compress("\n".join(lines).encode(), 5))
             self._dirty = False
         except Exception as exc:  # noqa: BLE001
             log.warning("media index not saved (%s): the next plan checks every input", exc)
+
+
+def _header(line: str) -> dict | None:
+    try:
+        return json.loads(line)
+    except ValueError:
+        return None
 
 
 def _is_sha256(value: object) -> bool:

@@ -73,15 +73,23 @@ def test_a_changed_image_is_checked_again_and_gets_a_new_job_key(case):
     "damage",
     [
         lambda raw: b"not gzip at all",
-        lambda raw: gzip.compress(gzip.decompress(raw)[20:]),  # the first entry cut short
+        lambda raw: gzip.compress(  # the first entry cut short
+            b"\n".join(
+                line[20:] if i == 1 else line
+                for i, line in enumerate(gzip.decompress(raw).splitlines())
+            )
+        ),
+        lambda raw: gzip.compress(  # written by another version
+            gzip.decompress(raw).replace(b'"wansweep": "', b'"wansweep": "0.0.0-', 1)
+        ),
         lambda raw: gzip.compress(
             "\n".join(
-                json.dumps({**e, "sha256": "0" * 63 + "g"})  # a hash that is no hash
-                for e in map(json.loads, gzip.decompress(raw).decode().splitlines())
+                json.dumps({**e, "sha256": "0" * 63 + "g"} if i else e)  # hashes that are none
+                for i, e in enumerate(map(json.loads, gzip.decompress(raw).decode().splitlines()))
             ).encode()
         ),
     ],
-    ids=["unreadable", "a-damaged-line", "forged-hashes"],
+    ids=["unreadable", "a-damaged-line", "another-version", "forged-hashes"],
 )
 def test_a_damaged_index_is_ignored_and_rebuilt(case, damage):
     cold, store = planned(case)
@@ -103,9 +111,12 @@ def test_a_file_written_just_now_is_checked_again(case):
 def test_an_entry_for_other_bytes_is_not_used(case):
     planned(case)
     store = LocalStore(case / "archive")
-    entries = [json.loads(x) for x in gzip.decompress(store.get_bytes(INDEX_KEY)).splitlines()]
+    header, *entries = [
+        json.loads(x) for x in gzip.decompress(store.get_bytes(INDEX_KEY)).splitlines()
+    ]
     for e in entries:
         e["validator"] = "local:1:1"  # recorded for a file of another size and time
+    entries.insert(0, header)
     store.put_bytes(INDEX_KEY, gzip.compress("\n".join(map(json.dumps, entries)).encode()))
     again, _ = planned(case)
     assert again.media_fetched == 7
