@@ -129,8 +129,10 @@ def export(
         )
         with tempfile.TemporaryDirectory(prefix="wansweep-export-") as tmp:
             path = Path(tmp) / "shard"
-            writer(store, batch, path)  # streamed to disk: memory stays flat at any shard size
-            size, sha = path.stat().st_size, _sha256(path)
+            with path.open("wb") as f:  # streamed to disk and hashed on the way: flat memory
+                out = _Hashing(f)
+                writer(store, batch, out)
+            size, sha = out.size, out.hash.hexdigest()
             # whole or not at all: a local shard is staged and renamed, an S3 object appears
             # only when its upload completes
             target.put_file(name, path)
@@ -196,16 +198,26 @@ def _video(store: Store, r: pd.Series) -> bytes:
     return data
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
+class _Hashing(io.RawIOBase):
+    """A file being written, hashed and counted as it is written (no second read)."""
+
+    def __init__(self, f):
+        self.f, self.hash, self.size = f, hashlib.sha256(), 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        self.hash.update(data)
+        self.size += len(data)
+        return self.f.write(data)
+
+    def tell(self) -> int:
+        return self.size
 
 
-def _write_tar(store: Store, batch: pd.DataFrame, path: Path) -> None:
-    with tarfile.open(path, mode="w", format=tarfile.PAX_FORMAT) as tar:
+def _write_tar(store: Store, batch: pd.DataFrame, out: _Hashing) -> None:
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for _, r in batch.iterrows():
             key = r["job_key"]
             if os.environ.get("WANSWEEP_FAULT_EXIT_MID_EXPORT"):  # fault injection for tests
@@ -232,27 +244,36 @@ class _Checked(io.RawIOBase):
     def __init__(self, store: Store, r: pd.Series):
         self.key, self.expected = r["job_key"], r["video_sha256"]
         self.chunks = store.iter_chunks(job_file(self.key, VIDEO)) or iter(())
-        self.buffer, self.hash = b"", hashlib.sha256()
+        self.chunk, self.offset, self.hash = b"", 0, hashlib.sha256()
 
     def readable(self) -> bool:
         return True
 
     def read(self, n: int = -1) -> bytes:
-        while n < 0 or len(self.buffer) < n:
-            chunk = next(self.chunks, None)
-            if chunk is None:
-                break
-            self.hash.update(chunk)
-            self.buffer += chunk
-        out, self.buffer = (self.buffer, b"") if n < 0 else (self.buffer[:n], self.buffer[n:])
-        return out
+        """Exactly ``n`` bytes unless the video ends (tarfile insists), copied once."""
+        out = bytearray()
+        while n < 0 or len(out) < n:
+            if self.offset >= len(self.chunk):
+                chunk = next(self.chunks, None)
+                if chunk is None:
+                    break
+                self.hash.update(chunk)
+                self.chunk, self.offset = chunk, 0
+            take = (
+                len(self.chunk) - self.offset
+                if n < 0
+                else min(n - len(out), len(self.chunk) - self.offset)
+            )
+            out += self.chunk[self.offset : self.offset + take]
+            self.offset += take
+        return bytes(out)
 
     def verify(self) -> None:
         if self.hash.hexdigest() != self.expected:
             raise StoreMismatch(f"job {self.key}: the archived video differs from its sidecar")
 
 
-def _write_parquet(store: Store, batch: pd.DataFrame, path: Path) -> None:
+def _write_parquet(store: Store, batch: pd.DataFrame, out: _Hashing) -> None:
     """Row groups of about ``ROW_GROUP_BYTES`` of video, written as they are read, under one fixed schema
     (every shard of every export alike, so loaders concatenate them)."""
     import pyarrow as pa
@@ -260,7 +281,7 @@ def _write_parquet(store: Store, batch: pd.DataFrame, path: Path) -> None:
 
     names = list(_row(batch.iloc[0]))
     schema = pa.schema([(n, _arrow_type(n)) for n in names] + [("video", pa.binary())])
-    with pq.ParquetWriter(path, schema) as writer:
+    with pq.ParquetWriter(out, schema) as writer:
         rows, size = [], 0
         for _, r in batch.iterrows():
             rows.append({**_row(r), "video": _video(store, r)})
