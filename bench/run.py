@@ -23,6 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from export import bench_export  # noqa: E402
 from harness import (  # noqa: E402
     RESULTS,
     bare_loop,
@@ -33,7 +34,6 @@ from harness import (  # noqa: E402
     run_cli,
 )
 from latency import bench_latency  # noqa: E402
-from export import bench_export  # noqa: E402
 from quality import bench_quality  # noqa: E402
 from scale import bench_plan_scale  # noqa: E402
 

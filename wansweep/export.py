@@ -191,10 +191,10 @@ def _row(r: pd.Series) -> dict[str, Any]:
 
 
 def _video(store: Store, r: pd.Series) -> bytes:
-    """The archived video, checked against its sidecar's SHA-256."""
-    data = store.get_bytes(job_file(r["job_key"], VIDEO)) or b""
-    if hashlib.sha256(data).hexdigest() != r["video_sha256"]:
-        raise StoreMismatch(f"job {r['job_key']}: the archived video differs from its sidecar")
+    """The archived video, whole, checked against its sidecar's SHA-256."""
+    video = _Checked(store, r)
+    data = video.read()
+    video.verify()
     return data
 
 

@@ -17,6 +17,8 @@ import socket
 import stat
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
@@ -79,56 +81,51 @@ def _allowed_host(host: str) -> None:
             )
 
 
-def fetch_url(url: str, limit: int = MAX_BYTES) -> bytes:
-    """The body of an http(s) URL, within the bounds above. 404 -> FileNotFoundError."""
-    return fetch_url_with_headers(url, limit)[0]
-
-
-def fetch_url_with_headers(url: str, limit: int = MAX_BYTES) -> tuple[bytes, httpx.Headers]:
-    """:func:`fetch_url`, with the headers of the answer that carried the body."""
-    deadline = time.monotonic() + DEADLINE_S
+@contextmanager
+def _follow(method: str, url: str) -> Iterator[httpx.Response]:
+    """The final answer to ``method url`` (streamed), every hop checked: http(s) only, an
+    allowed host, at most ``MAX_REDIRECTS`` redirects."""
     for _ in range(MAX_REDIRECTS + 1):
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise FetchRefused(f"{url}: only http(s) URLs are fetched")
         _allowed_host(parts.hostname)
-        with _http().stream("GET", url) as response:
-            if response.is_redirect:
-                url = urljoin(url, response.headers.get("location", ""))
-                continue
-            if response.status_code == 404:
-                raise FileNotFoundError(url)
-            if response.status_code != 200:
-                raise FetchRefused(f"{url}: answered {response.status_code}")
-            declared = response.headers.get("content-length")
-            if declared and declared.isdigit() and int(declared) > limit:
-                raise FetchRefused(f"{url}: {int(declared)} bytes, over the {limit} byte limit")
-            chunks, size = [], 0
-            for chunk in response.iter_bytes(1 << 16):
-                size += len(chunk)
-                if size > limit:
-                    raise FetchRefused(f"{url}: over the {limit} byte limit")
-                if time.monotonic() > deadline:
-                    raise FetchRefused(f"{url}: not read within {DEADLINE_S:.0f} s")
-                chunks.append(chunk)
-            return b"".join(chunks), response.headers
+        with _http().stream(method, url) as response:
+            if not response.is_redirect:
+                yield response
+                return
+            url = urljoin(url, response.headers.get("location", ""))
     raise FetchRefused(f"{url}: more than {MAX_REDIRECTS} redirects")
+
+
+def fetch_url(url: str, limit: int = MAX_BYTES) -> tuple[bytes, httpx.Headers]:
+    """The body of an http(s) URL within the bounds above, and the headers that came with
+    it. 404 -> FileNotFoundError."""
+    deadline = time.monotonic() + DEADLINE_S
+    with _follow("GET", url) as response:
+        if response.status_code == 404:
+            raise FileNotFoundError(url)
+        if response.status_code != 200:
+            raise FetchRefused(f"{url}: answered {response.status_code}")
+        declared = response.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            raise FetchRefused(f"{url}: {int(declared)} bytes, over the {limit} byte limit")
+        chunks, size = [], 0
+        for chunk in response.iter_bytes(1 << 16):
+            size += len(chunk)
+            if size > limit:
+                raise FetchRefused(f"{url}: over the {limit} byte limit")
+            if time.monotonic() > deadline:
+                raise FetchRefused(f"{url}: not read within {DEADLINE_S:.0f} s")
+            chunks.append(chunk)
+        return b"".join(chunks), response.headers
 
 
 def head_url(url: str) -> httpx.Headers | None:
     """The headers of an http(s) URL's HEAD answer, within the same checks as
     :func:`fetch_url` (None when it answers anything but 200: the caller then fetches)."""
-    for _ in range(MAX_REDIRECTS + 1):
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            return None
-        _allowed_host(parts.hostname)
-        response = _http().head(url)
-        if response.is_redirect:
-            url = urljoin(url, response.headers.get("location", ""))
-            continue
+    with _follow("HEAD", url) as response:
         return response.headers if response.status_code == 200 else None
-    return None
 
 
 def read_local(path: str | Path, limit: int = MAX_BYTES) -> bytes:

@@ -183,18 +183,18 @@ def _players(store: Store, frame: pd.DataFrame) -> str:
     """The first pairs as two players side by side; playing one plays both, in step."""
     from wansweep.review import review_pairs
 
-    pairs = review_pairs(frame)[:MAX_PAIRS]
+    pairs = review_pairs(frame)
     if not pairs:
         return "<p>(no pairs yet)</p>"
     rows = []
-    for pair in pairs:
+    for pair in pairs[:MAX_PAIRS]:
         cells = "".join(
             f"<td><div class='cap'>{html.escape(arm)}</div><video class='paired' controls muted "
             f"loop preload='metadata' width='360' src='{_video_src(store, key)}'></video></td>"
             for key, arm in zip(pair.jobs, pair.arms)
         )
         rows.append(f"<tr>{cells}</tr>")
-    more = f"<p class='meta'>{len(review_pairs(frame))} pairs in all; `wansweep review` shows them blind.</p>"
+    more = f"<p class='meta'>{len(pairs)} pairs in all; `wansweep review` shows them blind.</p>"
     sync = (
         "<script>for (const row of document.querySelectorAll('table.pairs tr')) {"
         "const vs = row.querySelectorAll('video');"

@@ -145,14 +145,14 @@ def _is_sha256(value: object) -> bool:
 def read_with_validator(uri: str) -> tuple[bytes, str | None]:
     """An input's bytes and the validator that came with them (one request: a cold plan
     asks nothing more than the bytes). Errors as the fetch raises them."""
-    from wansweep.fetch import MAX_BYTES, FetchRefused, fetch_url_with_headers, read_local
+    from wansweep.fetch import MAX_BYTES, FetchRefused, fetch_url, read_local
 
     if uri.startswith("data:"):
         from wansweep.media import decode_data_uri
 
         return decode_data_uri(uri), None
     if uri.startswith(("http://", "https://")):
-        data, headers = fetch_url_with_headers(uri)
+        data, headers = fetch_url(uri)
         return data, _http_validator(headers)
     if uri.startswith("s3://"):
         parts = urlsplit(uri)

@@ -74,7 +74,7 @@ def test_a_completion_missed_by_a_broken_stream_is_found_by_the_check(queue):
 def test_a_server_without_streams_is_polled_from_then_on(queue):
     script = Script([StreamUnsupported(405)], [RUNNING, RUNNING, DONE, DONE])
     assert wait(queue, script).via == "poll"
-    assert queue.streams_offered is False
+    assert queue.streams_off
     assert wait(queue, script).via == "poll"  # the next job does not try a stream
     assert script.calls == ["stream", "status", "status", "status", "status"]
 

@@ -46,7 +46,7 @@ class FalQueue(PlatformMixin, DownloadMixin, Connection):
         super().__init__(config, **kwargs)
         self.webhooks = webhooks
         self.streams = StatusStreams(dict(self.http.headers), self.stop, stream_idle)
-        self.streams_offered: bool | None = None  # None until a stream answers or is refused
+        self.streams_off = False  # the server offers no status stream: every job polls
         self._closed = threading.Event()
         threading.Thread(target=self._wake_waiters_on_stop, daemon=True).start()
 
@@ -160,7 +160,7 @@ class FalQueue(PlatformMixin, DownloadMixin, Connection):
                     return Completion.between(status, None, "poll")
             if self.webhooks:
                 return self._wait_for_webhook(handle, fh, poll.webhook_fallback)
-            if poll.stream and self.streams_offered is not False:
+            if poll.stream and not self.streams_off:
                 done = self._wait_streaming(handle, fh)
                 if done is not None:
                     return done
@@ -201,9 +201,9 @@ class FalQueue(PlatformMixin, DownloadMixin, Connection):
             if isinstance(status, fal_client.Completed):
                 return Completion.between(status, broke_at, "poll")
             if unsupported:  # the request exists, so it is the stream the server lacks
-                if self.streams_offered is None:
+                if not self.streams_off:
                     log.info("fal's status stream is not offered here: polling instead")
-                self.streams_offered = False
+                self.streams_off = True
                 return None
             if breaks >= STREAM_BREAKS:
                 return None

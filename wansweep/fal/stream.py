@@ -80,9 +80,7 @@ Parse = Callable[[Any], fal_client.Status]
 
 
 class StatusStreams:
-    """Thread-safe: every status stream of a process, on one event-loop thread.
-
-    ``open`` and ``peak`` count streams connected now and at most (for benchmarks)."""
+    """Thread-safe: every status stream of a process, on one event-loop thread."""
 
     def __init__(self, headers: dict[str, str], stop: threading.Event, idle: float = 30.0):
         self._headers, self._stop, self.idle = headers, stop, idle
@@ -90,7 +88,6 @@ class StatusStreams:
         self._client: httpx.AsyncClient | None = None
         self._pending: set[concurrent.futures.Future] = set()
         self._lock = threading.Lock()
-        self.open = self.peak = 0
 
     def follow(self, status_url: str, parse: Parse) -> Completion:
         """Block until the stream reports COMPLETED. Raises :class:`StreamBroken`,
@@ -156,17 +153,12 @@ class StatusStreams:
                     raise StreamUnsupported(response.status_code)
                 if response.status_code != 200:
                     raise StreamBroken(f"status stream answered {response.status_code}")
-                self.open += 1
-                self.peak = max(self.peak, self.open)
-                try:
-                    async for event in EventSource(response).aiter_sse():
-                        status = parse(json.loads(event.data))
-                        events += 1
-                        if isinstance(status, fal_client.Completed):
-                            now = time.time()
-                            return Completion(status, now, now, 0.0, "stream")
-                finally:
-                    self.open -= 1
+                async for event in EventSource(response).aiter_sse():
+                    status = parse(json.loads(event.data))
+                    events += 1
+                    if isinstance(status, fal_client.Completed):
+                        now = time.time()
+                        return Completion(status, now, now, 0.0, "stream")
         except SSEError:  # 200 but not text/event-stream: not a stream this server offers
             raise StreamUnsupported(200) from None
         except httpx.TransportError as exc:
