@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,12 @@ from wansweep.lifecycle import LedgerEntry, LedgerStatus
 from wansweep.manifest import load_media
 from wansweep.store import Store
 from wansweep.sweep import Job
+
+# Decoding and measuring a video is CPU work: with 100 jobs finishing at once, 100 decoders
+# in 100 threads only contend for the cores and keep 100 sets of frames and codec buffers
+# (measured: 1,000 tiny clips on 100 threads took 1.9x the time and 2-6x the memory of the
+# same on 2). Jobs wait their turn here; downloads and uploads stay fully concurrent.
+CPU_BOUND = threading.BoundedSemaphore(os.cpu_count() or 2)
 
 
 def archive_result(
@@ -38,19 +45,17 @@ def archive_result(
             # the store checks what it received against our checksum (StoreMismatch: the
             # step is run again), so no sidecar ever points at a bad copy
             store.put_verified(video_key, local, sha, "video/mp4")
-        probe = media.probe(local)
-        decoded = quality.decode(local)  # one pass: metrics, thumbnail and contact sheet
-        first, middle, last = decoded.picks
-        store.put_bytes(
-            job_file(job.job_key, "thumb.jpg"), media.thumbnail_jpeg(first), "image/jpeg"
-        )
-        store.put_bytes(
-            job_file(job.job_key, "strip.jpg"),
-            media.strip_jpeg([first, middle, last]),
-            "image/jpeg",
-        )
-        fidelity = _first_frame_similarity(job, first)
-        measured = quality.measure(quality.Clip(decoded, asked(job), probe, fidelity))
+        with CPU_BOUND:
+            probe = media.probe(local)
+            decoded = quality.decode(local)  # one pass: metrics, thumbnail and contact sheet
+            first, middle, last = decoded.picks
+            thumb = media.thumbnail_jpeg(first)
+            strip = media.strip_jpeg([first, middle, last])
+            fidelity = _first_frame_similarity(job, first)
+            measured = quality.measure(quality.Clip(decoded, asked(job), probe, fidelity))
+            del decoded  # every grey frame: not kept while the store is written
+        store.put_bytes(job_file(job.job_key, "thumb.jpg"), thumb, "image/jpeg")
+        store.put_bytes(job_file(job.job_key, "strip.jpg"), strip, "image/jpeg")
     archived_at = time.time()
     meta = sidecar(job, entry, size, sha, probe, measured, archived_at)
     if os.environ.get("WANSWEEP_FAULT_EXIT_BEFORE_SIDECAR"):  # fault injection for tests
