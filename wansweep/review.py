@@ -13,6 +13,7 @@ credentials and no public URL. :func:`read_votes` gives them to the report
 from __future__ import annotations
 
 import json
+import math
 import random
 import re
 import secrets
@@ -39,16 +40,27 @@ class Pair:
 
 
 def review_pairs(frame: pd.DataFrame) -> list[Pair]:
-    """Every pair of archived jobs of two arms that share image, prompt and seed."""
+    """Every pair of archived jobs of two arms that share image, prompt and seed (the first
+    job of each arm in a group), groups in key order, arms in name order. One pass over
+    the rows: per-group pandas calls cost seconds at 100,000 rows."""
     done = frame[frame["status"] == "succeeded"]
+    columns = ["image_sha256", "prompt", "seed_requested", "arm", "job_key"]
+    groups: dict[tuple, dict[str, str]] = {}
+    for image, prompt, seed, arm, key in done[columns].itertuples(index=False, name=None):
+        group = tuple(None if _missing(v) else v for v in (image, prompt, seed))
+        groups.setdefault(group, {}).setdefault(arm, key)
     pairs = []
-    keys = ["image_sha256", "prompt", "seed_requested"]
-    for _, group in done.groupby(keys, dropna=False, sort=True):
-        by_arm = group.drop_duplicates("arm").sort_values("arm")
-        for (_, x), (_, y) in combinations(by_arm.iterrows(), 2):
-            jobs = (x["job_key"], y["job_key"])
-            pairs.append(Pair("-".join(sorted(jobs)), jobs, (x["arm"], y["arm"])))
+    for group in sorted(groups, key=lambda g: tuple((v is None, 0 if v is None else v) for v in g)):
+        by_arm = sorted(groups[group].items())
+        for (arm_x, job_x), (arm_y, job_y) in combinations(by_arm, 2):
+            jobs = (job_x, job_y)
+            pairs.append(Pair("-".join(sorted(jobs)), jobs, (arm_x, arm_y)))
     return pairs
+
+
+def _missing(value: object) -> bool:
+    """None or NaN (NaN is not equal to itself: it cannot be a dict key)."""
+    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def read_votes(store: Store, sweep: str) -> pd.DataFrame:
