@@ -165,8 +165,8 @@ def fan_out(
     - a window of ``2 x workers + 16`` futures, not one future per run;
     - each counted run is forgotten by Prefect's per-flow bookkeeping, which otherwise keeps
       a state per task result (``FlowRunContext.run_results``, for dependency tracking when
-      a result is passed to another task) and a cancel event per submitted task until the
-      flow ends: about 7 KB a run, 700 MB at 100,000. Results here are only counted, never
+      a result is passed to another task), a cancel event and an asset set per submitted
+      task until the flow ends: about 7 KB a run, 700 MB at 100,000. Results here are only counted, never
       passed on. tests/integration/test_scale.py checks this against the installed Prefect.
     """
     from prefect.context import FlowRunContext
@@ -197,6 +197,7 @@ def fan_out(
                 result = future.result(raise_on_failure=False)
                 getattr(runner, "_cancel_events", {}).pop(future.task_run_id, None)
                 if context is not None:
+                    context.task_run_assets.pop(future.task_run_id, None)
                     visit_collection(
                         result, lambda obj: context.run_results.pop(id(obj), None), max_depth=1
                     )
