@@ -13,6 +13,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -26,7 +27,7 @@ from wansweep.errors import LedgerDamaged, PlanInvalid
 from wansweep.lifecycle import FAILURES, SUCCEEDED, JobResult, Outcome
 from wansweep.notify import notify
 from wansweep.preflight import preflight
-from wansweep.report import save_plan
+from wansweep.report import reuse_report, save_plan
 from wansweep.runtime import RunSettings, close_runtime, stop_event
 from wansweep.store import open_store
 from wansweep.sweep import DEFAULT_STORE, Job, SweepSpec, load_spec
@@ -383,7 +384,14 @@ def sweep(
             global_limits=global_limits,
         )
 
-    files = build_report(archive.uri, cfg.name, report_dir)
+    reused = (
+        None if todo else reuse_report(archive, cfg.name, Path(report_dir) if report_dir else None)
+    )
+    if reused is not None:
+        log.info("report unchanged: every job was archived before this run")
+        files = reused.__dict__
+    else:
+        files = build_report(archive.uri, cfg.name, report_dir)
     notify((archive.get_bytes(report_file(cfg.name, "summary.md")) or b"").decode())
     failed = sum(v for k, v in counts.items() if k not in SUCCEEDED)
     return {
@@ -396,6 +404,7 @@ def sweep(
         "failed": failed,
         "skipped_rows": len({p.row for p in the_plan.skipped}),
         "report": files,
+        "report_rebuilt": reused is None,
         "videos": archive.url("jobs/"),
         "index": archive.url(sweep_file(cfg.name, SWEEP_INDEX)),
     }

@@ -12,7 +12,7 @@ import pytest
 
 from flows.sweep import sweep
 from tests.helpers import make_image, write_case
-from wansweep.archive import Ledger, archived_keys
+from wansweep.archive import Ledger, archived_keys, report_file, vote_key
 from wansweep.errors import OverBudget, PlanInvalid
 from wansweep.execute import request_body
 from wansweep.localfal.queue import input_key
@@ -63,6 +63,15 @@ def test_sweep_archives_every_job_and_a_rerun_pays_nothing(fal, prefect_harness,
     again = sweep(str(spec))
     assert again["already_archived"] == 24 and again["ran"] == 0
     assert fal.stats()["submits_accepted"] == 0 and fal.stats()["status_polls"] == 0
+    # nothing changed: the report stands as built; a new vote or a lost file rebuilds it
+    assert again["report_rebuilt"] is False and again["report"] == result["report"]
+    sweep_name = load_spec(spec).name
+    store.put_json(vote_key(sweep_name, "ann", "v1"), {"pair_id": "x"})
+    assert sweep(str(spec))["report_rebuilt"] is True
+    assert sweep(str(spec))["report_rebuilt"] is False
+    store.delete(report_file(sweep_name, "seeds.csv"))
+    assert sweep(str(spec))["report_rebuilt"] is True
+    assert store.exists(report_file(sweep_name, "seeds.csv"))
 
 
 def test_sweep_with_manifest_images_and_archive_on_s3(fal, prefect_harness, tmp_path, bucket):
