@@ -210,11 +210,20 @@ def read_sidecars(store: Store, keys: list[str] | None = None) -> list[dict[str,
         return [m for m in pool.map(lambda k: store.get_json(job_file(k, SIDECAR)), keys) if m]
 
 
-def write_index(store: Store, metas: list[dict[str, Any]], key: str, merge: bool = False) -> int:
-    """Write (or, with ``merge``, add to) a Parquet index; returns its row count."""
+def index_frame(store: Store, metas: list[dict[str, Any]]) -> Any:
+    """Index rows of the given sidecars as a DataFrame (its columns even when empty)."""
     import pandas as pd
 
     frame = pd.DataFrame([index_row(m, store) for m in metas])
+    base = list(index_row({"job_key": ""}, store))
+    return frame.reindex(columns=base + [c for c in frame.columns if c not in base])
+
+
+def write_index(store: Store, frame: Any, key: str, merge: bool = False) -> int:
+    """Write (or, with ``merge``, add to) a Parquet index of :func:`index_frame` rows;
+    returns its row count."""
+    import pandas as pd
+
     if merge and (old := get_parquet(store, key)) is not None:
         frame = pd.concat([old, frame], ignore_index=True)
     if len(frame):

@@ -21,6 +21,7 @@ from wansweep.archive import (
     VIDEO,
     Ledger,
     get_parquet,
+    index_frame,
     job_file,
     put_parquet,
     read_sidecars,
@@ -79,34 +80,42 @@ def save_plan(store: Store, sweep: str, jobs: list[Any], skipped: list[Any] = ()
 sweeps = sweep_names  # the report's name for it
 
 
-def load_sweep(store: Store, sweep: str) -> tuple[pd.DataFrame, list[dict[str, Any] | None]]:
-    """A sweep's plan and, aligned with it, each job's sidecar (None where not archived)."""
+def load_sweep(store: Store, sweep: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A sweep's plan and the index rows (:func:`index_row`) of its archived jobs.
+
+    Sidecars are read 16 at a time and turned into rows a few thousand at a time; the
+    sidecars themselves are not kept (8 KB each as dicts: 800 MB at 100,000 jobs)."""
     plan = get_parquet(store, sweep_file(sweep, PLAN_FILE))
     if plan is None:
         raise FileNotFoundError(f"{store.url(sweep_file(sweep))} holds no sweep plan")
+    keys = list(plan["job_key"])
+    chunks = []
     with ThreadPoolExecutor(16) as pool:
-        metas = list(pool.map(lambda k: store.get_json(job_file(k, SIDECAR)), plan["job_key"]))
-    return plan, metas
+        for start in range(0, len(keys), 5000):
+            metas = pool.map(
+                lambda k: store.get_json(job_file(k, SIDECAR)), keys[start : start + 5000]
+            )
+            chunks.append(index_frame(store, [m for m in metas if m]))
+    if len(chunks) < 2:
+        return plan, chunks[0] if chunks else index_frame(store, [])
+    # a column all None in one chunk and numbers in another: numbers, as one frame would be
+    return plan, pd.concat(chunks, ignore_index=True).infer_objects()
 
 
 def jobs_frame(store: Store, sweep: str, loaded: tuple | None = None) -> pd.DataFrame:
     """One row per planned job: its settings, what the archive holds, and its status."""
-    plan, metas = loaded or load_sweep(store, sweep)
+    plan, archived = loaded or load_sweep(store, sweep)
     keys = list(plan["job_key"])
-    archived = pd.DataFrame(
-        [sidecar_row(m) for m in metas if m], columns=list(sidecar_row({"job_key": ""}).keys())
-    )
-    frame = plan.merge(archived, on="job_key", how="left")
-    missing = [k for k, m in zip(keys, metas) if not m]
+    done = set(archived["job_key"])
+    frame = plan.merge(archived[list(sidecar_row({"job_key": ""}))], on="job_key", how="left")
+    missing = [k for k in keys if k not in done]
     with ThreadPoolExecutor(16) as pool:
         entries = dict(zip(missing, pool.map(_ledger_state(store), missing)))
-    frame["status"] = ["succeeded" if m else entries[k][0] for k, m in zip(keys, metas)]
-    frame["error"] = [None if m else entries[k][1] for k, m in zip(keys, metas)]
-    frame["error_kind"] = [None if m else entries[k][2] for k, m in zip(keys, metas)]
-    frame["archive_uri"] = [
-        store.url(job_file(k, VIDEO)) if m else None for k, m in zip(keys, metas)
-    ]
-    ran = [None if m else entries[k][3] for k, m in zip(keys, metas)]
+    frame["status"] = ["succeeded" if k in done else entries[k][0] for k in keys]
+    frame["error"] = [None if k in done else entries[k][1] for k in keys]
+    frame["error_kind"] = [None if k in done else entries[k][2] for k in keys]
+    frame["archive_uri"] = [store.url(job_file(k, VIDEO)) if k in done else None for k in keys]
+    ran = [None if k in done else entries[k][3] for k in keys]
     frame["billing"] = [
         str(billing(s, k, r)) for s, k, r in zip(frame["status"], frame["error_kind"], ran)
     ]
@@ -221,7 +230,7 @@ def write_report(
     inputs = report_inputs(store, sweep)  # before reading: a vote cast meanwhile is seen next time
     loaded = load_sweep(store, sweep)
     frame = jobs_frame(store, sweep, loaded)
-    archived = [m for m in loaded[1] if m]
+    archived = loaded[1]
     write_index(store, archived, sweep_file(sweep, SWEEP_INDEX))
     write_index(store, archived, INDEX_KEY, merge=True)
     summ = summary(frame, by)
@@ -421,10 +430,10 @@ def _md_table(frame: pd.DataFrame) -> str:
 
 def rebuild_indexes(store: Store) -> dict[str, int]:
     """`wansweep index`: every index rebuilt from the sidecars alone (one listing, one read each)."""
-    metas = {m["job_key"]: m for m in read_sidecars(store)}
-    counts = {"all": write_index(store, list(metas.values()), INDEX_KEY)}
+    rows = index_frame(store, read_sidecars(store))
+    counts = {"all": write_index(store, rows, INDEX_KEY)}
     for name in sweeps(store):
         plan = get_parquet(store, sweep_file(name, PLAN_FILE))
-        mine = [metas[k] for k in plan["job_key"] if k in metas]
+        mine = rows[rows["job_key"].isin(set(plan["job_key"]))] if len(rows) else rows
         counts[name] = write_index(store, mine, sweep_file(name, SWEEP_INDEX))
     return counts
