@@ -74,14 +74,18 @@ def make_case(
     return folder / "spec.yaml"
 
 
-def run_cli(spec: Path, env: dict[str, str]) -> tuple[float, int]:
-    """`wansweep run` as a user runs it; returns (wall seconds, peak RSS MB of the run process)."""
+def run_cli(spec: Path, env: dict[str, str]) -> tuple[float, int, str]:
+    """`wansweep run` as a user runs it; returns (wall seconds, peak RSS MB of the run
+    process, its output). An empty PREFECT_API_URL in ``env`` runs it on ephemeral Prefect."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     t = time.perf_counter()
+    env = {**os.environ, **env}
+    if not env.get("PREFECT_API_URL"):
+        env.pop("PREFECT_API_URL", None)
     proc = subprocess.run(
         [sys.executable, "-m", "wansweep.cli", "run", str(spec)],
         cwd=spec.parent,
-        env={**os.environ, **env},
+        env=env,
         capture_output=True,
         text=True,
     )
@@ -89,7 +93,7 @@ def run_cli(spec: Path, env: dict[str, str]) -> tuple[float, int]:
     if proc.returncode != 0:
         raise RuntimeError(f"wansweep run failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return wall, max(peak, before) // 1024
+    return wall, max(peak, before) // 1024, proc.stdout + proc.stderr
 
 
 async def bare_loop(jobs: list[dict], concurrency: int, poll: dict, out: Path) -> None:

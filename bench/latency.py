@@ -120,7 +120,7 @@ def bench_latency(work: Path, fal, n: int, seconds: float, concurrency: int, big
     fal.configure(latency="queue=0,flash=0.4", media="tiny", concurrency=1000, faults="")
     spec = make_case(work / "latency-many", rows=big, poll={}, concurrency=min(100, big))
     fal.reset()
-    wall, rss = run_cli(spec, fal.env)
+    wall, rss, _ = run_cli(spec, fal.env)
     stats = fal.stats()
     record(
         f"6. peak open streams, {big} jobs at c={min(100, big)}",

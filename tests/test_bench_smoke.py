@@ -21,3 +21,6 @@ def test_bench_smoke(tmp_path):
     assert "1. overhead: wansweep run" in rows and rows["1. overhead: wansweep run"]["ratio"] > 0
     warm = [r for r in json.loads(out.read_text()) if r["benchmark"].startswith("2. warm rerun")]
     assert warm and all("requests to fal: 0" in r["note"] for r in warm)
+    assert any("image reads: 0;" in r["note"] for r in warm)
+    cold = [r for r in json.loads(out.read_text()) if r["benchmark"].startswith("4. cold")]
+    assert cold and cold[0]["ratio"] > 0
