@@ -145,7 +145,7 @@ def bench_warm(work: Path, fal, n: int, full: bool = True) -> None:
     # ephemeral, as `wansweep run` on a laptop
     env = {**fal.env, "PREFECT_API_URL": ""} if full else fal.env
     fal.reset()
-    first, _, _ = run_cli(spec, env)
+    first, first_rss, _ = run_cli(spec, env)
     warm, rss, out = run_cli(spec, env)
     s = fal.stats()
     requests = (
@@ -159,8 +159,8 @@ def bench_warm(work: Path, fal, n: int, full: bool = True) -> None:
         "<= 30 s, 0 image reads, 0 requests",
         note=f"{'ephemeral Prefect start included; ' if full else ''}"
         f"requests to fal: {requests}; image reads: "
-        f"{downloads.group(1) if downloads else '?'}; peak RSS {rss} MB; the run before it, "
-        f"which built the report from {n} sidecars: {first:.1f} s",
+        f"{downloads.group(1) if downloads else '?'}; the run before it, which built the "
+        f"report from {n} sidecars: {first:.1f} s, peak RSS {first_rss} MB",
     )
 
     from wansweep.report import write_report
