@@ -79,7 +79,9 @@ def run_cli(spec: Path, env: dict[str, str]) -> tuple[float, int, str]:
     process, its output). An empty PREFECT_API_URL in ``env`` runs it on ephemeral Prefect."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     t = time.perf_counter()
-    env = {**os.environ, **env}
+    # Prefect's default level, as a user sees the run (the run's summary lines are INFO logs),
+    # whatever the caller's environment says (the test suite runs at WARNING)
+    env = {**os.environ, "PREFECT_LOGGING_LEVEL": "INFO", **env}
     if not env.get("PREFECT_API_URL"):
         env.pop("PREFECT_API_URL", None)
     proc = subprocess.run(

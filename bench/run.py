@@ -293,21 +293,26 @@ def bench_cold(work: Path, fal, n: int) -> None:
     spec = make_case(work / "cold", rows=n, concurrency=100, name="cold")
     cfg = load_spec(spec)
     bodies = [request_body(j) for j in plan(cfg, cfg.manifest).jobs]
-    out = work / "cold-bare"
-    out.mkdir(exist_ok=True)
-    fal.reset()
-    t = time.perf_counter()
-    asyncio.run(bare_loop(bodies, 100, {"first": 0.05, "factor": 1.5, "max": 1.0}, out))
-    bare = time.perf_counter() - t
+    # the ratio is taken at 10,000 jobs; above that the line is about memory, and the bare
+    # loop would add 40 minutes at 100,000
+    bare = None
+    if n <= 10_000:
+        out = work / "cold-bare"
+        out.mkdir(exist_ok=True)
+        fal.reset()
+        t = time.perf_counter()
+        asyncio.run(bare_loop(bodies, 100, {"first": 0.05, "factor": 1.5, "max": 1.0}, out))
+        bare = time.perf_counter() - t
+    del bodies
     fal.reset()
     wall, rss, _ = run_cli(spec, fal.env)
     record(
         f"4. cold wansweep run, {n} jobs at zero latency",
         wall,
         "s",
-        "ratio <= 2",
+        "ratio <= 2" if bare else "",
         baseline=bare,
-        note="baseline: bare fal-client loop downloading each video, c=100",
+        note="baseline: bare fal-client loop downloading each video, c=100" if bare else "",
     )
     record(
         f"4. peak RSS, cold wansweep run of {n} jobs",
