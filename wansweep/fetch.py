@@ -125,6 +125,9 @@ def head_url(url: str) -> httpx.Headers | None:
     """The headers of an http(s) URL's HEAD answer, within the same checks as
     :func:`fetch_url` (None when it answers anything but 200: the caller then fetches)."""
     with _follow("HEAD", url) as response:
+        # a HEAD answer has no body, but reading its end is what lets httpx keep the
+        # connection for the next request (unread, it is closed: a TCP connect per HEAD)
+        response.read()
         return response.headers if response.status_code == 200 else None
 
 
