@@ -10,6 +10,7 @@ import hashlib
 import io
 import math
 import os
+import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ import pandas as pd
 from wansweep import schema
 from wansweep.errors import ManifestError
 from wansweep.fetch import FetchRefused
-from wansweep.media_index import Checked, MediaIndex, read_with_validator, validators
+from wansweep.media_index import Checked, MediaIndex, Validator, read_with_validator, validators
 from wansweep.pricing import PriceTable
 from wansweep.store import Store, read_uri
 from wansweep.sweep import Job, SweepSpec, job_key, normalise_settings
@@ -167,11 +168,12 @@ def _cell(value: Any) -> Any:
 class MediaCache:
     """Each distinct image or audio reference is checked once per plan: fetched, fully
     decoded and hashed, concurrently (:data:`PLAN_CONCURRENCY` at once), unless the media
-    index proves it unchanged since an earlier plan checked it. ``fetched`` and ``reused``
-    count both cases."""
+    index proves it unchanged since an earlier plan checked it (``trust_fresh``: also while
+    an http(s) answer is fresh, without asking). ``fetched`` and ``reused`` count both cases."""
 
-    def __init__(self, index: MediaIndex | None = None) -> None:
+    def __init__(self, index: MediaIndex | None = None, trust_fresh: bool = False) -> None:
         self.index = index or MediaIndex(None)
+        self.trust_fresh = trust_fresh
         self._seen: dict[tuple[str, str], Checked] = {}
         self.fetched = self.reused = 0
 
@@ -186,21 +188,32 @@ class MediaCache:
         todo = {key: resolve_ref(key[0], base) for key in set(refs) if key not in self._seen}
         if not todo:
             return
+        now = time.time()
+        fresh = {
+            key: hit
+            for key, uri in todo.items()
+            if self.trust_fresh and (hit := self.index.fresh(uri, key[1], now))
+        }
         with ThreadPoolExecutor(PLAN_CONCURRENCY, thread_name_prefix="wansweep-plan") as pool:
             # Only inputs the index knows need a validator first (a listing or a HEAD); the
             # others are simply fetched, and their validator comes with their bytes.
-            known = [uri for (_, kind), uri in todo.items() if self.index.knows(uri, kind)]
-            marks = validators(known, pool)
-            hits = {
-                key: hit
+            known = [
+                uri
                 for key, uri in todo.items()
-                if (hit := self.index.lookup(uri, key[1], marks.get(uri)))
-            }
-            misses = [key for key in todo if key not in hits]
+                if key not in fresh and self.index.knows(uri, key[1])
+            ]
+            marks = validators(known, pool)
+            results = [(key, hit, None) for key, hit in fresh.items()]
+            results += [
+                (key, hit, marks[uri])  # remembered again: the answer's new freshness
+                for key, uri in todo.items()
+                if key not in fresh and (hit := self.index.lookup(uri, key[1], marks.get(uri)))
+            ]
+            reused = {key for key, _, _ in results}
+            misses = [key for key in todo if key not in reused]
             loaded = pool.map(lambda key: self._load(todo[key], key[1]), misses)
-            results = [(key, hit, None) for key, hit in hits.items()]
             results += [(key, *found) for key, found in zip(misses, loaded)]
-        self.reused += len(hits)
+        self.reused += len(reused)
         self.fetched += len(misses)
         for key, checked, mark in results:
             self._seen[key] = checked
@@ -209,7 +222,7 @@ class MediaCache:
         self.index.save()
 
     @staticmethod
-    def _load(uri: str, kind: str) -> tuple[Checked, str | None]:
+    def _load(uri: str, kind: str) -> tuple[Checked, Validator | None]:
         """Fetch, fully decode and hash one input: what it is, and its validator."""
         field = "image" if kind == "image" else "audio"
         try:
@@ -425,7 +438,7 @@ def plan(
     ``index_store``: where the media index lives (the archive), so that inputs an earlier plan
     checked are not downloaded again (see :mod:`wansweep.media_index`)."""
     df = read_manifest(manifest_uri)
-    media = MediaCache(MediaIndex(index_store))
+    media = MediaCache(MediaIndex(index_store), trust_fresh=spec.trust_http_cache)
     planner = _Planner(spec, manifest_uri, prices or PriceTable.load(), list(df.columns), media)
     records = df.to_dict("records")
     planner.prefetch(records)

@@ -11,6 +11,11 @@ what proves the bytes unchanged, taken before they were read.
   within the same clock tick as the plan could change again unseen: git's "racy" case)
 
 An entry is used only when it is well-formed and its validator equals the current one.
+Opt-in (``trust_http_cache`` in the spec), an http(s) entry is also used without a HEAD while
+the answer it was taken from is still fresh by that answer's own ``Cache-Control: max-age``
+or ``Expires`` (RFC 9111, explicit freshness only; ``no-cache``/``no-store`` never): the
+origin's promise replaces the check. Off by default because an origin that changes a file
+within its max-age would have the job planned, and paid for, under the old bytes' key.
 Anything else (new, changed, damaged, or no validator: a server that sends neither ETag nor
 Last-Modified, a ``data:`` URI) means fetch, decode and hash again; a changed image gets a
 new job key, as always. Failed fetches are never remembered.
@@ -28,6 +33,7 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import math
 import os
 import time
 from collections import defaultdict
@@ -47,6 +53,15 @@ INDEX_KEY = "media/index.jsonl.gz"
 LIST_AT = 20  # inputs under one S3 folder from which one listing beats a HEAD each
 RACY_S = 2.0  # a local file younger than this is checked again
 HEADER = {"media_index": 1, "wansweep": __version__}  # the first line of the index
+
+
+@dataclass(frozen=True)
+class Validator:
+    """What proves an input's bytes unchanged (``token``, compared for equality), and for an
+    http(s) answer, until when (epoch seconds) that answer is fresh by its own headers."""
+
+    token: str
+    fresh_until: float | None = None
 
 
 @dataclass(frozen=True)
@@ -85,6 +100,9 @@ class MediaIndex:
                 key = (str(e["uri"]), str(e["kind"]))
                 if not (isinstance(e["validator"], str) and isinstance(e["problems"], list)):
                     raise TypeError("bad entry")
+                fresh = e.get("fresh_until")
+                if fresh is not None and not (isinstance(fresh, float) and math.isfinite(fresh)):
+                    raise TypeError("bad freshness")
                 if e["sha256"] is not None and not _is_sha256(e["sha256"]):
                     raise ValueError("bad hash")
                 problems = tuple(schema.Problem(**p) for p in e["problems"])
@@ -93,25 +111,37 @@ class MediaIndex:
                 continue
             self._entries[key] = {**e, "problems": problems}
 
-    def lookup(self, uri: str, kind: str, validator: str | None) -> Checked | None:
+    def lookup(self, uri: str, kind: str, validator: Validator | None) -> Checked | None:
         """The remembered check of ``uri`` when ``validator`` proves its bytes unchanged."""
         e = self._entries.get((uri, kind))
-        if validator is None or e is None or e["validator"] != validator:
+        if validator is None or e is None or e["validator"] != validator.token:
+            return None
+        return Checked(uri, e["sha256"], e["problems"])
+
+    def fresh(self, uri: str, kind: str, now: float) -> Checked | None:
+        """The remembered check of ``uri`` while the answer it came from is fresh (for
+        ``trust_http_cache`` only: no request proves the bytes unchanged)."""
+        e = self._entries.get((uri, kind))
+        if e is None or e.get("fresh_until") is None or now >= e["fresh_until"]:
             return None
         return Checked(uri, e["sha256"], e["problems"])
 
     def knows(self, uri: str, kind: str) -> bool:
         return (uri, kind) in self._entries
 
-    def remember(self, kind: str, validator: str, checked: Checked) -> None:
-        self._entries[(checked.uri, kind)] = {
+    def remember(self, kind: str, validator: Validator, checked: Checked) -> None:
+        """Keep ``checked`` under ``validator`` (a revalidated entry: its new freshness)."""
+        entry = {
             "uri": checked.uri,
             "kind": kind,
-            "validator": validator,
+            "validator": validator.token,
+            "fresh_until": validator.fresh_until,
             "sha256": checked.sha256,
             "problems": checked.problems,
         }
-        self._dirty = True
+        if self._entries.get((checked.uri, kind)) != entry:
+            self._entries[(checked.uri, kind)] = entry
+            self._dirty = True
 
     def save(self) -> None:
         """Write the index back (best effort: a store that refuses it costs a re-check)."""
@@ -142,7 +172,7 @@ def _is_sha256(value: object) -> bool:
 
 
 # ---------------------------------------------------------------------- validators
-def read_with_validator(uri: str) -> tuple[bytes, str | None]:
+def read_with_validator(uri: str) -> tuple[bytes, Validator | None]:
     """An input's bytes and the validator that came with them (one request: a cold plan
     asks nothing more than the bytes). Errors as the fetch raises them."""
     from wansweep.fetch import MAX_BYTES, FetchRefused, fetch_url, read_local
@@ -152,8 +182,9 @@ def read_with_validator(uri: str) -> tuple[bytes, str | None]:
 
         return decode_data_uri(uri), None
     if uri.startswith(("http://", "https://")):
+        received = time.time()
         data, headers = fetch_url(uri)
-        return data, _http_validator(headers)
+        return data, _http_validator(headers, received)
     if uri.startswith("s3://"):
         parts = urlsplit(uri)
         client = s3_client()
@@ -163,17 +194,17 @@ def read_with_validator(uri: str) -> tuple[bytes, str | None]:
             raise FileNotFoundError(f"{uri}: no such object") from None
         if answer["ContentLength"] > MAX_BYTES:
             raise FetchRefused(f"{uri}: {answer['ContentLength']} bytes, over the limit")
-        return answer["Body"].read(), f"s3:{answer['ETag']}:{answer['ContentLength']}"
+        return answer["Body"].read(), Validator(f"s3:{answer['ETag']}:{answer['ContentLength']}")
     path = uri.removeprefix("file://")
     mark = _validator(path)  # before the read: bytes changed meanwhile will not match it
     return read_local(path), mark
 
 
-def validators(uris: Iterable[str], pool: ThreadPoolExecutor) -> dict[str, str | None]:
+def validators(uris: Iterable[str], pool: ThreadPoolExecutor) -> dict[str, Validator | None]:
     """The current validator of each URI (None where there is none or it cannot be read:
     that input is then fetched, and its fetch reports any error)."""
     uris = set(uris)
-    out: dict[str, str | None] = {u: None for u in uris}
+    out: dict[str, Validator | None] = {u: None for u in uris}
     s3_groups: dict[tuple[str, str], list[str]] = defaultdict(list)
     single: list[str] = []
     for uri in uris:
@@ -194,45 +225,79 @@ def validators(uris: Iterable[str], pool: ThreadPoolExecutor) -> dict[str, str |
     return out
 
 
-def _validator(uri: str) -> str | None:
+def _validator(uri: str) -> Validator | None:
     try:
         if uri.startswith("s3://"):
             parts = urlsplit(uri)
             head = s3_client().head_object(Bucket=parts.netloc, Key=parts.path.lstrip("/"))
-            return f"s3:{head['ETag']}:{head['ContentLength']}"
+            return Validator(f"s3:{head['ETag']}:{head['ContentLength']}")
         if uri.startswith(("http://", "https://")):
             from wansweep.fetch import head_url
 
+            received = time.time()
             headers = head_url(uri)
-            return _http_validator(headers) if headers is not None else None
+            return _http_validator(headers, received) if headers is not None else None
         st = os.stat(uri.removeprefix("file://"))
         if time.time() - st.st_mtime < RACY_S:
             return None
-        return f"local:{st.st_size}:{st.st_mtime_ns}"
+        return Validator(f"local:{st.st_size}:{st.st_mtime_ns}")
     except Exception:  # noqa: BLE001 (no validator: the input is fetched, errors show there)
         return None
 
 
-def _http_validator(headers) -> str | None:
+def _http_validator(headers, received: float) -> Validator | None:
+    """An http(s) answer's validator (``received``: when it was asked for, our clock)."""
     etag, modified = headers.get("etag", ""), headers.get("last-modified", "")
     length = headers.get("content-length", "")
     if etag and not etag.startswith("W/"):  # a weak ETag does not promise the same bytes
-        return f"http:{etag}:{length}"
+        return Validator(f"http:{etag}:{length}", fresh_until(headers, received))
     try:
         age = parsedate_to_datetime(headers["date"]) - parsedate_to_datetime(modified)
     except (KeyError, TypeError, ValueError):
         return None
-    return f"http:{modified}:{length}" if age.total_seconds() >= 60 else None
+    if age.total_seconds() < 60:
+        return None
+    return Validator(f"http:{modified}:{length}", fresh_until(headers, received))
 
 
-def _listed(bucket: str, prefix: str, members: list[str]) -> dict[str, str | None]:
+def fresh_until(headers, received: float) -> float | None:
+    """Until when (epoch seconds) an answer stays fresh by its own headers, RFC 9111 4.2 as a
+    private cache: ``max-age`` (else ``Expires`` - ``Date``) less the answer's age when it
+    left the origin (``Age``, or how far its ``Date`` lies behind ``received``). None when
+    the answer says nothing explicit (no heuristic freshness), forbids reuse (``no-cache``,
+    ``no-store``) or is already stale; a malformed value counts as stale."""
+    directives = {}
+    for part in headers.get("cache-control", "").lower().split(","):
+        name, _, value = part.strip().partition("=")
+        directives[name] = value.strip().strip('"')
+    if "no-cache" in directives or "no-store" in directives:
+        return None
+    try:
+        date = _epoch(headers.get("date")) if headers.get("date") else received
+        if "max-age" in directives:
+            lifetime = int(directives["max-age"])
+        elif headers.get("expires"):
+            lifetime = _epoch(headers["expires"]) - date
+        else:
+            return None
+        age = max(int(headers.get("age") or 0), received - date, 0)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return float(received - age + lifetime) if lifetime > age else None
+
+
+def _epoch(http_date: str) -> float:
+    return parsedate_to_datetime(http_date).timestamp()
+
+
+def _listed(bucket: str, prefix: str, members: list[str]) -> dict[str, Validator | None]:
     """Validators of many objects in one folder from its listing (1 request per 1,000)."""
-    found: dict[str, str] = {}
+    found: dict[str, Validator] = {}
     try:
         pages = s3_client().get_paginator("list_objects_v2")
         for page in pages.paginate(Bucket=bucket, Prefix=prefix, Delimiter="/"):
             for obj in page.get("Contents", []):
-                found[f"s3://{bucket}/{obj['Key']}"] = f"s3:{obj['ETag']}:{obj['Size']}"
+                found[f"s3://{bucket}/{obj['Key']}"] = Validator(f"s3:{obj['ETag']}:{obj['Size']}")
     except Exception:  # noqa: BLE001
         return {}
     return {u: found.get(u) for u in members}

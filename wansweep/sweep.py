@@ -140,6 +140,12 @@ class SweepSpec(BaseModel):
     poll: PollSpec = PollSpec()
     reconcile: ReconcileSpec = ReconcileSpec()
     leases: LeaseSpec = LeaseSpec()
+    trust_http_cache: bool = Field(
+        False,
+        description="a re-plan trusts a web input's remembered check, without asking, while "
+        "its server's Cache-Control max-age (or Expires) says the answer is fresh; only for "
+        "origins that never change a file within that time (see wansweep.media_index)",
+    )
 
     @field_validator("endpoints")
     @classmethod

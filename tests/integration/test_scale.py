@@ -67,20 +67,43 @@ def test_s3_inputs_are_listed_not_downloaded_once_checked(tmp_path, bucket):
     assert {r for r in before if before[r] != after[r]} == {"a7", "b1"}
 
 
+@dataclass
+class Site:
+    """A folder on a local web server (HTTP/1.1, keep-alive): ``ours`` counts (method, path)
+    of wansweep's requests, ``connections`` the TCP connections opened to it; ``headers``
+    are added to every answer."""
+
+    root: object
+    base: str
+    ours: Counter
+    connections: list
+    headers: dict
+
+
 @pytest.fixture
-def web(tmp_path, monkeypatch):
-    """A folder on a local web server; ``ours`` counts (method, path) of wansweep's requests."""
+def site(tmp_path, monkeypatch):
     root = tmp_path / "site"
     root.mkdir()
-    ours = Counter()
+    web = Site(root, "", Counter(), [], {})
 
     class Handler(http.server.SimpleHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def setup(self):
+            web.connections.append(self.client_address)
+            super().setup()
+
         def log_message(self, *args):
             pass
 
+        def end_headers(self):
+            for name, value in web.headers.items():
+                self.send_header(name, value)
+            super().end_headers()
+
         def send_head(self):
             if self.headers.get("User-Agent", "").startswith("wansweep/"):
-                ours[(self.command, self.path)] += 1
+                web.ours[(self.command, self.path)] += 1
             return super().send_head()
 
     server = http.server.ThreadingHTTPServer(
@@ -88,7 +111,8 @@ def web(tmp_path, monkeypatch):
     )
     threading.Thread(target=server.serve_forever, daemon=True).start()
     monkeypatch.setenv("WANSWEEP_ALLOW_HOSTS", "127.0.0.1")
-    yield root, f"http://127.0.0.1:{server.server_address[1]}", ours
+    web.base = f"http://127.0.0.1:{server.server_address[1]}"
+    yield web
     server.shutdown()
 
 
@@ -98,8 +122,8 @@ def write_old(path, data, hours_ago=1.0):
     os.utime(path, (t, t))
 
 
-def test_web_inputs_are_checked_with_a_head_once_checked(tmp_path, web):
-    root, base, _ = web
+def test_web_inputs_are_checked_with_a_head_once_checked(tmp_path, site):
+    root, base = site.root, site.base
     lines = ["id,image,prompt"]
     for i in range(6):
         write_old(root / f"{i}.png", make_image(256, 256, seed=i))
@@ -121,6 +145,68 @@ def test_web_inputs_are_checked_with_a_head_once_checked(tmp_path, web):
     assert changed.media_fetched == 2
     before, after = keys_by_row(cold), keys_by_row(changed)
     assert {r for r in before if before[r] != after[r]} == {"w4"}
+
+
+def web_case(tmp_path, site, n: int, **spec):
+    lines = ["id,image,prompt"]
+    for i in range(n):
+        write_old(site.root / f"{i}.png", make_image(256, 256, seed=i))
+        lines.append(f"w{i},{site.base}/{i}.png,prompt {i}")
+    (tmp_path / "m.csv").write_text("\n".join(lines) + "\n")
+    path = tmp_path / "spec.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {"name": "web", "endpoints": ["flash"], "grid": {"resolution": ["720p"]}, **spec}
+        )
+    )
+    return load_spec(path, store=str(tmp_path / "archive")), str(tmp_path / "m.csv")
+
+
+def test_heads_share_connections(tmp_path, site):
+    from wansweep.manifest import PLAN_CONCURRENCY
+
+    cfg, manifest = web_case(tmp_path, site, 3 * PLAN_CONCURRENCY)
+    assert replan(cfg, manifest).media_fetched == 3 * PLAN_CONCURRENCY
+    site.connections.clear()
+    warm = replan(cfg, manifest)
+    assert warm.media_reused == 3 * PLAN_CONCURRENCY
+    assert sum(1 for (method, _), n in site.ours.items() if method == "HEAD") == warm.media_reused
+    # a connection per HEAD would be a TCP handshake (and a TLS one on the web) per input
+    assert len(site.connections) <= PLAN_CONCURRENCY
+
+
+def test_a_fresh_answer_is_trusted_without_a_request_only_when_asked(tmp_path, site):
+    site.headers["Cache-Control"] = "max-age=3600"
+    cfg, manifest = web_case(tmp_path, site, 5, trust_http_cache=True)
+    cold = replan(cfg, manifest)
+    assert (cold.media_fetched, len(cold.jobs), cold.errors) == (5, 5, [])
+    asked = sum(site.ours.values())
+    warm = replan(cfg, manifest)
+    assert (warm.media_fetched, warm.media_reused) == (0, 5)
+    assert sum(site.ours.values()) == asked  # not even a HEAD
+    # the promise is the origin's: a file changed within its max-age is not seen (why it is
+    # opt-in), and keeps its old job key
+    write_old(site.root / "2.png", make_image(256, 256, seed=200), hours_ago=0.5)
+    assert keys_by_row(replan(cfg, manifest)) == keys_by_row(cold)
+
+    # without trust_http_cache the same answers are checked with a HEAD each, and the change
+    # is seen
+    untrusting = cfg.model_copy(update={"trust_http_cache": False})
+    checked = replan(untrusting, manifest)
+    assert (checked.media_fetched, checked.media_reused) == (1, 4)
+    before, after = keys_by_row(cold), keys_by_row(checked)
+    assert {r for r in before if before[r] != after[r]} == {"w2"}
+
+
+@pytest.mark.parametrize("cache_control", ["no-cache, max-age=3600", "max-age=0"])
+def test_an_answer_that_is_not_fresh_is_checked_with_a_head(tmp_path, site, cache_control):
+    site.headers["Cache-Control"] = cache_control
+    cfg, manifest = web_case(tmp_path, site, 3, trust_http_cache=True)
+    replan(cfg, manifest)
+    site.ours.clear()
+    warm = replan(cfg, manifest)
+    assert (warm.media_fetched, warm.media_reused) == (0, 3)
+    assert sorted(method for method, _ in site.ours.elements()) == ["HEAD"] * 3
 
 
 class S3Proxy:
@@ -210,13 +296,13 @@ def test_videos_are_archived_without_reading_them_back_and_a_refused_upload_is_r
         assert store.sha256(f"jobs/{key}/video.mp4") == meta["video"]["sha256"]
 
 
-def test_a_run_reads_each_web_input_once(fal, prefect_harness, tmp_path, web):
+def test_a_run_reads_each_web_input_once(fal, prefect_harness, tmp_path, site):
     """Planning reads each image; the submit passes its URL to fal, and the first-frame check
     uses the reference planning kept: one read per input for the whole run."""
     from flows.sweep import sweep
     from tests.helpers import write_case
 
-    root, base, ours = web
+    root, base, ours = site.root, site.base, site.ours
     spec = write_case(tmp_path, rows=2, endpoints=["flash"], grid={"resolution": ["720p"]})
     for i in range(2):  # the case's images, served from the web instead
         write_old(root / f"img{i}.png", (tmp_path / f"img{i}.png").read_bytes())

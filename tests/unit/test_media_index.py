@@ -120,3 +120,59 @@ def test_an_entry_for_other_bytes_is_not_used(case):
     store.put_bytes(INDEX_KEY, gzip.compress("\n".join(map(json.dumps, entries)).encode()))
     again, _ = planned(case)
     assert again.media_fetched == 7
+
+
+NOW = 1_800_000_000.0  # when the request was sent (our clock)
+
+
+def http_date(t: float) -> str:
+    from email.utils import formatdate
+
+    return formatdate(t, usegmt=True)
+
+
+@pytest.mark.parametrize(
+    "headers, until",
+    [
+        ({"cache-control": "max-age=600", "date": http_date(NOW)}, NOW + 600),
+        ({"cache-control": "public, max-age=600"}, NOW + 600),  # no Date: taken as sent now
+        ({"cache-control": "max-age=600", "age": "100", "date": http_date(NOW)}, NOW + 500),
+        # an answer dated 100 s before we asked was already 100 s old (a proxy's copy)
+        ({"cache-control": "max-age=600", "date": http_date(NOW - 100)}, NOW + 500),
+        ({"cache-control": 's-maxage=9999, max-age="60"'}, NOW + 60),  # a shared cache's: not ours
+        ({"expires": http_date(NOW + 300), "date": http_date(NOW)}, NOW + 300),
+        (
+            {"cache-control": "max-age=600", "expires": http_date(NOW + 9)},
+            NOW + 600,
+        ),  # max-age wins
+        ({"cache-control": "max-age=600, no-cache"}, None),
+        ({"cache-control": "no-store, max-age=600"}, None),
+        ({"cache-control": "max-age=100", "age": "100"}, None),  # stale on arrival
+        ({"cache-control": "max-age=soon"}, None),
+        ({"expires": "0", "date": http_date(NOW)}, None),  # malformed Expires: stale
+        ({"expires": http_date(NOW - 5), "date": http_date(NOW)}, None),
+        ({"last-modified": http_date(NOW - 86400)}, None),  # no heuristic freshness
+        ({}, None),
+    ],
+)
+def test_freshness_is_what_the_answer_says_explicitly(headers, until):
+    from wansweep.media_index import fresh_until
+
+    assert fresh_until(headers, NOW) == until
+
+
+def test_freshness_is_only_trusted_when_the_spec_says_so(case):
+    """Local files have no freshness: trust_http_cache changes nothing for them, and an index
+    entry with a malformed freshness is dropped like any damaged entry."""
+    cold, store = planned(case)
+    raw = gzip.decompress(store.get_bytes(INDEX_KEY)).decode().splitlines()
+    entries = [json.loads(line) for line in raw[1:]]
+    assert entries and all(e["fresh_until"] is None for e in entries)
+    entries[0]["fresh_until"] = "forever"
+    store.put_bytes(
+        INDEX_KEY, gzip.compress("\n".join(raw[:1] + [json.dumps(e) for e in entries]).encode())
+    )
+    spec = yaml.safe_load((case / "spec.yaml").read_text())
+    (case / "spec.yaml").write_text(yaml.safe_dump({**spec, "trust_http_cache": True}))
+    warm, _ = planned(case)
+    assert (warm.media_fetched, warm.media_reused) == (1, 6)
