@@ -36,7 +36,7 @@ from harness import (  # noqa: E402
 )
 from latency import bench_latency  # noqa: E402
 from quality import bench_quality  # noqa: E402
-from scale import bench_plan_scale  # noqa: E402
+from scale import bench_plan_memory, bench_plan_scale  # noqa: E402
 
 from wansweep.localfal.runner import start_local_fal  # noqa: E402
 
@@ -335,8 +335,24 @@ def main() -> None:
         help="size of the cold-run section (default 10,000; 100,000 for memory at scale)",
     )
     parser.add_argument(
+        "--plan-images",
+        type=int,
+        default=100_000,
+        metavar="N",
+        help="distinct images of the plan-memory section (opt-in: --only plan-memory)",
+    )
+    parser.add_argument(
         "--only",
-        choices=["latency", "plan-scale", "overhead", "export", "quality", "warm", "cold-run"],
+        choices=[
+            "latency",
+            "plan-scale",
+            "plan-memory",
+            "overhead",
+            "export",
+            "quality",
+            "warm",
+            "cold-run",
+        ],
         help="only this section (its full sizes unless --smoke)",
     )
     args = parser.parse_args()
@@ -358,6 +374,8 @@ def main() -> None:
         run = {args.only} if args.only else {"plan-scale", "latency", "overhead", "warm", "all"}
         if "plan-scale" in run:
             bench_plan_scale(work, images)
+        if "plan-memory" in run or (args.smoke and "all" in run):
+            bench_plan_memory(work, 30 if args.smoke else args.plan_images)
         if run & {"export", "all"}:
             bench_export(work, **exports)
         if run & {"quality", "all"}:

@@ -10,10 +10,14 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
+import resource
 import subprocess
 import sys
 import time
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
@@ -207,14 +211,31 @@ def bench_plan_scale(work: Path, n: int) -> None:
             else:
                 os.environ[k] = v
 
-    # The web: Python's HTTP server (Last-Modified, no ETag; Cache-Control as a CDN in front
-    # of a dataset sends it) in its own process
     site = work / "site"
-    site.mkdir(exist_ok=True)
     old = time.time() - 3600
-    for i, data in enumerate(images):
-        (site / f"{i}.jpg").write_bytes(data)
-        os.utime(site / f"{i}.jpg", (old, old))
+    with _web_site(site, images, old) as uris:
+        manifest = _web_manifest(work / "web.csv", uris)
+
+        def change_web(k: int) -> None:
+            for i, data in enumerate(_images(k, seed=77)):
+                (site / f"{i}.jpg").write_bytes(data)
+                os.utime(site / f"{i}.jpg", (old + 60, old + 60))
+
+        _compare("HTTP", work, uris, str(manifest), str(work / "web-archive"), change_web)
+
+
+@contextmanager
+def _web_site(site: Path, images: Iterable[bytes], dated: float) -> Iterator[list[str]]:
+    """The images as ``site/<i>.jpg`` (modified at ``dated``) on Python's HTTP server
+    (Last-Modified, no ETag; Cache-Control as a CDN in front of a dataset sends it), in its
+    own process: yields their URLs."""
+    from wansweep.localfal.samples import free_port
+
+    site.mkdir(exist_ok=True)
+    n = 0
+    for n, data in enumerate(images, start=1):
+        (site / f"{n - 1}.jpg").write_bytes(data)
+        os.utime(site / f"{n - 1}.jpg", (dated, dated))
     port = free_port()
     web = subprocess.Popen(
         [sys.executable, "-c", WEB_SERVER, str(site), str(port)],
@@ -224,19 +245,54 @@ def bench_plan_scale(work: Path, n: int) -> None:
     try:
         _wait_port(port, web)
         os.environ["WANSWEEP_ALLOW_HOSTS"] = "127.0.0.1"
-        base = f"http://127.0.0.1:{port}"
-        uris = [f"{base}/{i}.jpg" for i in range(n)]
-        manifest = work / "web.csv"
-        manifest.write_text(
-            "id,image,prompt\n" + "\n".join(f"r{i},{u},prompt {i}" for i, u in enumerate(uris))
-        )
-
-        def change_web(k: int) -> None:
-            for i, data in enumerate(_images(k, seed=77)):
-                (site / f"{i}.jpg").write_bytes(data)
-                os.utime(site / f"{i}.jpg", (old + 60, old + 60))
-
-        _compare("HTTP", work, uris, str(manifest), str(work / "web-archive"), change_web)
+        yield [f"http://127.0.0.1:{port}/{i}.jpg" for i in range(n)]
     finally:
         web.terminate()
         web.wait(30)
+
+
+def _web_manifest(path: Path, uris: list[str]) -> Path:
+    path.write_text(
+        "id,image,prompt\n" + "\n".join(f"r{i},{u},prompt {i}" for i, u in enumerate(uris))
+    )
+    return path
+
+
+def bench_plan_memory(work: Path, n: int) -> None:
+    """`wansweep plan` of n rows naming n distinct images on the web, cold, as a user runs
+    it: its peak RSS (the opt-in 100,000 of issue 15)."""
+    from wansweep.localfal.samples import make_image
+
+    # 160 encodings, each made distinct by 4 trailing bytes (decoders ignore them; the
+    # content hash, job key and every cache see a different image)
+    bases = [make_image(640, 360, fmt="JPEG", seed=k) for k in range(160)]
+    images = (bases[i % 160] + i.to_bytes(4) for i in range(n))
+    with _web_site(work / "site-memory", images, time.time() - 3600) as uris:
+        manifest = _web_manifest(work / "memory.csv", uris)
+        spec = work / "memory-spec.yaml"
+        spec.write_text(
+            yaml.safe_dump(
+                {"name": "memory", "endpoints": ["flash"], "grid": {"resolution": ["720p"]}}
+            )
+        )
+        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        t = time.perf_counter()
+        proc = subprocess.run(
+            [sys.executable, "-m", "wansweep.cli", "plan", str(spec), "--manifest", str(manifest)]
+            + ["--store", str(work / "memory-archive")],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "COLUMNS": "200"},
+        )
+        wall = time.perf_counter() - t
+        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    if proc.returncode != 0:
+        raise RuntimeError(f"wansweep plan failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    inputs = re.search(r"inputs: (\d+) downloaded", proc.stdout)
+    record(
+        f"7. peak RSS, cold plan of {n} rows, {n} distinct images on HTTP",
+        max(peak, before) / 1024,
+        "MB",
+        "<= 1024",
+        note=f"{wall:.1f} s; inputs downloaded and checked: {inputs.group(1) if inputs else '?'}",
+    )

@@ -22,5 +22,7 @@ def test_bench_smoke(tmp_path):
     warm = [r for r in json.loads(out.read_text()) if r["benchmark"].startswith("2. warm rerun")]
     assert warm and all("requests to fal: 0" in r["note"] for r in warm)
     assert any("image reads: 0;" in r["note"] for r in warm)
+    plan = [r for r in json.loads(out.read_text()) if r["benchmark"].startswith("7. peak RSS")]
+    assert plan and "inputs downloaded and checked: 30" in plan[0]["note"]
     cold = [r for r in json.loads(out.read_text()) if r["benchmark"].startswith("4. cold")]
     assert cold and cold[0]["ratio"] > 0
