@@ -77,23 +77,31 @@ def make_case(
 def run_cli(spec: Path, env: dict[str, str]) -> tuple[float, int, str]:
     """`wansweep run` as a user runs it; returns (wall seconds, peak RSS MB of the run
     process, its output). An empty PREFECT_API_URL in ``env`` runs it on ephemeral Prefect."""
+    return run_wansweep(["run", str(spec)], env, cwd=spec.parent)
+
+
+def run_wansweep(args: list[str], env: dict[str, str], cwd: Path) -> tuple[float, int, str]:
+    """The `wansweep` command with ``args``: (wall seconds, peak RSS MB of its process, its
+    output); raises with the output's end when it fails."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     t = time.perf_counter()
     # Prefect's default level, as a user sees the run (the run's summary lines are INFO logs),
     # whatever the caller's environment says (the test suite runs at WARNING)
-    env = {**os.environ, "PREFECT_LOGGING_LEVEL": "INFO", **env}
+    env = {**os.environ, "PREFECT_LOGGING_LEVEL": "INFO", "COLUMNS": "200", **env}
     if not env.get("PREFECT_API_URL"):
         env.pop("PREFECT_API_URL", None)
     proc = subprocess.run(
-        [sys.executable, "-m", "wansweep.cli", "run", str(spec)],
-        cwd=spec.parent,
+        [sys.executable, "-m", "wansweep.cli", *args],
+        cwd=cwd,
         env=env,
         capture_output=True,
         text=True,
     )
     wall = time.perf_counter() - t
     if proc.returncode != 0:
-        raise RuntimeError(f"wansweep run failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        raise RuntimeError(
+            f"wansweep {args[0]} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        )
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return wall, max(peak, before) // 1024, proc.stdout + proc.stderr
 

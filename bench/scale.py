@@ -11,7 +11,6 @@ import hashlib
 import io
 import os
 import re
-import resource
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
-from harness import record
+from harness import record, run_wansweep
 
 WEB_SERVER = """
 import functools, sys
@@ -233,9 +232,10 @@ def _web_site(site: Path, images: Iterable[bytes], dated: float) -> Iterator[lis
 
     site.mkdir(exist_ok=True)
     n = 0
-    for n, data in enumerate(images, start=1):
-        (site / f"{n - 1}.jpg").write_bytes(data)
-        os.utime(site / f"{n - 1}.jpg", (dated, dated))
+    for data in images:
+        (site / f"{n}.jpg").write_bytes(data)
+        os.utime(site / f"{n}.jpg", (dated, dated))
+        n += 1
     port = free_port()
     web = subprocess.Popen(
         [sys.executable, "-c", WEB_SERVER, str(site), str(port)],
@@ -275,23 +275,15 @@ def bench_plan_memory(work: Path, n: int) -> None:
                 {"name": "memory", "endpoints": ["flash"], "grid": {"resolution": ["720p"]}}
             )
         )
-        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-        t = time.perf_counter()
-        proc = subprocess.run(
-            [sys.executable, "-m", "wansweep.cli", "plan", str(spec), "--manifest", str(manifest)]
-            + ["--store", str(work / "memory-archive")],
-            capture_output=True,
-            text=True,
-            env={**os.environ, "COLUMNS": "200"},
+        wall, rss, out = run_wansweep(
+            ["plan", str(spec), "--manifest", str(manifest), "--store", str(work / "m-archive")],
+            {},
+            cwd=work,
         )
-        wall = time.perf_counter() - t
-        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    if proc.returncode != 0:
-        raise RuntimeError(f"wansweep plan failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    inputs = re.search(r"inputs: (\d+) downloaded", proc.stdout)
+    inputs = re.search(r"inputs: (\d+) downloaded", out)
     record(
         f"7. peak RSS, cold plan of {n} rows, {n} distinct images on HTTP",
-        max(peak, before) / 1024,
+        rss,
         "MB",
         "<= 1024",
         note=f"{wall:.1f} s; inputs downloaded and checked: {inputs.group(1) if inputs else '?'}",
