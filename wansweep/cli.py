@@ -130,25 +130,41 @@ def _use_fal(console) -> object | None:
     return server
 
 
+# Prefect waits 20 s for its ephemeral server by default; a second run at once builds a fresh
+# database (every migration) while the first one works, and on a busy 2-core machine that
+# took longer (CI: three runs at once, two timed out). A longer setting of the user's wins.
+EPHEMERAL_STARTUP_TIMEOUT_S = 120
+
+
 def _own_ephemeral_database(console) -> None:
     """Two runs in ephemeral Prefect mode would share one SQLite file and fail with 'database
     is locked'. The first run on the machine holds a lock and uses the usual database; another
-    run at the same time gets a database of its own for its lifetime (and says so)."""
+    run at the same time gets a database of its own for its lifetime (and says so). Either way
+    the ephemeral server gets at least EPHEMERAL_STARTUP_TIMEOUT_S to start."""
     import atexit
     import fcntl
     import os
     import shutil
     import tempfile
 
-    if os.environ.get("PREFECT_API_URL") or os.environ.get(
-        "PREFECT_SERVER_DATABASE_CONNECTION_URL"
-    ):
+    if os.environ.get("PREFECT_API_URL"):
         return
+    from prefect.context import refresh_global_settings_context
     from prefect.settings import get_current_settings
 
+    # Prefect reads its settings once, at import; what this function sets in the environment
+    # must reach this process's reads too (the server's start timeout is read here)
+    refresh_global_settings_context()
     settings = get_current_settings()
-    if settings.api.url:  # a Prefect server is configured: no ephemeral database
+    if settings.api.url:  # a Prefect server is configured: no ephemeral server
         return
+    if settings.server.ephemeral.startup_timeout_seconds < EPHEMERAL_STARTUP_TIMEOUT_S:
+        os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = str(
+            EPHEMERAL_STARTUP_TIMEOUT_S
+        )
+        refresh_global_settings_context()
+    if os.environ.get("PREFECT_SERVER_DATABASE_CONNECTION_URL"):
+        return  # the user chose the database
     home = Path(settings.home)
     home.mkdir(parents=True, exist_ok=True)
     lock = open(home / "wansweep-ephemeral.lock", "w")  # noqa: SIM115 (held for the process)
@@ -163,6 +179,7 @@ def _own_ephemeral_database(console) -> None:
     os.environ["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = (
         f"sqlite+aiosqlite:///{folder}/prefect.db"
     )
+    refresh_global_settings_context()
     console.print(
         "prefect: another wansweep run uses this machine's ephemeral Prefect database; this "
         "run uses one of its own (its run history is not kept). Set PREFECT_API_URL to a "

@@ -1,0 +1,70 @@
+"""How `wansweep run` prepares Prefect's ephemeral server: the first run holds the machine's
+database, a run beside it gets its own, and both give the server time to start on a busy
+machine (a fresh database runs every migration). Checked in Prefect's own settings, as the
+process reads them after the call."""
+
+import fcntl
+import os
+
+import pytest
+from prefect.context import refresh_global_settings_context
+from prefect.settings import get_current_settings
+from rich.console import Console
+
+from wansweep import cli
+
+TIMEOUT = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
+DATABASE = "PREFECT_SERVER_DATABASE_CONNECTION_URL"
+
+
+@pytest.fixture
+def machine(monkeypatch, tmp_path):
+    """A machine with no Prefect server configured and a Prefect home of its own."""
+    saved = {name: os.environ.pop(name, None) for name in ("PREFECT_API_URL", TIMEOUT, DATABASE)}
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path))
+    held = len(cli._held)
+    yield tmp_path
+    for lock in cli._held[held:]:
+        lock.close()
+    del cli._held[held:]
+    for name, value in saved.items():
+        os.environ.pop(name, None)
+        if value is not None:
+            os.environ[name] = value
+    monkeypatch.undo()
+    refresh_global_settings_context()
+
+
+def prepared() -> tuple[int, str]:
+    cli._own_ephemeral_database(Console(quiet=True))
+    settings = get_current_settings()
+    database = settings.server.database.connection_url
+    return settings.server.ephemeral.startup_timeout_seconds, (
+        database.get_secret_value() if database else ""
+    )
+
+
+def test_the_first_run_keeps_the_usual_database_and_waits_longer(machine):
+    timeout, database = prepared()
+    assert timeout == cli.EPHEMERAL_STARTUP_TIMEOUT_S
+    assert "wansweep-prefect-" not in database
+
+
+def test_a_run_beside_it_gets_a_database_of_its_own(machine):
+    with open(machine / "wansweep-ephemeral.lock", "w") as other:
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # another run holds the machine's
+        timeout, database = prepared()
+    assert timeout == cli.EPHEMERAL_STARTUP_TIMEOUT_S
+    assert database.startswith("sqlite+aiosqlite:///") and "wansweep-prefect-" in database
+
+
+@pytest.mark.parametrize("theirs, expected", [("600", 600), ("5", cli.EPHEMERAL_STARTUP_TIMEOUT_S)])
+def test_a_longer_wait_of_the_users_is_kept(machine, theirs, expected):
+    os.environ[TIMEOUT] = theirs
+    assert prepared()[0] == expected
+
+
+def test_a_configured_server_is_left_alone(machine):
+    os.environ["PREFECT_API_URL"] = "http://127.0.0.1:4200/api"
+    assert prepared()[0] == 20  # Prefect's default
+    assert "wansweep-prefect-" not in prepared()[1]
