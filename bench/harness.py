@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-import resource
+import re
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -74,16 +75,45 @@ def make_case(
     return folder / "spec.yaml"
 
 
-def run_cli(spec: Path, env: dict[str, str]) -> tuple[float, int, str]:
-    """`wansweep run` as a user runs it; returns (wall seconds, peak RSS MB of the run
-    process, its output). An empty PREFECT_API_URL in ``env`` runs it on ephemeral Prefect."""
+# `wansweep` under a wrapper that says at exit the peak RSS of its own process and of the
+# processes it started and waited for (the ephemeral Prefect server, stopped at exit before
+# this handler runs: atexit is last-in, first-out)
+_MEASURED = """\
+import atexit, resource, runpy, sys
+def peaks():
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    print(f"bench-peak-rss-kb {own} {started}", file=sys.stderr)
+atexit.register(peaks)
+runpy.run_module("wansweep.cli", run_name="__main__", alter_sys=True)
+"""
+
+
+class Ran(NamedTuple):
+    """A finished `wansweep` command: wall seconds, peak RSS (MB) of the wansweep process
+    itself, and its output."""
+
+    wall: float
+    rss: int
+    output: str
+
+    @property
+    def started_rss(self) -> int:
+        """Peak RSS (MB) of the largest process the command started (its ephemeral Prefect
+        server, when it ran one), 0 when it started none."""
+        found = re.search(r"bench-peak-rss-kb \d+ (\d+)", self.output)
+        return int(found.group(1)) // 1024 if found else 0
+
+
+def run_cli(spec: Path, env: dict[str, str]) -> Ran:
+    """`wansweep run` as a user runs it. An empty PREFECT_API_URL in ``env`` runs it on
+    ephemeral Prefect."""
     return run_wansweep(["run", str(spec)], env, cwd=spec.parent)
 
 
-def run_wansweep(args: list[str], env: dict[str, str], cwd: Path) -> tuple[float, int, str]:
-    """The `wansweep` command with ``args``: (wall seconds, peak RSS MB of its process, its
-    output); raises with the output's end when it fails."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+def run_wansweep(args: list[str], env: dict[str, str], cwd: Path) -> Ran:
+    """The `wansweep` command with ``args``, measured; raises with the output's end when it
+    fails."""
     t = time.perf_counter()
     # Prefect's default level, as a user sees the run (the run's summary lines are INFO logs),
     # whatever the caller's environment says (the test suite runs at WARNING)
@@ -91,7 +121,7 @@ def run_wansweep(args: list[str], env: dict[str, str], cwd: Path) -> tuple[float
     if not env.get("PREFECT_API_URL"):
         env.pop("PREFECT_API_URL", None)
     proc = subprocess.run(
-        [sys.executable, "-m", "wansweep.cli", *args],
+        [sys.executable, "-c", _MEASURED, *args],
         cwd=cwd,
         env=env,
         capture_output=True,
@@ -102,8 +132,11 @@ def run_wansweep(args: list[str], env: dict[str, str], cwd: Path) -> tuple[float
         raise RuntimeError(
             f"wansweep {args[0]} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
         )
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return wall, max(peak, before) // 1024, proc.stdout + proc.stderr
+    output = proc.stdout + proc.stderr
+    found = re.search(r"bench-peak-rss-kb (\d+)", output)
+    if not found:
+        raise RuntimeError(f"wansweep {args[0]} said no peak RSS:\n{output[-3000:]}")
+    return Ran(wall, int(found.group(1)) // 1024, output)
 
 
 async def bare_loop(jobs: list[dict], concurrency: int, poll: dict, out: Path) -> None:

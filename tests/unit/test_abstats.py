@@ -115,3 +115,24 @@ def test_bradley_terry_ranks_a_consistent_order():
     assert ranking["strength"].sum() == pytest.approx(1.0)
     assert (ranking["ci_low"] <= ranking["strength"]).all()
     assert (ranking["strength"] <= ranking["ci_high"]).all()
+
+
+def test_the_bootstrap_drawn_in_slices_is_the_bootstrap_drawn_at_once():
+    import numpy as np
+
+    diffs = np.random.default_rng(3).exponential(2.0, 3000)  # 3,000 x 2,000 draws: many slices
+    rng = np.random.default_rng(11)
+    means = diffs[rng.integers(0, 3000, (abstats.RESAMPLES, 3000))].mean(axis=1)
+    expected = (np.percentile(means, 2.5), np.percentile(means, 97.5))
+    assert abstats.bootstrap_ci(diffs, seed=11) == pytest.approx(expected, abs=0, rel=1e-12)
+
+
+def test_many_pairs_get_the_normal_interval_the_bootstrap_converges_to():
+    import numpy as np
+
+    diffs = np.random.default_rng(5).exponential(2.0, abstats.NORMAL_FROM) - 1.0
+    half = 1.959964 * diffs.std(ddof=1) / math.sqrt(len(diffs))
+    low, high = abstats.bootstrap_ci(diffs)
+    assert (low, high) == pytest.approx((diffs.mean() - half, diffs.mean() + half), rel=1e-6)
+    one_below = abstats.bootstrap_ci(diffs[:-1])  # resampled: the same interval, nearly
+    assert one_below == pytest.approx((low, high), abs=0.1 * half)
