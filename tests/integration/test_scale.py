@@ -67,6 +67,43 @@ def test_s3_inputs_are_listed_not_downloaded_once_checked(tmp_path, bucket):
     assert {r for r in before if before[r] != after[r]} == {"a7", "b1"}
 
 
+def test_a_big_folder_is_listed_in_ranges_at_once_and_only_up_to_the_last_wanted_key(
+    bucket, monkeypatch
+):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from wansweep import media_index
+
+    s3 = boto3.client("s3")
+    for i in range(60):  # wanted, interleaved with objects no manifest names, and some after
+        s3.put_object(Bucket=bucket, Key=f"big/{i:03d}.png", Body=b"x" * (i + 1))
+        s3.put_object(Bucket=bucket, Key=f"big/{i:03d}b.png", Body=b"other")
+    for i in range(60, 150):
+        s3.put_object(Bucket=bucket, Key=f"big/{i:03d}.png", Body=b"after")
+    wanted = [f"s3://{bucket}/big/{i:03d}.png" for i in range(60)]
+    wanted.append(f"s3://{bucket}/big/059x.png")  # named, but not there
+    monkeypatch.setattr(media_index, "PAGE", 5)  # pages of 5 keys: 6 ranges of several pages
+    listed = []
+    client = media_index.s3_client()
+    client.meta.events.register(
+        "before-parameter-build.s3.ListObjectsV2",
+        lambda params, **_: listed.append(params),
+        unique_id="t",
+    )
+    try:
+        with ThreadPoolExecutor(16) as pool:
+            found = media_index._listed(bucket, "big/", wanted, pool)
+    finally:
+        client.meta.events.unregister("before-parameter-build.s3.ListObjectsV2", unique_id="t")
+    assert found == {u: media_index._validator(u) for u in wanted}  # as a HEAD each says
+    assert found[wanted[-1]] is None and all(found[u] for u in wanted[:-1])
+    starts = {p.get("StartAfter") for p in listed}
+    assert len(starts) == 6  # the ranges were listed apart
+    # each range stops at its last wanted key: 120 keys in pages of 5, and a page more per
+    # range at most; the 90 keys after the last wanted one are not listed (42 pages in all)
+    assert len(listed) <= 120 // 5 + 6
+
+
 @dataclass
 class Site:
     """A folder on a local web server (HTTP/1.1, keep-alive): ``ours`` counts (method, path)
