@@ -384,8 +384,13 @@ def sweep(
             global_limits=global_limits,
         )
 
+    planned, ran = len(the_plan.jobs), len(todo)
+    skipped_rows = len({p.row for p in the_plan.skipped})
+    # the report reads the plan back from the archive: the jobs in memory (~1.3 KB each) go
+    # before it is built, so a 100,000-job run does not hold both
+    del checked, the_plan, todo
     reused = (
-        None if todo else reuse_report(archive, cfg.name, Path(report_dir) if report_dir else None)
+        None if ran else reuse_report(archive, cfg.name, Path(report_dir) if report_dir else None)
     )
     if reused is not None:
         log.info("report unchanged: every job was archived before this run")
@@ -397,12 +402,12 @@ def sweep(
     return {
         "sweep": cfg.name,
         "store": archive.uri,
-        "planned": len(the_plan.jobs),
-        "already_archived": len(the_plan.jobs) - len(todo),
-        "ran": len(todo),
+        "planned": planned,
+        "already_archived": planned - ran,
+        "ran": ran,
         "outcomes": counts,
         "failed": failed,
-        "skipped_rows": len({p.row for p in the_plan.skipped}),
+        "skipped_rows": skipped_rows,
         "report": files,
         "report_rebuilt": reused is None,
         "videos": archive.url("jobs/"),

@@ -228,11 +228,12 @@ def write_report(
     stamp (see :func:`reuse_report`) is removed first and written last."""
     store.delete(report_file(sweep, REPORT_STAMP))  # a build cut short is never reused
     inputs = report_inputs(store, sweep)  # before reading: a vote cast meanwhile is seen next time
-    loaded = load_sweep(store, sweep)
-    frame = jobs_frame(store, sweep, loaded)
-    archived = loaded[1]
+    planned, archived = load_sweep(store, sweep)
+    frame = jobs_frame(store, sweep, (planned, archived))
+    complete = len(archived) == len(planned)
     write_index(store, archived, sweep_file(sweep, SWEEP_INDEX))
     write_index(store, archived, INDEX_KEY, merge=True)
+    del planned, archived  # the frame holds what the rest needs; 100,000 rows are ~300 MB
     summ = summary(frame, by)
     by_arm = summ if not by or by == ["arm"] else summary(frame)
     ab = abstats.compare(frame)
@@ -243,29 +244,39 @@ def write_report(
     md = markdown_summary(sweep, frame, by_arm) + ab_markdown(ab) + votes_markdown(voted, ranking)
     from wansweep.html import render_html, seed_comparison
 
-    buf = io.BytesIO()
-    frame.to_parquet(buf, index=False)
+    def parquet() -> bytes:
+        buf = io.BytesIO()
+        frame.to_parquet(buf, index=False)
+        return buf.getvalue()
+
+    def csv(table: pd.DataFrame) -> bytes:
+        return safe_csv(table).to_csv(index=False).encode()
+
+    # each file is made and written before the next is made: at 100,000 jobs jobs.csv alone
+    # is ~100 MB, and holding every file at once was the report's peak
     outputs = {
-        "jobs.parquet": buf.getvalue(),
-        "jobs.csv": safe_csv(frame).to_csv(index=False).encode(),
-        "summary.csv": safe_csv(summ).to_csv(index=False).encode(),
-        "summary.md": md.encode(),
-        "seeds.csv": safe_csv(seed_comparison(frame).reset_index()).to_csv(index=False).encode(),
-        "ab.csv": safe_csv(ab).to_csv(index=False).encode(),
-        "seed_spread.csv": safe_csv(abstats.seed_spread(frame)).to_csv(index=False).encode(),
-        "votes.csv": safe_csv(voted).to_csv(index=False).encode(),
-        "ranking.csv": safe_csv(ranking).to_csv(index=False).encode(),
-        "report.html": render_html(store, sweep, frame, by_arm, md, ab).encode(),
+        "jobs.parquet": parquet,
+        "jobs.csv": lambda: csv(frame),
+        "summary.csv": lambda: csv(summ),
+        "summary.md": md.encode,
+        "seeds.csv": lambda: csv(seed_comparison(frame).reset_index()),
+        "ab.csv": lambda: csv(ab),
+        "seed_spread.csv": lambda: csv(abstats.seed_spread(frame)),
+        "votes.csv": lambda: csv(voted),
+        "ranking.csv": lambda: csv(ranking),
+        "report.html": lambda: render_html(store, sweep, frame, by_arm, md, ab).encode(),
     }
-    for name, data in outputs.items():
-        store.put_bytes(report_file(sweep, name), data)
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
-        for name, data in outputs.items():
+    for name, make in outputs.items():
+        data = make()
+        store.put_bytes(report_file(sweep, name), data)
+        if out_dir is not None:
             (out_dir / name).write_bytes(data)
+        del data
     store.put_json(
         report_file(sweep, REPORT_STAMP),
-        {"inputs": inputs, "complete": len(archived) == len(loaded[0]), "files": list(outputs)},
+        {"inputs": inputs, "complete": complete, "files": list(outputs)},
     )
     return frame, summ, _files(store, sweep, out_dir)
 
