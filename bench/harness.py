@@ -75,16 +75,13 @@ def make_case(
     return folder / "spec.yaml"
 
 
-# `wansweep` under a wrapper that says at exit the peak RSS of its own process and of the
-# processes it started and waited for (the ephemeral Prefect server, stopped at exit before
-# this handler runs: atexit is last-in, first-out)
+# `wansweep` under a wrapper that says at exit the peak RSS of its own process: the figure the
+# memory targets are about (the run's ephemeral Prefect server is a process of its own)
 _MEASURED = """\
 import atexit, resource, runpy, sys
-def peaks():
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    started = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    print(f"bench-peak-rss-kb {own} {started}", file=sys.stderr)
-atexit.register(peaks)
+def peak():
+    print(f"bench-peak-rss-kb {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}", file=sys.stderr)
+atexit.register(peak)
 runpy.run_module("wansweep.cli", run_name="__main__", alter_sys=True)
 """
 
@@ -96,13 +93,6 @@ class Ran(NamedTuple):
     wall: float
     rss: int
     output: str
-
-    @property
-    def started_rss(self) -> int:
-        """Peak RSS (MB) of the largest process the command started (its ephemeral Prefect
-        server, when it ran one), 0 when it started none."""
-        found = re.search(r"bench-peak-rss-kb \d+ (\d+)", self.output)
-        return int(found.group(1)) // 1024 if found else 0
 
 
 def run_cli(spec: Path, env: dict[str, str]) -> Ran:
