@@ -3,11 +3,12 @@ database, a run beside it gets its own, and both give the server time to start o
 machine (a fresh database runs every migration). Checked in Prefect's own settings, as the
 process reads them after the call."""
 
+import contextvars
 import fcntl
 import os
 
 import pytest
-from prefect.context import refresh_global_settings_context
+from prefect.context import SettingsContext, refresh_global_settings_context
 from prefect.settings import get_current_settings
 from rich.console import Console
 
@@ -36,12 +37,19 @@ def machine(monkeypatch, tmp_path):
 
 
 def prepared() -> tuple[int, str]:
-    cli._own_ephemeral_database(Console(quiet=True))
-    settings = get_current_settings()
-    database = settings.server.database.connection_url
-    return settings.server.ephemeral.startup_timeout_seconds, (
-        database.get_secret_value() if database else ""
-    )
+    """(start timeout, database URL) as Prefect reads them after the call, in a process that
+    has entered no settings context of its own (as `wansweep run`; the test suite has one)."""
+
+    def fresh_process():
+        SettingsContext.__var__.set(None)
+        cli._own_ephemeral_database(Console(quiet=True))
+        settings = get_current_settings()
+        database = settings.server.database.connection_url
+        return settings.server.ephemeral.startup_timeout_seconds, (
+            database.get_secret_value() if database else ""
+        )
+
+    return contextvars.copy_context().run(fresh_process)
 
 
 def test_the_first_run_keeps_the_usual_database_and_waits_longer(machine):
