@@ -41,11 +41,9 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from pathlib import PurePosixPath
-from urllib.parse import urlsplit
 
 from wansweep import __version__, schema
-from wansweep.store import Store, s3_client
+from wansweep.store import Store, s3_client, s3_location
 
 log = logging.getLogger(__name__)
 
@@ -188,10 +186,10 @@ def read_with_validator(uri: str) -> tuple[bytes, Validator | None]:
         data, headers = fetch_url(uri)
         return data, _http_validator(headers, received)
     if uri.startswith("s3://"):
-        parts = urlsplit(uri)
+        bucket, key = s3_location(uri)
         client = s3_client()
         try:
-            answer = client.get_object(Bucket=parts.netloc, Key=parts.path.lstrip("/"))
+            answer = client.get_object(Bucket=bucket, Key=key)
         except (client.exceptions.NoSuchKey, client.exceptions.NoSuchBucket):
             raise FileNotFoundError(f"{uri}: no such object") from None
         if answer["ContentLength"] > MAX_BYTES:
@@ -211,9 +209,9 @@ def validators(uris: Iterable[str], pool: ThreadPoolExecutor) -> dict[str, Valid
     single: list[str] = []
     for uri in uris:
         if uri.startswith("s3://"):
-            parts = urlsplit(uri)
-            folder = str(PurePosixPath(parts.path.lstrip("/")).parent)
-            s3_groups[(parts.netloc, "" if folder == "." else folder + "/")].append(uri)
+            bucket, key = s3_location(uri)
+            folder = key.rpartition("/")[0]
+            s3_groups[(bucket, folder + "/" if folder else "")].append(uri)
         elif uri.startswith(("http://", "https://")):
             single.append(uri)
         elif not uri.startswith("data:"):  # a local stat costs less than handing it to a thread
@@ -230,8 +228,8 @@ def validators(uris: Iterable[str], pool: ThreadPoolExecutor) -> dict[str, Valid
 def _validator(uri: str) -> Validator | None:
     try:
         if uri.startswith("s3://"):
-            parts = urlsplit(uri)
-            head = s3_client().head_object(Bucket=parts.netloc, Key=parts.path.lstrip("/"))
+            bucket, key = s3_location(uri)
+            head = s3_client().head_object(Bucket=bucket, Key=key)
             return Validator(f"s3:{head['ETag']}:{head['ContentLength']}")
         if uri.startswith(("http://", "https://")):
             from wansweep.fetch import head_url
@@ -302,7 +300,7 @@ def _listed(
     just after the previous range's last wanted key (``StartAfter``) to its own last one, so
     the pages of a 100,000-object folder come in parallel and nothing past the last wanted
     key is listed. A range that fails leaves its members without a validator (fetched)."""
-    keys = sorted(urlsplit(u).path.lstrip("/") for u in members)  # S3 lists in UTF-8 order
+    keys = sorted(s3_location(u)[1] for u in members)  # S3 lists in UTF-8 order
     ranges = max(1, min(LIST_RANGES, len(keys) // (2 * PAGE)))
     bounds = [keys[len(keys) * i // ranges - 1] if i else None for i in range(ranges)]
     ends = [keys[len(keys) * (i + 1) // ranges - 1] for i in range(ranges)]
@@ -331,4 +329,4 @@ def _listed(
     found: dict[str, Validator] = {}
     for part in pool.map(one, bounds, ends):
         found.update(part)
-    return {u: found.get(urlsplit(u).path.lstrip("/")) for u in members}
+    return {u: found.get(s3_location(u)[1]) for u in members}

@@ -104,6 +104,39 @@ def test_a_big_folder_is_listed_in_ranges_at_once_and_only_up_to_the_last_wanted
     assert len(listed) <= 120 // 5 + 6
 
 
+def test_s3_keys_are_read_whole_with_hash_question_mark_and_space(tmp_path, bucket):
+    """``#``, ``?`` and spaces are part of an S3 key: planned, listed, HEADed and presigned as
+    that key, never as the object a URL parser would cut it to."""
+    import hashlib
+
+    from tests.helpers import fetch
+    from wansweep.store import presign
+
+    s3 = boto3.client("s3")
+    odd = {"many": ["shot#%d.png", "take?%d.png", "a b %d.png"], "few": ["x#%d.png"]}
+    lines, truth = ["id,image,prompt"], {}
+    for folder, names in odd.items():
+        count = 8 if folder == "many" else 1  # 24 in one folder: listed; 1: a HEAD
+        for name in names:
+            for i in range(count):
+                key = f"d/{folder}/{name % i}"
+                data = make_image(256, 256, seed=len(truth))
+                s3.put_object(Bucket=bucket, Key=key, Body=data)
+                truth[f"r{len(truth)}"] = (key, hashlib.sha256(data).hexdigest())
+                lines.append(f"r{len(truth) - 1},{key.removeprefix('d/')},p")
+    for decoy in ("d/many/shot", "d/many/take", "d/few/x"):  # where a URL parser would look
+        s3.put_object(Bucket=bucket, Key=decoy, Body=make_image(256, 256, seed=999))
+    s3.put_object(Bucket=bucket, Key="d/m.csv", Body="\n".join(lines).encode())
+    cfg = spec_file(tmp_path, f"s3://{bucket}/archive")
+
+    for expected_fetches in (25, 0):  # cold, then warm (every validator found)
+        p = replan(cfg, f"s3://{bucket}/d/m.csv")
+        assert not p.errors and p.media_fetched == expected_fetches
+        assert {j.row_id: j.image_sha256 for j in p.jobs} == {r: t[1] for r, t in truth.items()}
+    job = next(j for j in p.jobs if "#" in j.image_uri)
+    assert hashlib.sha256(fetch(presign(job.image_uri))).hexdigest() == job.image_sha256
+
+
 @dataclass
 class Site:
     """A folder on a local web server (HTTP/1.1, keep-alive): ``ours`` counts (method, path)

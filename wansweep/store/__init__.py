@@ -12,7 +12,6 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 from wansweep.errors import StoreError, StoreMismatch
 
@@ -132,13 +131,21 @@ class Store(ABC):
         return None if data is None else json.loads(data)
 
 
+def s3_location(uri: str) -> tuple[str, str]:
+    """``s3://bucket/key`` as (bucket, key): everything after the bucket's slash is the key,
+    as S3 and the AWS CLI read it (``#``, ``?`` and spaces included; a URL parser would cut
+    ``img/shot#2.jpg`` at the ``#`` and fetch another object)."""
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    return bucket, key
+
+
 def open_store(uri: str) -> Store:
     """``s3://bucket/prefix`` or a local folder path (``file://`` accepted)."""
     if uri.startswith("s3://"):
-        parsed = urlparse(uri)
-        if not parsed.netloc:
+        bucket, prefix = s3_location(uri)
+        if not bucket:
             raise StoreError(f"store URI {uri!r} names no bucket; use s3://BUCKET/PREFIX")
-        return S3Store(parsed.netloc, parsed.path)
+        return S3Store(bucket, prefix)
     uri = uri.removeprefix("file://")
     if "://" in uri:
         raise StoreError(
@@ -150,12 +157,10 @@ def open_store(uri: str) -> Store:
 def read_uri(uri: str) -> bytes:
     """Bytes of a local path or an s3:// object (manifests, images, audio)."""
     if uri.startswith("s3://"):
-        parsed = urlparse(uri)
+        bucket, key = s3_location(uri)
         client = s3_client()
         try:
-            return client.get_object(Bucket=parsed.netloc, Key=parsed.path.lstrip("/"))[
-                "Body"
-            ].read()
+            return client.get_object(Bucket=bucket, Key=key)["Body"].read()
         except client.exceptions.NoSuchKey:
             raise FileNotFoundError(f"{uri}: no such object") from None
         except client.exceptions.NoSuchBucket:
@@ -165,10 +170,10 @@ def read_uri(uri: str) -> bytes:
 
 def presign(uri: str, expires_s: int = 3600) -> str:
     """A short-lived HTTPS GET URL for a private s3:// object (never made public)."""
-    parsed = urlparse(uri)
+    bucket, key = s3_location(uri)
     return s3_client().generate_presigned_url(
         "get_object",
-        Params={"Bucket": parsed.netloc, "Key": parsed.path.lstrip("/")},
+        Params={"Bucket": bucket, "Key": key},
         ExpiresIn=expires_s,
     )
 
@@ -184,5 +189,6 @@ __all__ = [
     "open_store",
     "presign",
     "read_uri",
+    "s3_location",
     "s3_client",
 ]
