@@ -342,6 +342,12 @@ def main() -> None:
         help="distinct images of the plan-memory section (opt-in: --only plan-memory)",
     )
     parser.add_argument(
+        "--s3",
+        choices=["seaweedfs", "moto"],
+        default="seaweedfs",
+        help="the local S3 server of the plan-scale section (default: SeaweedFS)",
+    )
+    parser.add_argument(
         "--only",
         choices=[
             "latency",
@@ -373,7 +379,7 @@ def main() -> None:
         server = prefect_server(work / "prefect")
         run = {args.only} if args.only else {"plan-scale", "latency", "overhead", "warm", "all"}
         if "plan-scale" in run:
-            bench_plan_scale(work, images)
+            bench_plan_scale(work, images, args.s3)
         if "plan-memory" in run or (args.smoke and "all" in run):
             bench_plan_memory(work, 30 if args.smoke else args.plan_images)
         if run & {"export", "all"}:

@@ -1,8 +1,8 @@
 """Issue 15: planning thousands of distinct images on S3 and on the web, side by side with a
 bare loop that fetches, fully decodes and hashes the same objects at the same concurrency.
 
-The servers run in their own processes (moto's S3 server; Python's HTTP server), so the plan
-and the bare loop share this process's CPU alike.
+The servers run in their own processes (SeaweedFS or moto for S3; Python's HTTP server), so
+the plan and the bare loop share this process's CPU alike.
 """
 
 from __future__ import annotations
@@ -157,53 +157,45 @@ def _compare(label: str, work: Path, uris: list[str], manifest: str, store: str,
     )
 
 
-def bench_plan_scale(work: Path, n: int) -> None:
-    from wansweep.localfal.samples import free_port
-
+def bench_plan_scale(work: Path, n: int, s3_server: str = "seaweedfs") -> None:
+    """Cold plan, warm re-plan and a re-plan after 10 changes, of n distinct images on S3
+    (``s3_server``: SeaweedFS, a real S3 server, or moto's) and on the web."""
     images = _images(n)
-    # S3: moto's server in its own process
-    port = free_port()
-    moto = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    saved = {k: os.environ.get(k) for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID")}
+    aws = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
+    saved = {k: os.environ.get(k) for k in aws}
     try:
-        _wait_port(port, moto)
-        os.environ.update(
-            AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}",
-            AWS_ACCESS_KEY_ID="bench",
-            AWS_SECRET_ACCESS_KEY="bench",
-            AWS_DEFAULT_REGION="us-east-1",
-        )
-        from wansweep.store import s3_client
+        with _s3(s3_server, work) as env:
+            os.environ.update(env)
+            from wansweep.store import s3_client
 
-        s3 = s3_client()
-        s3.create_bucket(Bucket="scale")
-        with ThreadPoolExecutor(16) as pool:
-            list(
-                pool.map(
-                    lambda i: s3.put_object(Bucket="scale", Key=f"img/{i}.jpg", Body=images[i]),
-                    range(n),
+            s3 = s3_client()
+            s3.create_bucket(Bucket="scale")
+            with ThreadPoolExecutor(16) as pool:
+                list(
+                    pool.map(
+                        lambda i: s3.put_object(Bucket="scale", Key=f"img/{i}.jpg", Body=images[i]),
+                        range(n),
+                    )
                 )
+            rows = "\n".join(f"r{i},img/{i}.jpg,prompt {i}" for i in range(n))
+            s3.put_object(
+                Bucket="scale", Key="manifest.csv", Body=f"id,image,prompt\n{rows}\n".encode()
             )
-        rows = "\n".join(f"r{i},img/{i}.jpg,prompt {i}" for i in range(n))
-        s3.put_object(
-            Bucket="scale", Key="manifest.csv", Body=f"id,image,prompt\n{rows}\n".encode()
-        )
-        uris = [f"s3://scale/img/{i}.jpg" for i in range(n)]
+            uris = [f"s3://scale/img/{i}.jpg" for i in range(n)]
 
-        def change_s3(k: int) -> None:
-            for i, data in enumerate(_images(k, seed=77)):
-                s3.put_object(Bucket="scale", Key=f"img/{i}.jpg", Body=data)
+            def change_s3(k: int) -> None:
+                for i, data in enumerate(_images(k, seed=77)):
+                    s3.put_object(Bucket="scale", Key=f"img/{i}.jpg", Body=data)
 
-        _compare(
-            "S3 (moto)", work, uris, "s3://scale/manifest.csv", "s3://scale/archive", change_s3
-        )
+            _compare(
+                f"S3 ({s3_server})",
+                work,
+                uris,
+                "s3://scale/manifest.csv",
+                "s3://scale/archive",
+                change_s3,
+            )
     finally:
-        moto.terminate()
-        moto.wait(30)
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
@@ -221,6 +213,39 @@ def bench_plan_scale(work: Path, n: int) -> None:
                 os.utime(site / f"{i}.jpg", (old + 60, old + 60))
 
         _compare("HTTP", work, uris, str(manifest), str(work / "web-archive"), change_web)
+
+
+@contextmanager
+def _s3(kind: str, work: Path) -> Iterator[dict[str, str]]:
+    """A local S3 server in its own process, the environment that reaches it. moto's lists a
+    folder in O(bucket) per page (it sorts the whole bucket for each), SeaweedFS as S3 does."""
+    if kind == "seaweedfs":
+        from tests.helpers import seaweedfs_server
+
+        folder = work / "seaweedfs"
+        folder.mkdir(exist_ok=True)
+        with seaweedfs_server(folder) as env:
+            yield env
+        return
+    from wansweep.localfal.samples import free_port
+
+    port = free_port()
+    moto = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_port(port, moto)
+        yield {
+            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+            "AWS_ACCESS_KEY_ID": "bench",
+            "AWS_SECRET_ACCESS_KEY": "bench",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+    finally:
+        moto.terminate()
+        moto.wait(30)
 
 
 @contextmanager
