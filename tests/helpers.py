@@ -202,6 +202,11 @@ def seaweedfs_server(folder: Path) -> Iterator[dict[str, str]]:
             f"-s3.port={s3}",
             f"-s3.config={config}",
             "-master.volumeSizeLimitMB=64",
+            # its Iceberg and Lance catalogs listen on fixed ports (8181, 9101): a second
+            # server on the machine (a test's beside the bench's) would die binding them
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            "-master.telemetry=false",
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
