@@ -8,6 +8,8 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
@@ -196,9 +198,12 @@ def populate_archive(spec: Path) -> list:
     return jobs
 
 
-def prefect_server(home: Path) -> subprocess.Popen:
+@contextmanager
+def prefect_server(home: Path) -> Iterator[str]:
     """A standing Prefect server (SQLite), as deployments use, with the recorder settings
-    that keep up with thousands of task runs (shared/reference/prefect-notes.md)."""
+    that keep up with thousands of task runs (shared/reference/prefect-notes.md): this
+    process's ``PREFECT_API_URL`` while it runs; stopped however the bench ends (one left
+    behind by a failed bench kept eating a core of the next test run)."""
     from wansweep.localfal.samples import free_port
 
     port = free_port()
@@ -227,15 +232,23 @@ def prefect_server(home: Path) -> subprocess.Popen:
     import httpx
 
     url = f"http://127.0.0.1:{port}/api"
-    deadline = time.monotonic() + 120
-    while True:
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError("prefect server did not start")
+            time.sleep(0.5)
+        os.environ["PREFECT_API_URL"] = url
+        yield url
+    finally:
+        proc.terminate()
         try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline or proc.poll() is not None:
-            raise RuntimeError("prefect server did not start")
-        time.sleep(0.5)
-    os.environ["PREFECT_API_URL"] = url
-    return proc
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(30)

@@ -376,38 +376,38 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory(prefix="wansweep-bench-") as tmp:
         work = Path(tmp)
-        server = prefect_server(work / "prefect")
-        run = {args.only} if args.only else {"plan-scale", "latency", "overhead", "warm", "all"}
-        if "plan-scale" in run:
-            bench_plan_scale(work, images, args.s3)
-        if "plan-memory" in run or (args.smoke and "all" in run):
-            bench_plan_memory(work, 30 if args.smoke else args.plan_images)
-        if run & {"export", "all"}:
-            bench_export(work, **exports)
-        if run & {"quality", "all"}:
-            bench_quality(work, 1 if args.smoke else 5)
-        if "all" in run and not args.smoke:
-            bench_ephemeral_startup()
-        if run & {"latency", "overhead", "warm", "cold-run", "all"}:
-            with start_local_fal(
-                latency="zero", media="tiny", concurrency=1000, workdir=work / "fal"
-            ) as fal:
-                os.environ.update(fal.env)
-                if "latency" in run:
-                    bench_latency(work, fal, **waits)
-                if "all" in run:
-                    bench_plan(work, sizes["plan"])
-                if "overhead" in run:
-                    bench_overhead(work, fal, sizes["n"], sizes["latency"], sizes["concurrency"])
-                if "all" in run:
-                    bench_default_subscribe(fal, sizes["latency"], sizes["econ"])
-                    bench_archive_memory(work, fal, sizes["mb"])
-                if "warm" in run:
-                    bench_warm(work, fal, sizes["warm"], full=not args.smoke)
-                if "cold-run" in run or (args.smoke and "all" in run):
-                    bench_cold(work, fal, 6 if args.smoke else args.cold or 10_000)
-        server.terminate()
-        server.wait(30)
+        with prefect_server(work / "prefect"):
+            run = {args.only} if args.only else {"plan-scale", "latency", "overhead", "warm", "all"}
+            if "plan-scale" in run:
+                bench_plan_scale(work, images, args.s3)
+            if "plan-memory" in run or (args.smoke and "all" in run):
+                bench_plan_memory(work, 30 if args.smoke else args.plan_images)
+            if run & {"export", "all"}:
+                bench_export(work, **exports)
+            if run & {"quality", "all"}:
+                bench_quality(work, 1 if args.smoke else 5)
+            if "all" in run and not args.smoke:
+                bench_ephemeral_startup()
+            if run & {"latency", "overhead", "warm", "cold-run", "all"}:
+                with start_local_fal(
+                    latency="zero", media="tiny", concurrency=1000, workdir=work / "fal"
+                ) as fal:
+                    os.environ.update(fal.env)
+                    if "latency" in run:
+                        bench_latency(work, fal, **waits)
+                    if "all" in run:
+                        bench_plan(work, sizes["plan"])
+                    if "overhead" in run:
+                        bench_overhead(
+                            work, fal, sizes["n"], sizes["latency"], sizes["concurrency"]
+                        )
+                    if "all" in run:
+                        bench_default_subscribe(fal, sizes["latency"], sizes["econ"])
+                        bench_archive_memory(work, fal, sizes["mb"])
+                    if "warm" in run:
+                        bench_warm(work, fal, sizes["warm"], full=not args.smoke)
+                    if "cold-run" in run or (args.smoke and "all" in run):
+                        bench_cold(work, fal, 6 if args.smoke else args.cold or 10_000)
     if args.json:
         args.json.write_text(json.dumps(RESULTS, indent=1))
 
