@@ -99,6 +99,16 @@ def prefect_harness():
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+        # The harness drains Prefect's log and event workers with no time limit; a worker
+        # whose last send never ends (a server gone, a connection half-closed) held a CI run
+        # in teardown for 15 minutes after its last test. Stopping them here, for a bounded
+        # time, removes them from Prefect's caches, so the harness finds nothing left to wait
+        # for.
+        from prefect.events.worker import EventsWorker
+        from prefect.logging.handlers import APILogWorker
+
+        for worker in (APILogWorker, EventsWorker):
+            worker.drain_all(timeout=60, at_exit=False)
 
 
 @pytest.fixture(scope="session")
