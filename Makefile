@@ -3,6 +3,9 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Test workers: one test mostly waits on its servers and subprocesses (about one core's
+# worth of CPU for the whole suite run serially), so two share a 2-core machine well.
+TEST_WORKERS ?= 2
 
 .PHONY: demo test bench lint clean
 
@@ -16,7 +19,7 @@ demo: $(STAMP)
 	$(BIN)/wansweep run configs/quickstart.yaml --report-dir demo-out
 
 test: $(STAMP)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist worksteal
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py

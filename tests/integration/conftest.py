@@ -1,6 +1,7 @@
 """The real local servers, as chained fixtures: one local fal server per session (HTTPS,
 unmodified fal-client) -> ``fal`` (fresh counters per test); one moto S3 server -> ``bucket``;
-one SeaweedFS; Prefect's test harness.
+one SeaweedFS; Prefect's test harness. ``make test`` runs two pytest-xdist workers: a session
+is a worker, so each worker has its own servers, on free ports.
 
 fal-client reads FAL_RUN_HOST / FAL_QUEUE_RUN_HOST when it is first imported, so the fal
 server is started and the environment set in pytest_configure, which pytest calls as soon as
@@ -135,17 +136,26 @@ def webhook_env(monkeypatch):
 @pytest.fixture(scope="session")
 def chromium():
     """Debian's Chromium (pages are tested in a real browser; no browser download)."""
+    import fcntl
     import shutil
     import subprocess
 
     path = shutil.which("chromium")
     if path is None:  # Debian's package; the test tooling installs it when missing
-        subprocess.run(["apt-get", "update", "-qq"], check=True)
-        subprocess.run(
-            ["apt-get", "install", "-y", "-qq", "chromium"],
-            check=True,
-            env={"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
-        )
+        # One installer at a time: the test workers may all get here at once, and apt-get
+        # fails, rather than waits, when another holds dpkg's lock.
+        with open(Path(tempfile.gettempdir()) / "wansweep-chromium-install.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if shutil.which("chromium") is None:
+                subprocess.run(["apt-get", "update", "-qq"], check=True)
+                subprocess.run(
+                    ["apt-get", "install", "-y", "-qq", "chromium"],
+                    check=True,
+                    env={
+                        "DEBIAN_FRONTEND": "noninteractive",
+                        "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+                    },
+                )
         path = shutil.which("chromium")
     assert path
     return path
