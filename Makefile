@@ -4,7 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # Test workers: one test mostly waits on its servers and subprocesses (about one core's
-# worth of CPU for the whole suite run serially), so two share a 2-core machine well.
+# worth of CPU for the whole suite run serially), so two share a 2-core machine well;
+# TEST_WORKERS=0 runs the suite in one process.
 TEST_WORKERS ?= 2
 
 .PHONY: demo test bench lint clean
