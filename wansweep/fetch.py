@@ -4,7 +4,13 @@
   reading), a total deadline, at most ``MAX_REDIRECTS`` redirects, and never to a loopback,
   private or link-local address (cloud metadata services live there) unless the user allows
   it (``WANSWEEP_ALLOW_HOSTS=host,...``; ``WANSWEEP_ALLOW_PRIVATE_URLS=1`` for all) or it is
-  the local fal server's own address.
+  the local fal server's own address. The address is checked where the connection is made:
+  a name is resolved once per connection, every address it resolves to is checked, and the
+  connection goes to one of those addresses (a name that answers a public address to a check
+  and a private one to the connect, DNS rebinding, reaches nothing private; and a keep-alive
+  connection costs no lookup per request). Through a proxy (``HTTP(S)_PROXY``/``ALL_PROXY``
+  set) the proxy resolves names: the name is then checked before each request, a weaker
+  guard, and the proxy's own rules are the real one.
 - local paths: regular files only (no FIFO, device or directory), at most ``MAX_BYTES``.
 One shared HTTP client per process.
 """
@@ -17,11 +23,13 @@ import socket
 import stat
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
+import httpcore
 import httpx
 
 from wansweep.errors import InputError
@@ -31,6 +39,7 @@ DEADLINE_S = 60.0
 MAX_REDIRECTS = 5
 
 _client: httpx.Client | None = None
+_proxied = False  # the client goes through the environment's proxy: names checked per request
 _lock = threading.Lock()
 
 
@@ -39,46 +48,97 @@ class FetchRefused(InputError):
 
 
 def _http() -> httpx.Client:
-    global _client
+    global _client, _proxied
     with _lock:
         if _client is None:
             from wansweep import __version__
 
+            limits = httpx.Limits(max_connections=64, max_keepalive_connections=32)
+            # httpx uses the environment's proxies only without a transport of our own
+            _proxied = any(urllib.request.getproxies().get(s) for s in ("http", "https", "all"))
             _client = httpx.Client(
                 headers={"User-Agent": f"wansweep/{__version__}"},
                 timeout=httpx.Timeout(30.0, connect=10.0),
                 follow_redirects=False,  # each hop is checked below
-                limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
+                limits=limits,
+                transport=None if _proxied else _CheckedTransport(limits),
             )
         return _client
 
 
-def _allowed_host(host: str) -> None:
+def _user_allows(host: str) -> bool:
     if os.environ.get("WANSWEEP_ALLOW_PRIVATE_URLS") == "1":
-        return
+        return True
     allowed = {h.strip() for h in os.environ.get("WANSWEEP_ALLOW_HOSTS", "").split(",")}
     if host in allowed:
-        return
+        return True
     local = os.environ.get("WANSWEEP_LOCAL_FAL")
-    if local and urlsplit(local).hostname == host:
-        return  # the local fal server serves its own files
+    return bool(local) and urlsplit(local).hostname == host  # it serves its own files
+
+
+def _forbidden(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    return (
+        address.is_private
+        or address.is_loopback
+        or address.is_link_local
+        or address.is_reserved
+        or address.is_multicast
+        or address.is_unspecified
+    )
+
+
+def checked_addresses(host: str, port: int) -> list[str]:
+    """The addresses a connection to ``host`` may go to, from one lookup: every one public,
+    else FetchRefused naming the host and the address (all of them are checked: which one a
+    connection would take is not ours to know). A host the user allows is returned as it is,
+    for the usual lookup."""
+    if _user_allows(host):
+        return [host]
     try:
-        infos = socket.getaddrinfo(host, None)
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except OSError as exc:
         raise FetchRefused(f"cannot resolve {host}: {exc}") from None
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0])
-        if (
-            address.is_private
-            or address.is_loopback
-            or address.is_link_local
-            or (address.is_reserved or address.is_multicast or address.is_unspecified)
-        ):
+    addresses = list(dict.fromkeys(info[4][0] for info in infos))
+    for text in addresses:
+        address = ipaddress.ip_address(text.split("%", 1)[0])  # an IPv6 zone is not an address
+        if _forbidden(address):
             raise FetchRefused(
                 f"{host} resolves to {address}, a private, loopback or link-local address; "
                 f"allow it with WANSWEEP_ALLOW_HOSTS={host} (or every such address with "
                 "WANSWEEP_ALLOW_PRIVATE_URLS=1)"
             )
+    return addresses
+
+
+class _CheckedBackend(httpcore.SyncBackend):
+    """Direct connections only to addresses :func:`checked_addresses` allowed, tried in the
+    resolver's order (as ``socket.create_connection`` does). TLS still names the host: the
+    certificate is checked against it, not against the address."""
+
+    def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
+        error: Exception | None = None
+        for address in checked_addresses(host, port):
+            try:
+                return super().connect_tcp(address, port, timeout, local_address, socket_options)
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+                error = exc
+        raise error or httpcore.ConnectError(f"{host}: no address to connect to")
+
+
+class _CheckedTransport(httpx.HTTPTransport):
+    """httpx's own transport over a pool whose connections are made by :class:`_CheckedBackend`
+    (httpx has no argument for a network backend; its pool is replaced whole, with the same
+    settings httpx gives it; a test checks that connections really go through the check)."""
+
+    def __init__(self, limits: httpx.Limits) -> None:
+        super().__init__(limits=limits)
+        self._pool = httpcore.ConnectionPool(
+            ssl_context=httpx.create_ssl_context(),
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+            network_backend=_CheckedBackend(),
+        )
 
 
 @contextmanager
@@ -89,8 +149,10 @@ def _follow(method: str, url: str) -> Iterator[httpx.Response]:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise FetchRefused(f"{url}: only http(s) URLs are fetched")
-        _allowed_host(parts.hostname)
-        with _http().stream(method, url) as response:
+        client = _http()
+        if _proxied:
+            checked_addresses(parts.hostname, parts.port or 0)
+        with client.stream(method, url) as response:
             if not response.is_redirect:
                 yield response
                 return

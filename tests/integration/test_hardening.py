@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler, HTTPServer, ThreadingHTTPServer
 
 import boto3
 import fal_client
@@ -141,6 +141,71 @@ def test_unbounded_or_forbidden_image_urls_are_refused_at_plan(tmp_path, monkeyp
     assert "not read within" in problems["drip"].msg
     assert "loopback" in problems["loop"].msg or "private" in problems["loop"].msg
     assert all(p.field == "image" for p in problems.values())
+
+
+class _Site(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keeps connections, as web servers do
+    body = b"public"
+
+    def do_GET(self):  # noqa: N802
+        self.server.hits += 1
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(self.body)))
+        self.end_headers()
+        self.wfile.write(self.body)
+
+    def log_message(self, *args):
+        pass
+
+
+def _site(address: str, port: int, body: bytes) -> ThreadingHTTPServer:
+    server = ThreadingHTTPServer((address, port), type("Site", (_Site,), {"body": body}))
+    server.hits = 0
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def test_a_name_that_rebinds_to_a_private_address_reaches_nothing_private(monkeypatch):
+    """DNS rebinding: a name answers a public address when it is checked and a private one
+    when the connection is made. The connection must go where the check looked. Here
+    127.0.0.1 plays a public address and 127.0.0.2 the private one (the only addresses a
+    test can serve on); the HTTP and the connections are real."""
+    from wansweep import fetch
+
+    public = _site("127.0.0.1", 0, b"public")
+    port = public.server_address[1]
+    private = _site("127.0.0.2", port, b"private")
+    real = socket.getaddrinfo
+    lookups = []
+
+    def rebinding(host, *args, **kwargs):
+        if host != "media.example":
+            return real(host, *args, **kwargs)
+        lookups.append(host)
+        address = "127.0.0.1" if len(lookups) == 1 else "127.0.0.2"
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    monkeypatch.setattr(fetch, "_forbidden", lambda address: str(address) == "127.0.0.2")
+    for name in ("WANSWEEP_ALLOW_HOSTS", "WANSWEEP_ALLOW_PRIVATE_URLS", "WANSWEEP_LOCAL_FAL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(fetch, "_client", None)  # a client of this test's own
+    try:
+        bodies = {fetch.fetch_url(f"http://media.example:{port}/{i}.png")[0] for i in range(20)}
+        assert bodies == {b"public"}
+        assert (public.hits, private.hits) == (20, 0)
+        # one lookup for the connection, none per request: a keep-alive connection is reused
+        assert len(lookups) == 1
+        # a new connection looks again, and this time the name is private: refused
+        fetch._http().close()
+        monkeypatch.setattr(fetch, "_client", None)
+        with pytest.raises(fetch.FetchRefused, match="media.example resolves to 127.0.0.2"):
+            fetch.fetch_url(f"http://media.example:{port}/again.png")
+        assert private.hits == 0
+    finally:
+        fetch._http().close()
+        public.shutdown()
+        private.shutdown()
 
 
 def test_markup_in_a_row_id_is_shown_verbatim(tmp_path):

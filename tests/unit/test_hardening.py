@@ -9,8 +9,9 @@ import pytest
 import yaml
 
 from tests.helpers import make_image
+from wansweep import fetch
 from wansweep.errors import FalError, ManifestError, SpecError
-from wansweep.fetch import FetchRefused, read_local
+from wansweep.fetch import FetchRefused, checked_addresses, read_local
 from wansweep.lifecycle import LedgerEntry
 from wansweep.manifest import parse_seed, plan
 from wansweep.notify import chat_escape
@@ -162,3 +163,47 @@ def test_chat_markup_is_escaped():
 def test_sweep_names_never_become_paths_outside_the_archive(name):
     with pytest.raises(SpecError):
         check_sweep_name(name)
+
+
+def _resolver(table):
+    def getaddrinfo(host, port, *args, **kwargs):
+        if host not in table:
+            raise OSError(f"unknown host {host}")
+        return [(2, 1, 6, "", (address, port)) for address in table[host]]
+
+    return getaddrinfo
+
+
+@pytest.mark.parametrize(
+    "addresses",
+    [
+        ["127.0.0.1"],
+        ["10.1.2.3"],
+        ["169.254.169.254"],  # a cloud's metadata service
+        ["93.184.216.34", "192.168.0.7"],  # one private among public ones is enough
+        ["::1"],
+        ["fe80::1%eth0"],
+        ["::ffff:127.0.0.1"],
+        ["0.0.0.0"],
+    ],
+)
+def test_a_name_resolving_anywhere_private_is_refused(monkeypatch, addresses):
+    monkeypatch.delenv("WANSWEEP_ALLOW_HOSTS", raising=False)
+    monkeypatch.delenv("WANSWEEP_ALLOW_PRIVATE_URLS", raising=False)
+    monkeypatch.delenv("WANSWEEP_LOCAL_FAL", raising=False)
+    monkeypatch.setattr(fetch.socket, "getaddrinfo", _resolver({"media.example": addresses}))
+    with pytest.raises(FetchRefused, match="media.example resolves to .*WANSWEEP_ALLOW_HOSTS"):
+        checked_addresses("media.example", 443)
+
+
+def test_public_addresses_are_what_a_connection_may_use(monkeypatch):
+    monkeypatch.delenv("WANSWEEP_ALLOW_HOSTS", raising=False)
+    monkeypatch.delenv("WANSWEEP_ALLOW_PRIVATE_URLS", raising=False)
+    table = {"media.example": ["93.184.216.34", "2606:2800:220:1::1", "93.184.216.34"]}
+    monkeypatch.setattr(fetch.socket, "getaddrinfo", _resolver(table))
+    assert checked_addresses("media.example", 443) == ["93.184.216.34", "2606:2800:220:1::1"]
+    with pytest.raises(FetchRefused, match="cannot resolve nowhere.example"):
+        checked_addresses("nowhere.example", 443)
+    # a host the user allows is not looked up here: the connection resolves it as usual
+    monkeypatch.setenv("WANSWEEP_ALLOW_HOSTS", "intranet.example")
+    assert checked_addresses("intranet.example", 80) == ["intranet.example"]
