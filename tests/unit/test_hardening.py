@@ -207,3 +207,21 @@ def test_public_addresses_are_what_a_connection_may_use(monkeypatch):
     # a host the user allows is not looked up here: the connection resolves it as usual
     monkeypatch.setenv("WANSWEEP_ALLOW_HOSTS", "intranet.example")
     assert checked_addresses("intranet.example", 80) == ["intranet.example"]
+
+
+def test_through_a_proxy_names_are_still_checked_before_each_request(monkeypatch):
+    """With a proxy in the environment the proxy resolves names, so the connection cannot be
+    checked here: the name is checked before each request instead (the proxy below does not
+    exist, so reaching it would fail otherwise than with FetchRefused)."""
+    for name in ("WANSWEEP_ALLOW_HOSTS", "WANSWEEP_ALLOW_PRIVATE_URLS", "WANSWEEP_LOCAL_FAL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.invalid:3128")
+    monkeypatch.setattr(fetch.socket, "getaddrinfo", _resolver({"media.example": ["10.0.0.7"]}))
+    monkeypatch.setattr(fetch, "_client", None)  # restored, with _proxied, after the test
+    monkeypatch.setattr(fetch, "_proxied", False)
+    try:
+        with pytest.raises(FetchRefused, match="media.example resolves to 10.0.0.7"):
+            fetch.fetch_url("http://media.example/a.png")
+        assert fetch._proxied
+    finally:
+        fetch._http().close()
