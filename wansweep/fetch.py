@@ -132,6 +132,9 @@ class _CheckedTransport(httpx.HTTPTransport):
 
     def __init__(self, limits: httpx.Limits) -> None:
         super().__init__(limits=limits)
+        if not isinstance(getattr(self, "_pool", None), httpcore.ConnectionPool):
+            # fail closed: an httpx that keeps its pool elsewhere would connect unchecked
+            raise RuntimeError(f"httpx {httpx.__version__}: no pool to check connections in")
         self._pool = httpcore.ConnectionPool(
             ssl_context=httpx.create_ssl_context(),
             max_connections=limits.max_connections,
