@@ -135,12 +135,19 @@ def _use_fal(console) -> object | None:
 # took longer (CI: three runs at once, two timed out). A longer setting of the user's wins.
 EPHEMERAL_STARTUP_TIMEOUT_S = 120
 
+# Prefect's server records task runs one event per database transaction by default, falls
+# behind a sweep's thousands of task runs, and at the end of the run cancels what it has not
+# recorded with an ERROR traceback. In batches it keeps up, on less CPU (bench/README.md:
+# 20% less CPU per cold job, no such errors). A larger setting of the user's wins.
+RECORDER_BATCHES = {"batch_size": 500, "read_batch_size": 100}
+
 
 def _own_ephemeral_database(console) -> None:
     """Two runs in ephemeral Prefect mode would share one SQLite file and fail with 'database
     is locked'. The first run on the machine holds a lock and uses the usual database; another
     run at the same time gets a database of its own for its lifetime (and says so). Either way
-    the ephemeral server gets at least EPHEMERAL_STARTUP_TIMEOUT_S to start."""
+    the ephemeral server gets at least EPHEMERAL_STARTUP_TIMEOUT_S to start and records task
+    runs in batches of at least RECORDER_BATCHES."""
     import atexit
     import fcntl
     import os
@@ -158,10 +165,16 @@ def _own_ephemeral_database(console) -> None:
     settings = get_current_settings()
     if settings.api.url:  # a Prefect server is configured: no ephemeral server
         return
+    # at least ours: the server (a child process) gets this environment and these settings
+    raised = {}
     if settings.server.ephemeral.startup_timeout_seconds < EPHEMERAL_STARTUP_TIMEOUT_S:
-        os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = str(
-            EPHEMERAL_STARTUP_TIMEOUT_S
-        )
+        raised["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = EPHEMERAL_STARTUP_TIMEOUT_S
+    recorder = settings.server.services.task_run_recorder
+    for name, size in RECORDER_BATCHES.items():
+        if getattr(recorder, name) < size:
+            raised[f"PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_{name.upper()}"] = size
+    if raised:
+        os.environ.update({name: str(value) for name, value in raised.items()})
         refresh_global_settings_context()
     if os.environ.get("PREFECT_SERVER_DATABASE_CONNECTION_URL"):
         return  # the user chose the database

@@ -1,6 +1,7 @@
 """How `wansweep run` prepares Prefect's ephemeral server: the first run holds the machine's
 database, a run beside it gets its own, and both give the server time to start on a busy
-machine (a fresh database runs every migration). Checked in Prefect's own settings, as the
+machine (a fresh database runs every migration) and have it record task runs in batches (one
+transaction per task-run event falls behind a sweep). Checked in Prefect's own settings, as the
 process reads them after the call."""
 
 import contextvars
@@ -16,12 +17,17 @@ from wansweep import cli
 
 TIMEOUT = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
 DATABASE = "PREFECT_SERVER_DATABASE_CONNECTION_URL"
+BATCH = "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE"
+READ_BATCH = "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_READ_BATCH_SIZE"
 
 
 @pytest.fixture
 def machine(monkeypatch, tmp_path):
     """A machine with no Prefect server configured and a Prefect home of its own."""
-    saved = {name: os.environ.pop(name, None) for name in ("PREFECT_API_URL", TIMEOUT, DATABASE)}
+    saved = {
+        name: os.environ.pop(name, None)
+        for name in ("PREFECT_API_URL", TIMEOUT, DATABASE, BATCH, READ_BATCH)
+    }
     monkeypatch.setenv("PREFECT_HOME", str(tmp_path))
     held = len(cli._held)
     yield tmp_path
@@ -39,14 +45,22 @@ def machine(monkeypatch, tmp_path):
 def prepared() -> tuple[int, str]:
     """(start timeout, database URL) as Prefect reads them after the call, in a process that
     has entered no settings context of its own (as `wansweep run`; the test suite has one)."""
+    return recorded()[:2]
+
+
+def recorded() -> tuple[int, str, dict[str, int]]:
+    """As :func:`prepared`, with the task-run recorder's batch settings."""
 
     def fresh_process():
         SettingsContext.__var__.set(None)
         cli._own_ephemeral_database(Console(quiet=True))
         settings = get_current_settings()
         database = settings.server.database.connection_url
-        return settings.server.ephemeral.startup_timeout_seconds, (
-            database.get_secret_value() if database else ""
+        recorder = settings.server.services.task_run_recorder
+        return (
+            settings.server.ephemeral.startup_timeout_seconds,
+            database.get_secret_value() if database else "",
+            {name: getattr(recorder, name) for name in cli.RECORDER_BATCHES},
         )
 
     return contextvars.copy_context().run(fresh_process)
@@ -76,3 +90,26 @@ def test_a_configured_server_is_left_alone(machine):
     os.environ["PREFECT_API_URL"] = "http://127.0.0.1:4200/api"
     assert prepared()[0] == 20  # Prefect's default
     assert "wansweep-prefect-" not in prepared()[1]
+
+
+BATCHED = {"batch_size": 500, "read_batch_size": 100}
+
+
+def test_the_first_run_has_task_runs_recorded_in_batches(machine):
+    assert recorded()[2] == BATCHED
+
+
+def test_a_run_beside_it_has_them_recorded_in_batches_too(machine):
+    with open(machine / "wansweep-ephemeral.lock", "w") as other:
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert recorded()[2] == BATCHED
+
+
+def test_larger_batches_of_the_users_are_kept(machine):
+    os.environ[BATCH] = "2000"
+    assert recorded()[2] == {"batch_size": 2000, "read_batch_size": 100}
+
+
+def test_a_configured_server_keeps_its_recorder_settings(machine):
+    os.environ["PREFECT_API_URL"] = "http://127.0.0.1:4200/api"
+    assert recorded()[2] == {"batch_size": 1, "read_batch_size": 1}  # Prefect's defaults
