@@ -138,11 +138,11 @@ EPHEMERAL_STARTUP_TIMEOUT_S = 120
 # Prefect's server records task runs one event per database transaction by default, falls
 # behind a sweep's thousands of task runs, and at the end of the run cancels what it has not
 # recorded with an ERROR traceback. In batches it keeps up, on less CPU (bench/README.md:
-# 20% less CPU per cold job, no such errors). A larger setting of the user's wins.
+# 24% less CPU per cold job, no such errors). A larger setting of the user's wins.
 RECORDER_BATCHES = {"batch_size": 500, "read_batch_size": 100}
 
 
-def _own_ephemeral_database(console) -> None:
+def _prepare_ephemeral_prefect(console) -> None:
     """Two runs in ephemeral Prefect mode would share one SQLite file and fail with 'database
     is locked'. The first run on the machine holds a lock and uses the usual database; another
     run at the same time gets a database of its own for its lifetime (and says so). Either way
@@ -249,7 +249,7 @@ def run(
 
     console = Console()
     server = _use_fal(console)
-    _own_ephemeral_database(console)
+    _prepare_ephemeral_prefect(console)
     interrupted = []
     previous = signal.getsignal(signal.SIGINT)
 

@@ -53,7 +53,7 @@ def recorded() -> tuple[int, str, dict[str, int]]:
 
     def fresh_process():
         SettingsContext.__var__.set(None)
-        cli._own_ephemeral_database(Console(quiet=True))
+        cli._prepare_ephemeral_prefect(Console(quiet=True))
         settings = get_current_settings()
         database = settings.server.database.connection_url
         recorder = settings.server.services.task_run_recorder
