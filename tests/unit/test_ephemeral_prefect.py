@@ -42,14 +42,10 @@ def machine(monkeypatch, tmp_path):
     refresh_global_settings_context()
 
 
-def prepared() -> tuple[int, str]:
-    """(start timeout, database URL) as Prefect reads them after the call, in a process that
-    has entered no settings context of its own (as `wansweep run`; the test suite has one)."""
-    return recorded()[:2]
-
-
-def recorded() -> tuple[int, str, dict[str, int]]:
-    """As :func:`prepared`, with the task-run recorder's batch settings."""
+def prepared() -> tuple[int, str, dict[str, int]]:
+    """(start timeout, database URL, task-run recorder batches) as Prefect reads them after
+    the call, in a process that has entered no settings context of its own (as `wansweep run`;
+    the test suite has one)."""
 
     def fresh_process():
         SettingsContext.__var__.set(None)
@@ -67,7 +63,7 @@ def recorded() -> tuple[int, str, dict[str, int]]:
 
 
 def test_the_first_run_keeps_the_usual_database_and_waits_longer(machine):
-    timeout, database = prepared()
+    timeout, database, _ = prepared()
     assert timeout == cli.EPHEMERAL_STARTUP_TIMEOUT_S
     assert "wansweep-prefect-" not in database
 
@@ -75,7 +71,7 @@ def test_the_first_run_keeps_the_usual_database_and_waits_longer(machine):
 def test_a_run_beside_it_gets_a_database_of_its_own(machine):
     with open(machine / "wansweep-ephemeral.lock", "w") as other:
         fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # another run holds the machine's
-        timeout, database = prepared()
+        timeout, database, _ = prepared()
     assert timeout == cli.EPHEMERAL_STARTUP_TIMEOUT_S
     assert database.startswith("sqlite+aiosqlite:///") and "wansweep-prefect-" in database
 
@@ -96,20 +92,20 @@ BATCHED = {"batch_size": 500, "read_batch_size": 100}
 
 
 def test_the_first_run_has_task_runs_recorded_in_batches(machine):
-    assert recorded()[2] == BATCHED
+    assert prepared()[2] == BATCHED
 
 
 def test_a_run_beside_it_has_them_recorded_in_batches_too(machine):
     with open(machine / "wansweep-ephemeral.lock", "w") as other:
         fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        assert recorded()[2] == BATCHED
+        assert prepared()[2] == BATCHED
 
 
 def test_larger_batches_of_the_users_are_kept(machine):
     os.environ[BATCH] = "2000"
-    assert recorded()[2] == {"batch_size": 2000, "read_batch_size": 100}
+    assert prepared()[2] == {"batch_size": 2000, "read_batch_size": 100}
 
 
 def test_a_configured_server_keeps_its_recorder_settings(machine):
     os.environ["PREFECT_API_URL"] = "http://127.0.0.1:4200/api"
-    assert recorded()[2] == {"batch_size": 1, "read_batch_size": 1}  # Prefect's defaults
+    assert prepared()[2] == {"batch_size": 1, "read_batch_size": 1}  # Prefect's defaults
