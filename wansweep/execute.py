@@ -354,6 +354,9 @@ def _submit(job: Job, rt: Runtime, ledger: Ledger, entry: LedgerEntry) -> Ledger
         attempts=entry.attempts + 1,
         handle=None,
         request_id=None,
+        earlier_requests=(*entry.earlier_requests, entry.request_id)
+        if entry.request_id
+        else entry.earlier_requests,
         search_window=None,
     )
     try:

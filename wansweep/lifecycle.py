@@ -131,6 +131,7 @@ class LedgerEntry:
     attempts: int = 0  # generations paid for or possibly paid for
     submits: int = 0  # submits fal surely accepted
     request_id: str | None = None
+    earlier_requests: tuple[str, ...] = ()  # earlier attempts' requests: never adopted again
     handle: Handle | None = None
     result: dict[str, Any] | None = None
     error: str | None = None
@@ -190,6 +191,7 @@ class LedgerEntry:
                 values["error_kind"] = FailureKind(values["error_kind"])
             if values.get("handle") is not None:
                 values["handle"] = Handle(**values["handle"])
+            values["earlier_requests"] = tuple(str(r) for r in values.get("earlier_requests") or ())
             values["history"] = tuple(
                 (str(h[0]), float(h[1]), *[str(x) for x in h[2:3]])
                 for h in values.get("history") or ()

@@ -34,6 +34,7 @@ def look_up(
         entry.submitted_at or time.time(),
         settle_after,
         entry.search_window,
+        entry.earlier_requests,
     )
 
 

@@ -68,7 +68,7 @@ class FakeQueue:
             raise AmbiguousSubmit("answer lost")
         return self._handle(self.accepted)
 
-    def find_submitted(self, endpoint, fields, since, settle_after, window=None):
+    def find_submitted(self, endpoint, fields, since, settle_after, window=None, earlier=()):
         self.calls.append("find")
         return self.found
 

@@ -66,6 +66,7 @@ class PlatformMixin:
         submitted_at: float,
         settle_after: float,
         window: float | None = None,
+        earlier: tuple[str, ...] = (),
     ) -> Lookup:
         """Look for a submit whose answer was lost in fal's request listing.
 
@@ -76,13 +77,16 @@ class PlatformMixin:
         fields (media URLs are not compared: fal stores data URIs elsewhere, presigned URLs
         differ per submit). A request listed without its payload could be ours: then nothing
         is proven either. ``window``: how long before ``submitted_at`` the submit may have been
-        sent (a damaged ledger entry knows only when it was last written)."""
+        sent (a damaged ledger entry knows only when it was last written). ``earlier``: the
+        job's earlier attempts' requests, never this submit (same fields, minutes before)."""
         sent = self.fal_time(submitted_at)
         earliest = sent - (window or MATCH_WINDOW)
         matches, failed, unknown = [], [], 0
         for item in self._listing(endpoint, earliest):
             item_sent = _parse_time(item.get("sent_at"))
             if item_sent is not None and not earliest <= item_sent <= sent + MATCH_WINDOW:
+                continue
+            if item.get("request_id") in earlier:
                 continue
             unbilled = (item.get("status_code") or 0) >= 500  # failed at fal: never billed
             verdict = self._is_ours(endpoint, item, fields)
