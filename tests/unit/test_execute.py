@@ -52,6 +52,7 @@ class FakeQueue:
         self.stop = threading.Event()
         self.calls: list[str] = []
         self.accepted = 0
+        self.searched_without: list[tuple[str, ...]] = []  # ``earlier`` of each lookup
 
     def _handle(self, n: int) -> Handle:
         return Handle(
@@ -70,6 +71,7 @@ class FakeQueue:
 
     def find_submitted(self, endpoint, fields, since, settle_after, window=None, earlier=()):
         self.calls.append("find")
+        self.searched_without.append(earlier)
         return self.found
 
     def confirm(self, endpoint, request_id, fields):
@@ -252,6 +254,18 @@ def test_failed_generation_is_tried_again_and_its_reservation_given_back(tmp_pat
     rt = runtime(tmp_path, fal, budget=0.25)  # room for one job: the failure was not billed
     assert run_job(job, rt).outcome is Outcome.ARCHIVED and fal.accepted == 2
     assert ledger(rt).retries("failed") == 1
+
+
+def test_a_lost_answer_is_searched_for_without_the_jobs_earlier_requests(tmp_path, job):
+    # The earlier attempts' requests carry the same fields minutes before: adopting one would
+    # settle the new submit with an old (failed, or billed and collected) request.
+    boom = FalError("boom", FailureKind.FAILED, 500)
+    fal = FakeQueue(submits=["ok", "ok", "lost"], results=[boom, boom], found=ABSENT)
+    rt = runtime(tmp_path, fal, max_attempts=3)
+    assert run_job(job, rt).outcome is Outcome.FAILED  # absent: the third attempt is used up
+    assert fal.searched_without == [("req-1", "req-2")]
+    entry = Ledger(rt.store).get("k1")
+    assert entry.earlier_requests == ("req-1", "req-2") and entry.request_id is None
 
 
 def test_failing_every_attempt_ends_failed(tmp_path, job):
