@@ -7,9 +7,12 @@ import pandas as pd
 import pytest
 
 from flows.sweep import sweep
-from tests.helpers import accepted_per_job, write_case
+from tests.helpers import accepted_per_job, data_uri, make_image, write_case
+from wansweep import schema
 from wansweep.archive import archived_keys
+from wansweep.fal import FalConfig, FalQueue
 from wansweep.store import open_store
+from wansweep.sweep import PollSpec
 
 
 def sidecars(tmp_path) -> list[dict]:
@@ -32,6 +35,25 @@ def test_streams_that_drop_lose_no_completion_and_pay_nothing_twice(fal, prefect
     assert len(metas) == 12
     assert {m["timings"]["detected_via"] for m in metas} <= {"stream", "poll"}
     assert all(m["timings"]["detected_at"] >= m["timings"]["completed_at"] for m in metas)
+
+
+@pytest.mark.parametrize("latency", ["zero", "fixed=0.3"])
+def test_streams_read_to_their_end_share_kept_alive_connections(fal, latency):
+    # a stream left unread after COMPLETED closes its connection: a TCP and TLS handshake
+    # per job, on both sides
+    fal.configure(latency=latency, media="tiny")
+    queue = FalQueue(FalConfig.from_env())
+    body = {"prompt": "p", "image_url": data_uri(make_image()), "resolution": "720p"}
+    before = fal.stats()["connections"]
+    try:
+        for _ in range(8):
+            handle = queue.submit(schema.ENDPOINTS[1], body)
+            assert queue.wait(handle, PollSpec()).via == "stream"
+    finally:
+        queue.close()
+    stats = fal.stats()
+    assert stats["stream_connects"] == 8
+    assert stats["connections"] - before <= 3  # the queue's, the streams' and this question's
 
 
 @pytest.mark.parametrize("answer", ["404", "405"])

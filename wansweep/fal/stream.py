@@ -78,6 +78,8 @@ class Completion:
 
 Parse = Callable[[Any], fal_client.Status]
 
+DRAIN = 2.0  # seconds a stream may take to end after COMPLETED before it is cut
+
 
 class StatusStreams:
     """Thread-safe: every status stream of a process, on one event-loop thread."""
@@ -153,11 +155,13 @@ class StatusStreams:
                     raise StreamUnsupported(response.status_code)
                 if response.status_code != 200:
                     raise StreamBroken(f"status stream answered {response.status_code}")
-                async for event in EventSource(response).aiter_sse():
+                stream = EventSource(response).aiter_sse()
+                async for event in stream:
                     status = parse(json.loads(event.data))
                     events += 1
                     if isinstance(status, fal_client.Completed):
                         now = time.time()
+                        await _read_to_end(stream)
                         return Completion(status, now, now, 0.0, "stream")
         except SSEError:  # 200 but not text/event-stream: not a stream this server offers
             raise StreamUnsupported(200) from None
@@ -166,3 +170,17 @@ class StatusStreams:
         except (ValueError, KeyError, TypeError) as exc:
             raise StreamBroken(f"unreadable status event: {exc}", events) from exc
         raise StreamBroken("the stream ended before COMPLETED", events)
+
+
+async def _read_to_end(stream: Any) -> None:
+    """Read what follows COMPLETED, up to the stream's end: a response read to its end leaves
+    its connection to the next job's stream, where one left unread is closed (a TCP and TLS
+    handshake per job, on both sides). fal ends the stream after COMPLETED; a server that
+    holds it open is cut after ``DRAIN`` seconds. The completion is known already: nothing
+    read or failing here changes it."""
+    try:
+        async with asyncio.timeout(DRAIN):
+            async for _ in stream:
+                pass
+    except (TimeoutError, httpx.HTTPError, SSEError):
+        pass

@@ -52,7 +52,7 @@ class LocalFal(QueueRoutes, GenerateMixin, PlatformRoutes, AdminRoutes):
         self.reset_stats()
         self._webhook_client: httpx.AsyncClient | None = None
         self._prices = None
-        self.app = _DateHeader(Starlette(routes=self._routes()), self)
+        self.app = _DateHeader(_CountConnections(Starlette(routes=self._routes()), self), self)
 
     def now(self) -> float:
         """The server's clock (this machine's, shifted by ``clock_offset``): every timestamp
@@ -93,7 +93,9 @@ class LocalFal(QueueRoutes, GenerateMixin, PlatformRoutes, AdminRoutes):
             "in_progress": 0,
             "peak_in_progress": 0,
             "faults": Counter(),
+            "connections": 0,  # TCP connections clients opened (kept-alive ones count once)
         }
+        self.client_addresses: set[tuple] = set()
 
     def snapshot(self) -> dict[str, Any]:
         s = dict(self.stats)
@@ -183,3 +185,18 @@ class _DateHeader:
             await send(message)
 
         await self.app(scope, receive, with_date)
+
+
+class _CountConnections:
+    """ASGI middleware: counts the TCP connections clients opened (distinct client address
+    and port), so a test sees whether a client keeps its connections alive."""
+
+    def __init__(self, app, fal: LocalFal):
+        self.app, self.fal = app, fal
+
+    async def __call__(self, scope, receive, send):
+        client = tuple(scope.get("client") or ())
+        if scope["type"] == "http" and client not in self.fal.client_addresses:
+            self.fal.client_addresses.add(client)
+            self.fal.stats["connections"] += 1
+        return await self.app(scope, receive, send)
