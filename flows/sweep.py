@@ -7,17 +7,20 @@ remaining job on a bounded thread pool, then report from the archive.
 
 from __future__ import annotations
 
+import logging
 import queue
 import sys
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.utilities.annotations import quote
 
 from tasks.generate import generate, limit_name
 from tasks.report import build_report
@@ -134,10 +137,12 @@ def run_jobs(
         progress.advance(counts)
 
     try:
-        with Progress(len(jobs), log, cfg.name) as progress:
+        with Progress(len(jobs), log, cfg.name) as progress, quiet_task_successes():
             fan_out(
                 generate,
-                ({"job": job, "settings": settings} for job in jobs),
+                # quoted: Prefect would walk every field of both twice a task run, looking for
+                # futures and states that cannot be there (~1 ms of CPU a job, measured)
+                ({"job": quote(job), "settings": quote(settings)} for job in jobs),
                 workers=cfg.concurrency,
                 on_result=count,
                 # every waiting job cancels its fal request and records that in the ledger
@@ -146,6 +151,30 @@ def run_jobs(
     finally:
         close_runtime(settings.run_id)
     return counts
+
+
+class _TaskSuccessLines(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (
+            record.levelno == logging.INFO
+            and str(record.msg).startswith("Finished in state Completed")
+        )
+
+
+@contextmanager
+def quiet_task_successes() -> Iterator[None]:
+    """While it is held, Prefect's task engine does not log "Finished in state Completed()":
+    a line per job, so 10,000 console lines and API log records for a 10,000-job sweep, which
+    the progress lines and the task runs' states already say (and ~8% of the wansweep
+    process's CPU per job at zero latency; bench/README.md). Failures, crashes and retries
+    are logged as before."""
+    logger = logging.getLogger("prefect.task_runs")
+    quiet = _TaskSuccessLines()
+    logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        logger.removeFilter(quiet)
 
 
 def fan_out(
