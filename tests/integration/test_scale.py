@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import logging
 import os
 import threading
 from collections import Counter
@@ -16,7 +17,7 @@ import yaml
 from prefect import flow, task
 from prefect.context import FlowRunContext
 
-from flows.sweep import fan_out
+from flows.sweep import fan_out, quiet_task_successes
 from tests.helpers import make_image
 from wansweep.archive import archived_keys
 from wansweep.manifest import plan
@@ -419,3 +420,42 @@ def test_fan_out_forgets_each_counted_run(prefect_harness):
     # each result and its fields (n, label) are linked: at most the window's 24 results
     # are remembered at once, never the run's 300 (900 links without fan_out's release)
     assert max(kept) <= 3 * (2 * 4 + 16)
+
+
+@task(persist_result=False, retries=1, retry_delay_seconds=0)
+def odd_fails(n: int) -> int:
+    if n % 2:
+        raise ValueError(f"job {n} failed")
+    return n
+
+
+def test_only_task_successes_are_not_logged_a_line_each(prefect_harness):
+    """A line per finished job is 10,000 lines for a 10,000-job sweep; failures and retries
+    stay. The installed Prefect's own messages: if they change, this fails."""
+    lines: list[tuple[int, str]] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append((record.levelno, record.getMessage()))
+
+    @flow
+    def some() -> None:
+        with quiet_task_successes():
+            fan_out(odd_fails, ({"n": n} for n in range(4)), workers=2, on_result=lambda r: None)
+        odd_fails(0)  # outside: logged as usual
+
+    logger = logging.getLogger("prefect.task_runs")
+    level, keep = logger.level, Keep(logging.DEBUG)
+    logger.setLevel(logging.INFO)  # as a user's run logs (the suite runs at WARNING)
+    logger.addHandler(keep)
+    try:
+        some()
+    finally:
+        logger.removeHandler(keep)
+        logger.setLevel(level)
+    finished = [(level, text) for level, text in lines if text.startswith("Finished in state")]
+    assert [text for level, text in finished if level == logging.INFO] == [
+        "Finished in state Completed()"  # the one outside
+    ]
+    assert sum(1 for level, text in finished if level == logging.ERROR) == 2  # jobs 1 and 3
+    assert sum(1 for level, text in lines if "Retry 1/1" in text) == 2
