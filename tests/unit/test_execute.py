@@ -264,8 +264,7 @@ def test_a_lost_answer_is_searched_for_without_the_jobs_earlier_requests(tmp_pat
     rt = runtime(tmp_path, fal, max_attempts=3)
     assert run_job(job, rt).outcome is Outcome.FAILED  # absent: the third attempt is used up
     assert fal.searched_without == [("req-1", "req-2")]
-    entry = Ledger(rt.store).get("k1")
-    assert entry.earlier_requests == ("req-1", "req-2") and entry.request_id is None
+    assert ledger(rt).earlier_requests == ("req-1", "req-2") and ledger(rt).request_id is None
 
 
 def test_failing_every_attempt_ends_failed(tmp_path, job):
