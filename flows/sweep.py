@@ -153,12 +153,10 @@ def run_jobs(
     return counts
 
 
-class _TaskSuccessLines(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not (
-            record.levelno == logging.INFO
-            and str(record.msg).startswith("Finished in state Completed")
-        )
+def _not_a_task_success(record: logging.LogRecord) -> bool:
+    return not (
+        record.levelno == logging.INFO and str(record.msg).startswith("Finished in state Completed")
+    )
 
 
 @contextmanager
@@ -169,12 +167,11 @@ def quiet_task_successes() -> Iterator[None]:
     process's CPU per job at zero latency; bench/README.md). Failures, crashes and retries
     are logged as before."""
     logger = logging.getLogger("prefect.task_runs")
-    quiet = _TaskSuccessLines()
-    logger.addFilter(quiet)
+    logger.addFilter(_not_a_task_success)
     try:
         yield
     finally:
-        logger.removeFilter(quiet)
+        logger.removeFilter(_not_a_task_success)
 
 
 def fan_out(

@@ -445,14 +445,14 @@ def test_only_task_successes_are_not_logged_a_line_each(prefect_harness):
         odd_fails(0)  # outside: logged as usual
 
     logger = logging.getLogger("prefect.task_runs")
-    level, keep = logger.level, Keep(logging.DEBUG)
+    saved, keep = logger.level, Keep(logging.DEBUG)
     logger.setLevel(logging.INFO)  # as a user's run logs (the suite runs at WARNING)
     logger.addHandler(keep)
     try:
         some()
     finally:
         logger.removeHandler(keep)
-        logger.setLevel(level)
+        logger.setLevel(saved)
     finished = [(level, text) for level, text in lines if text.startswith("Finished in state")]
     assert [text for level, text in finished if level == logging.INFO] == [
         "Finished in state Completed()"  # the one outside

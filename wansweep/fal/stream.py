@@ -78,7 +78,9 @@ class Completion:
 
 Parse = Callable[[Any], fal_client.Status]
 
-DRAIN = 2.0  # seconds a stream may take to end after COMPLETED before it is cut
+# seconds a stream may take to end after COMPLETED before it is cut: a server that ends it
+# sends the end with COMPLETED; one that holds it open costs each job no more than this
+DRAIN = 0.5
 
 
 class StatusStreams:
