@@ -13,11 +13,11 @@ from harness import make_case, record
 
 def _archive(work: Path, n: int, mb: float) -> tuple[Path, int]:
     """A finished sweep's archive: plan, and per job a video of ``mb`` MB, thumbnail, sidecar."""
-    from wansweep.archive import job_file
-    from wansweep.manifest import plan
-    from wansweep.report import save_plan
+    from wansweep.plan.manifest import plan
+    from wansweep.plan.spec import load_spec
+    from wansweep.results.report import save_plan
     from wansweep.store import open_store
-    from wansweep.sweep import load_spec
+    from wansweep.store.layout import job_file
 
     spec = make_case(work / "export", rows=n, name="export")
     cfg = load_spec(spec)
@@ -44,7 +44,7 @@ def _archive(work: Path, n: int, mb: float) -> tuple[Path, int]:
 
 
 def bench_export(work: Path, n: int, mb: float) -> None:
-    from wansweep.export import export
+    from wansweep.results.export import export
     from wansweep.store import open_store
 
     root, total = _archive(work, n, mb)

@@ -160,10 +160,10 @@ async def bare_loop(jobs: list[dict], concurrency: int, poll: dict, out: Path) -
 
 def populate_archive(spec: Path) -> list:
     """Write sidecars for every planned job, as a finished sweep leaves them (no fal involved)."""
-    from wansweep.archive import job_file
-    from wansweep.manifest import plan
+    from wansweep.plan.manifest import plan
+    from wansweep.plan.spec import load_spec
     from wansweep.store import open_store
-    from wansweep.sweep import load_spec
+    from wansweep.store.layout import job_file
 
     cfg = load_spec(spec)
     jobs = plan(cfg, cfg.manifest).jobs

@@ -32,8 +32,8 @@ def requests_per_job(stats: dict, n: int) -> float:
 
 def wansweep_lags(folder: Path, ended: dict[str, float]) -> tuple[list[float], float]:
     """(detection lag of each archived job, span from first submit to last detection)."""
-    from wansweep.archive import archived_keys
     from wansweep.store import open_store
+    from wansweep.store.layout import archived_keys
 
     store = open_store(str(folder / "archive"))
     metas = [store.get_json(f"jobs/{k}/meta.json") for k in archived_keys(store)]

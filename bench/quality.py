@@ -9,16 +9,17 @@ from harness import record
 
 
 def bench_quality(work: Path, repeats: int) -> None:
-    from wansweep import media, quality
     from wansweep.localfal.samples import make_image
     from wansweep.localfal.video import render_clip
+    from wansweep.media import frames as media
+    from wansweep.media import quality
 
     clip = render_clip(
         make_image(1280, 720), prompt="a pan", seed=1, resolution="720p", duration="5"
     )
     path = work / "q.mp4"
     path.write_bytes(clip.data)
-    asked = quality.Asked(5.0, "720p", False, "a pan", False)
+    asked = quality.Asked(5.0, 720, False, "a pan", False)
 
     def before() -> None:  # the archive step's decoding before metrics: probe + 3 frames
         media.probe(path)

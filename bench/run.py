@@ -42,9 +42,9 @@ from wansweep.localfal.runner import start_local_fal  # noqa: E402
 
 
 def bench_overhead(work: Path, fal, n: int, latency: float, concurrency: int) -> None:
-    from wansweep.execute import request_body
-    from wansweep.manifest import plan
-    from wansweep.sweep import load_spec
+    from wansweep.plan.manifest import plan
+    from wansweep.plan.spec import load_spec
+    from wansweep.run.execute import request_body
 
     # polled on the bare loop's own schedule: this line measures our overhead, not how we wait
     poll = {"stream": False, "first": 2.0, "factor": 1.5, "max": 15.0}
@@ -167,7 +167,7 @@ def bench_warm(work: Path, fal, n: int, full: bool = True) -> None:
         f"report from {n} sidecars: {first:.1f} s, peak RSS {first_rss} MB",
     )
 
-    from wansweep.report import write_report
+    from wansweep.results.report import write_report
     from wansweep.store import open_store
 
     t = time.perf_counter()
@@ -216,8 +216,8 @@ naive(int(sys.argv[1]))
 
 
 def bench_plan(work: Path, rows: int) -> None:
-    from wansweep.manifest import plan
-    from wansweep.sweep import load_spec
+    from wansweep.plan.manifest import plan
+    from wansweep.plan.spec import load_spec
 
     spec = make_case(work / "plan", rows=rows)
     t = time.perf_counter()
@@ -285,9 +285,9 @@ def bench_cold(work: Path, fal, n: int) -> None:
     """A cold run of n jobs at zero latency and tiny media, side by side with the bare
     fal-client loop that also downloads each video: what wansweep costs per job when fal
     costs nothing, and the memory of a big sweep in one process."""
-    from wansweep.execute import request_body
-    from wansweep.manifest import plan
-    from wansweep.sweep import load_spec
+    from wansweep.plan.manifest import plan
+    from wansweep.plan.spec import load_spec
+    from wansweep.run.execute import request_body
 
     fal.configure(latency="zero", media="tiny", concurrency=1000, faults="")
     spec = make_case(work / "cold", rows=n, concurrency=100, name="cold")

@@ -20,6 +20,6 @@ def export(
     maximum: dict[str, float] | None = None,
     shard_mb: float = 500.0,
 ) -> dict:
-    """Export archived jobs of ``store`` to ``out`` (see wansweep.export for the formats)."""
+    """Export archived jobs of ``store`` to ``out`` (see wansweep.results.export for the formats)."""
     load_secrets()
     return export_dataset(store, out, format, sweeps, arms, minimum, maximum, shard_mb)

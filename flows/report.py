@@ -6,7 +6,7 @@ from prefect import flow
 
 from tasks.report import build_report
 from tasks.secrets import load_secrets
-from wansweep.report import sweeps
+from wansweep.results.report import sweeps
 from wansweep.store import open_store
 
 

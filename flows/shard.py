@@ -16,10 +16,10 @@ from prefect import flow
 
 from flows.sweep import run_jobs
 from tasks.secrets import load_secrets
-from wansweep.archive import sweep_file
-from wansweep.manifest import plan
+from wansweep.plan.manifest import plan
+from wansweep.plan.spec import load_spec
 from wansweep.store import open_store
-from wansweep.sweep import load_spec
+from wansweep.store.layout import sweep_file
 
 
 @flow(name="wansweep-shard", log_prints=True)

@@ -25,16 +25,17 @@ from prefect.utilities.annotations import quote
 from tasks.generate import generate, limit_name
 from tasks.report import build_report
 from tasks.secrets import load_secrets
-from wansweep.archive import SWEEP_INDEX, Ledger, archived_keys, report_file, sweep_file
 from wansweep.errors import LedgerDamaged, PlanInvalid
-from wansweep.lifecycle import FAILURES, SUCCEEDED, JobResult, Outcome
-from wansweep.notify import notify
-from wansweep.preflight import preflight
-from wansweep.report import reuse_report, save_plan
-from wansweep.runtime import RunSettings, close_runtime, stop_event
+from wansweep.fal.webhooks import receiver_from_env
+from wansweep.plan.preflight import preflight
+from wansweep.plan.spec import DEFAULT_STORE, Job, SweepSpec, load_spec
+from wansweep.results.notify import notify
+from wansweep.results.report import reuse_report, save_plan
+from wansweep.run.ledger import Ledger
+from wansweep.run.lifecycle import FAILURES, SUCCEEDED, JobResult, Outcome
+from wansweep.run.runtime import RunSettings, close_runtime, stop_event
 from wansweep.store import open_store
-from wansweep.sweep import DEFAULT_STORE, Job, SweepSpec, load_spec
-from wansweep.webhooks import receiver_from_env
+from wansweep.store.layout import JOBS, SWEEP_INDEX, archived_keys, report_file, sweep_file
 
 
 class Progress:
@@ -436,6 +437,6 @@ def sweep(
         "skipped_rows": skipped_rows,
         "report": files,
         "report_rebuilt": reused is None,
-        "videos": archive.url("jobs/"),
+        "videos": archive.url(JOBS),
         "index": archive.url(sweep_file(cfg.name, SWEEP_INDEX)),
     }

@@ -7,7 +7,7 @@ from dataclasses import asdict
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from wansweep.export import Filters, export
+from wansweep.results.export import Filters, export
 from wansweep.store import open_store
 
 

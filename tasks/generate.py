@@ -1,4 +1,4 @@
-"""The generation task: one per job, a thin adapter over :func:`wansweep.execute.run_job`.
+"""The generation task: one per job, a thin adapter over :func:`wansweep.run.execute.run_job`.
 
 Caching: the archive is the cache. ``run_job`` returns at once when the job's sidecar
 exists, and the flow filters archived jobs out before fan-out (a Prefect cache hit costs
@@ -12,10 +12,10 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from wansweep.errors import is_transient
-from wansweep.execute import run_job
-from wansweep.lifecycle import JobResult
-from wansweep.runtime import RunSettings, runtime_for
-from wansweep.sweep import Job, endpoint_alias
+from wansweep.plan.spec import Job, endpoint_alias
+from wansweep.run.execute import run_job
+from wansweep.run.lifecycle import JobResult
+from wansweep.run.runtime import RunSettings, runtime_for
 
 
 def limit_name(endpoint: str) -> str:

@@ -7,15 +7,16 @@ from pathlib import Path
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from wansweep.report import write_report
+from wansweep.results.report import write_report
 from wansweep.store import open_store
+from wansweep.store.layout import report_file
 
 
 @task(name="report", cache_policy=NO_CACHE, persist_result=False)
 def build_report(store_uri: str, sweep: str, out_dir: str | None = None) -> dict:
     store = open_store(store_uri)
     _, summary, files = write_report(store, sweep, Path(out_dir) if out_dir else None)
-    markdown = (store.get_bytes(f"sweeps/{sweep}/report/summary.md") or b"").decode()
+    markdown = (store.get_bytes(report_file(sweep, "summary.md")) or b"").decode()
     try:
         from prefect.artifacts import (
             create_link_artifact,

@@ -136,10 +136,10 @@ def ledger_statuses(store_dir: Path) -> Counter:
 def accepted_per_job(fal, spec: Path) -> dict[str, int]:
     """Submits the local server accepted for each planned job of a spec (keyed by job key)."""
     # imported here: fal-client must not be imported before the server's environment is set
-    from wansweep.execute import request_body
     from wansweep.localfal.queue import input_key
-    from wansweep.manifest import plan
-    from wansweep.sweep import load_spec
+    from wansweep.plan.manifest import plan
+    from wansweep.plan.spec import load_spec
+    from wansweep.run.execute import request_body
 
     cfg = load_spec(spec)
     stats = fal.stats()["submits_by_input"]

@@ -124,7 +124,7 @@ def seaweedfs(tmp_path_factory):
 @pytest.fixture
 def webhook_env(monkeypatch):
     """Webhooks on, received on a free loopback port (the local server calls it)."""
-    from wansweep import webhooks
+    from wansweep.fal import webhooks
 
     monkeypatch.setenv("WANSWEEP_WEBHOOK_URL", "http://127.0.0.1:0/fal-webhook")
     yield

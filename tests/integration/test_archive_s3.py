@@ -13,7 +13,7 @@ import pytest
 
 from flows.dataset import dataset
 from tests.helpers import make_image, write_case
-from wansweep.report import rebuild_indexes
+from wansweep.results.report import rebuild_indexes
 from wansweep.store import open_store
 
 

@@ -15,9 +15,9 @@ import pytest
 
 from flows.sweep import sweep
 from tests.helpers import write_case
-from wansweep.archive import archived_keys
-from wansweep.export import Filters, export, local_copy
+from wansweep.results.export import Filters, export, local_copy
 from wansweep.store import open_store
+from wansweep.store.layout import archived_keys
 
 
 @pytest.fixture(scope="module")

@@ -21,11 +21,11 @@ import yaml
 from flows.sweep import sweep
 from tests.fal_examples import FAL_EXAMPLE_PROMPT
 from tests.helpers import make_image, write_case
-from wansweep import schema
-from wansweep.archive import Ledger
-from wansweep.manifest import plan
+from wansweep.plan import schema
+from wansweep.plan.manifest import plan
+from wansweep.plan.spec import load_spec
+from wansweep.run.ledger import Ledger
 from wansweep.store import open_store
-from wansweep.sweep import load_spec
 
 FLASH = schema.ENDPOINTS[1]
 
@@ -119,7 +119,7 @@ class _Evil(BaseHTTPRequestHandler):
 
 
 def test_unbounded_or_forbidden_image_urls_are_refused_at_plan(tmp_path, monkeypatch):
-    from wansweep import fetch
+    from wansweep.media import fetch
 
     server = HTTPServer(("127.0.0.1", 0), _Evil)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -170,7 +170,7 @@ def test_a_name_that_rebinds_to_a_private_address_reaches_nothing_private(monkey
     when the connection is made. The connection must go where the check looked. Here
     127.0.0.1 plays a public address and 127.0.0.2 the private one (the only addresses a
     test can serve on); the HTTP and the connections are real."""
-    from wansweep import fetch
+    from wansweep.media import fetch
 
     public = _site("127.0.0.1", 0, b"public")
     port = public.server_address[1]
@@ -253,7 +253,7 @@ def test_fals_own_example_prompt_plans_and_runs(fal, prefect_harness, tmp_path):
 
 
 def test_the_webhook_receiver_has_limits():
-    from wansweep.webhooks import WebhookReceiver
+    from wansweep.fal.webhooks import WebhookReceiver
 
     receiver = WebhookReceiver("http://127.0.0.1:0/hook")
     port = int(receiver.address.rsplit(":", 1)[1])

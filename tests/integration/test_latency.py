@@ -8,11 +8,11 @@ import pytest
 
 from flows.sweep import sweep
 from tests.helpers import accepted_per_job, data_uri, make_image, write_case
-from wansweep import schema
-from wansweep.archive import archived_keys
 from wansweep.fal import FalConfig, FalQueue
+from wansweep.fal.types import PollSpec
+from wansweep.plan import schema
 from wansweep.store import open_store
-from wansweep.sweep import PollSpec
+from wansweep.store.layout import archived_keys
 
 
 def sidecars(tmp_path) -> list[dict]:

@@ -14,7 +14,8 @@ import pytest
 from PIL import Image
 
 from tests.helpers import data_uri, fetch, make_image, make_wav
-from wansweep import media, schema
+from wansweep.media import frames as media
+from wansweep.plan import schema
 
 STANDARD, FLASH = schema.ENDPOINTS
 SEED_EXAMPLE_PROMPT = (

@@ -7,8 +7,8 @@ import httpx
 import pytest
 
 from tests.helpers import data_uri, fetch, make_image, make_wav
-from wansweep import schema
 from wansweep.localfal.queue import input_key
+from wansweep.plan import schema
 
 STANDARD, FLASH = schema.ENDPOINTS
 

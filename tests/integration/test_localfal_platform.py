@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from tests.helpers import data_uri, make_image, wait_for
-from wansweep import schema
+from wansweep.plan import schema
 
 STANDARD, FLASH = schema.ENDPOINTS
 

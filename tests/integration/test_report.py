@@ -17,7 +17,7 @@ from PIL import Image
 
 from flows.sweep import sweep
 from tests.helpers import write_case
-from wansweep.report import summary, write_report
+from wansweep.results.report import summary, write_report
 from wansweep.store import open_store
 
 

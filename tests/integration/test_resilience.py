@@ -20,8 +20,9 @@ from tests.helpers import (
     wait_for,
     write_case,
 )
-from wansweep.archive import Ledger, archived_keys
+from wansweep.run.ledger import Ledger
 from wansweep.store import open_store
+from wansweep.store.layout import archived_keys
 
 
 def test_sigkill_mid_run_then_rerun_pays_once_and_loses_nothing(fal, prefect_harness, tmp_path):

@@ -18,10 +18,10 @@ import pytest
 
 from flows.sweep import sweep
 from tests.helpers import write_case
-from wansweep.archive import vote_keys
-from wansweep.report import jobs_frame, write_report
-from wansweep.review import Review, read_votes, review_pairs, serve
+from wansweep.results.report import jobs_frame, write_report
+from wansweep.results.review import Review, read_votes, review_pairs, serve
 from wansweep.store import open_store
+from wansweep.store.layout import vote_keys
 
 ARMS = ("flash-720p", "standard-720p")
 

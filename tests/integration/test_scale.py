@@ -19,10 +19,10 @@ from prefect.context import FlowRunContext
 
 from flows.sweep import fan_out, quiet_task_successes
 from tests.helpers import make_image
-from wansweep.archive import archived_keys
-from wansweep.manifest import plan
+from wansweep.plan.manifest import plan
+from wansweep.plan.spec import load_spec
 from wansweep.store import open_store
-from wansweep.sweep import load_spec
+from wansweep.store.layout import archived_keys
 
 
 def spec_file(tmp_path, store: str):
@@ -73,7 +73,7 @@ def test_a_big_folder_is_listed_in_ranges_at_once_and_only_up_to_the_last_wanted
 ):
     from concurrent.futures import ThreadPoolExecutor
 
-    from wansweep import media_index
+    from wansweep.plan import media_index
 
     s3 = boto3.client("s3")
     for i in range(60):  # wanted, interleaved with objects no manifest names, and some after
@@ -234,7 +234,7 @@ def web_case(tmp_path, site, n: int, **spec):
 
 
 def test_heads_share_connections(tmp_path, site):
-    from wansweep.manifest import PLAN_CONCURRENCY
+    from wansweep.plan.manifest import PLAN_CONCURRENCY
 
     cfg, manifest = web_case(tmp_path, site, 3 * PLAN_CONCURRENCY)
     assert replan(cfg, manifest).media_fetched == 3 * PLAN_CONCURRENCY

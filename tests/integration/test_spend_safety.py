@@ -22,9 +22,10 @@ from tests.helpers import (
     wait_for,
     write_case,
 )
-from wansweep.archive import Ledger, archived_keys
+from wansweep.plan.spec import load_spec
+from wansweep.run.ledger import Ledger
 from wansweep.store import open_store
-from wansweep.sweep import load_spec
+from wansweep.store.layout import archived_keys
 
 
 def listed(fal) -> int:
@@ -178,7 +179,7 @@ def test_sigkill_while_holding_leases_then_rerun_takes_them_over(fal, prefect_ha
 
 def test_report_and_fals_usage_agree_on_what_was_billed(fal, prefect_harness, tmp_path):
     from wansweep.fal import FalConfig, FalQueue
-    from wansweep.spend import compare_spend
+    from wansweep.results.spend import compare_spend
 
     wait_for(lambda: fal.stats()["in_progress"] + fal.stats()["queued"] == 0, what="idle")
     fal.configure(latency="fixed=6", media="tiny", concurrency=2)  # 2 run, 6 queue
@@ -192,7 +193,7 @@ def test_report_and_fals_usage_agree_on_what_was_billed(fal, prefect_harness, tm
     wait_for(lambda: fal.stats()["in_progress"] == 0, what="the cancelled runners to finish")
     store = open_store(str(store_dir))
     queue = FalQueue(FalConfig.from_env())
-    from wansweep.report import write_report
+    from wansweep.results.report import write_report
 
     write_report(store, "t")
     check = compare_spend(store, "t", queue).table.iloc[0]

@@ -12,13 +12,14 @@ import pytest
 
 from flows.sweep import sweep
 from tests.helpers import make_image, write_case
-from wansweep.archive import Ledger, archived_keys, report_file, vote_key
 from wansweep.errors import OverBudget, PlanInvalid
-from wansweep.execute import request_body
 from wansweep.localfal.queue import input_key
-from wansweep.manifest import plan
+from wansweep.plan.manifest import plan
+from wansweep.plan.spec import load_spec
+from wansweep.run.execute import request_body
+from wansweep.run.ledger import Ledger
 from wansweep.store import open_store
-from wansweep.sweep import load_spec
+from wansweep.store.layout import archived_keys, report_file, vote_key
 
 
 def test_sweep_archives_every_job_and_a_rerun_pays_nothing(fal, prefect_harness, tmp_path):

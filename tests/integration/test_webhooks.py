@@ -8,7 +8,7 @@ import httpx
 
 from flows.sweep import sweep
 from tests.helpers import kill_everything, ledger_statuses, start_run, wait_for, write_case
-from wansweep.webhooks import WebhookReceiver
+from wansweep.fal.webhooks import WebhookReceiver
 
 LATENCY = 4.0
 

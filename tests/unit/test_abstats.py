@@ -7,7 +7,7 @@ import math
 import pandas as pd
 import pytest
 
-from wansweep import abstats
+from wansweep.results import stats as abstats
 
 
 def table():

@@ -4,9 +4,9 @@ import threading
 
 import pytest
 
-from wansweep import schema
 from wansweep.errors import BudgetExceeded
-from wansweep.pricing import Budget, PriceTable
+from wansweep.plan import schema
+from wansweep.plan.pricing import Budget, PriceTable
 
 
 def test_budget_refuses_the_submit_that_would_pass_it():

@@ -4,8 +4,8 @@ import fal_client
 import pytest
 
 from wansweep.fal.stream import Completion
-from wansweep.finish import timings
-from wansweep.lifecycle import LedgerEntry
+from wansweep.run.finish import timings
+from wansweep.run.lifecycle import LedgerEntry
 
 DONE = fal_client.Completed(logs=None, metrics={"inference_time": 4.0})
 

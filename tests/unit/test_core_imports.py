@@ -29,10 +29,40 @@ print("imported", len(sys.argv) - 1)
 
 
 def test_every_core_module_imports_without_prefect():
-    modules = sorted(m.name for m in pkgutil.walk_packages(wansweep.__path__, prefix="wansweep."))
-    assert "wansweep.execute" in modules and "wansweep.cli" in modules
+    modules = sorted(
+        m.name
+        for m in pkgutil.walk_packages(wansweep.__path__, prefix="wansweep.")
+        if not m.name.endswith(".__main__")  # `python -m` entry points run when imported
+    )
+    assert "wansweep.run.execute" in modules and "wansweep.cli" in modules
     done = subprocess.run(
         [sys.executable, "-c", _CHECK, *modules], capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip() == f"imported {len(modules)}"
+
+
+_NO_FAL_CLIENT = """
+import importlib, sys
+for name in sys.argv[1:]:
+    importlib.import_module(name)
+loaded = sorted(m for m in sys.modules if m.split(".")[0] == "fal_client")
+assert not loaded, loaded
+"""
+
+
+def test_planning_never_imports_fal_client():
+    """fal-client reads FAL_RUN_HOST / FAL_QUEUE_RUN_HOST once, when first imported: a plan made
+    before a run sets them (the local server's, a test's) must not have fixed them already."""
+    planning = sorted(
+        m.name
+        for m in pkgutil.walk_packages(wansweep.__path__, prefix="wansweep.")
+        if m.name.startswith(("wansweep.plan", "wansweep.media", "wansweep.store"))
+    ) + ["wansweep.fal", "wansweep.fal.types", "wansweep.fal.policy"]
+    done = subprocess.run(
+        [sys.executable, "-c", _NO_FAL_CLIENT, *planning],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]

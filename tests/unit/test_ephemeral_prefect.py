@@ -13,7 +13,7 @@ from prefect.context import SettingsContext, refresh_global_settings_context
 from prefect.settings import get_current_settings
 from rich.console import Console
 
-from wansweep import cli
+from wansweep.cli import run as cli_run
 
 TIMEOUT = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
 DATABASE = "PREFECT_SERVER_DATABASE_CONNECTION_URL"
@@ -29,11 +29,11 @@ def machine(monkeypatch, tmp_path):
         for name in ("PREFECT_API_URL", TIMEOUT, DATABASE, BATCH, READ_BATCH)
     }
     monkeypatch.setenv("PREFECT_HOME", str(tmp_path))
-    held = len(cli._held)
+    held = len(cli_run._held)
     yield tmp_path
-    for lock in cli._held[held:]:
+    for lock in cli_run._held[held:]:
         lock.close()
-    del cli._held[held:]
+    del cli_run._held[held:]
     for name, value in saved.items():
         os.environ.pop(name, None)
         if value is not None:
@@ -49,14 +49,14 @@ def prepared() -> tuple[int, str, dict[str, int]]:
 
     def fresh_process():
         SettingsContext.__var__.set(None)
-        cli._prepare_ephemeral_prefect(Console(quiet=True))
+        cli_run._prepare_ephemeral_prefect(Console(quiet=True))
         settings = get_current_settings()
         database = settings.server.database.connection_url
         recorder = settings.server.services.task_run_recorder
         return (
             settings.server.ephemeral.startup_timeout_seconds,
             database.get_secret_value() if database else "",
-            {name: getattr(recorder, name) for name in cli.RECORDER_BATCHES},
+            {name: getattr(recorder, name) for name in cli_run.RECORDER_BATCHES},
         )
 
     return contextvars.copy_context().run(fresh_process)
@@ -64,7 +64,7 @@ def prepared() -> tuple[int, str, dict[str, int]]:
 
 def test_the_first_run_keeps_the_usual_database_and_waits_longer(machine):
     timeout, database, _ = prepared()
-    assert timeout == cli.EPHEMERAL_STARTUP_TIMEOUT_S
+    assert timeout == cli_run.EPHEMERAL_STARTUP_TIMEOUT_S
     assert "wansweep-prefect-" not in database
 
 
@@ -72,11 +72,13 @@ def test_a_run_beside_it_gets_a_database_of_its_own(machine):
     with open(machine / "wansweep-ephemeral.lock", "w") as other:
         fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # another run holds the machine's
         timeout, database, _ = prepared()
-    assert timeout == cli.EPHEMERAL_STARTUP_TIMEOUT_S
+    assert timeout == cli_run.EPHEMERAL_STARTUP_TIMEOUT_S
     assert database.startswith("sqlite+aiosqlite:///") and "wansweep-prefect-" in database
 
 
-@pytest.mark.parametrize("theirs, expected", [("600", 600), ("5", cli.EPHEMERAL_STARTUP_TIMEOUT_S)])
+@pytest.mark.parametrize(
+    "theirs, expected", [("600", 600), ("5", cli_run.EPHEMERAL_STARTUP_TIMEOUT_S)]
+)
 def test_a_longer_wait_of_the_users_is_kept(machine, theirs, expected):
     os.environ[TIMEOUT] = theirs
     assert prepared()[0] == expected

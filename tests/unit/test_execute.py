@@ -1,4 +1,4 @@
-"""The job state machine, row by row of the table in wansweep.lifecycle: an in-process fake
+"""The job state machine, row by row of the table in wansweep.run.lifecycle: an in-process fake
 fal queue and a real LocalStore, no server. Each test starts a job from one ledger state and
 checks what was paid for (submits), what the ledger says and how the job ended."""
 
@@ -13,16 +13,18 @@ import fal_client
 import pytest
 
 from tests.helpers import make_image
-from wansweep.archive import Ledger, job_file
 from wansweep.errors import AmbiguousSubmit, FailureKind, FalError, Stopped
-from wansweep.execute import Runtime, run_job
 from wansweep.fal.platform import Lookup
 from wansweep.fal.stream import Completion
-from wansweep.lifecycle import SUCCEEDED, Handle, LedgerEntry, LedgerStatus, Outcome
+from wansweep.fal.types import Handle, PollSpec
 from wansweep.localfal.video import render_clip
-from wansweep.pricing import Budget
+from wansweep.plan.pricing import Budget
+from wansweep.plan.spec import Job, ReconcileSpec
+from wansweep.run.execute import Runtime, run_job
+from wansweep.run.ledger import Ledger
+from wansweep.run.lifecycle import SUCCEEDED, LedgerEntry, LedgerStatus, Outcome
 from wansweep.store import LocalStore
-from wansweep.sweep import Job, PollSpec, ReconcileSpec
+from wansweep.store.layout import job_file
 
 CLIP = render_clip(
     make_image(320, 240), prompt="p", seed=1, resolution="720p", duration="5", fps=4, short_side=64
@@ -307,7 +309,7 @@ def test_a_cancelled_request_that_finished_anyway_is_archived_not_paid_again(tmp
 
 
 def test_a_job_another_process_holds_is_waited_for(tmp_path, job):
-    from wansweep.leases import Leases, Owner, lease_key
+    from wansweep.run.leases import Leases, Owner, lease_key
 
     fal = FakeQueue()
     rt = runtime(tmp_path, fal)
@@ -368,7 +370,7 @@ def test_a_refused_submit_gives_its_reservation_back(tmp_path, job):
 
 
 def test_a_lease_lost_while_stalled_submits_nothing(tmp_path, job):
-    from wansweep.leases import Leases, Owner
+    from wansweep.run.leases import Leases, Owner
 
     fal = FakeQueue()
     rt = runtime(tmp_path, fal)

@@ -7,8 +7,7 @@ import pytest
 
 from wansweep.fal import FalConfig, FalQueue
 from wansweep.fal.stream import Completion, StreamBroken, StreamUnsupported
-from wansweep.lifecycle import Handle
-from wansweep.sweep import PollSpec
+from wansweep.fal.types import Handle, PollSpec
 
 DONE = fal_client.Completed(logs=None, metrics={})
 RUNNING = fal_client.InProgress(logs=None)

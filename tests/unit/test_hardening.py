@@ -9,15 +9,16 @@ import pytest
 import yaml
 
 from tests.helpers import make_image
-from wansweep import fetch
 from wansweep.errors import FalError, ManifestError, SpecError
-from wansweep.fetch import FetchRefused, checked_addresses, read_local
-from wansweep.lifecycle import LedgerEntry
-from wansweep.manifest import parse_seed, plan
-from wansweep.notify import chat_escape
-from wansweep.report import safe_csv
+from wansweep.media import fetch
+from wansweep.media.fetch import FetchRefused, checked_addresses, read_local
+from wansweep.plan.manifest import parse_seed, plan
+from wansweep.plan.spec import load_spec
+from wansweep.results.notify import chat_escape
+from wansweep.results.report import safe_csv
+from wansweep.run.lifecycle import LedgerEntry
 from wansweep.scrub import scrub
-from wansweep.sweep import check_sweep_name, load_spec
+from wansweep.store.layout import check_sweep_name
 
 PRESIGNED = (
     "https://bucket.s3.amazonaws.com/in/a.png?X-Amz-Algorithm=AWS4-HMAC-SHA256"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 import time
 
-from wansweep.leases import Leases, Owner, lease_key
+from wansweep.run.leases import Leases, Owner, lease_key
 from wansweep.store import LocalStore
 
 

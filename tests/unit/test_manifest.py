@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from tests.helpers import data_uri, make_image, make_wav
-from wansweep.manifest import ManifestError, plan
-from wansweep.sweep import load_spec
+from wansweep.plan.manifest import ManifestError, plan
+from wansweep.plan.spec import load_spec
 
 
 @pytest.fixture

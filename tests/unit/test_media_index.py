@@ -11,10 +11,10 @@ import pytest
 import yaml
 
 from tests.helpers import make_image
-from wansweep.manifest import plan
-from wansweep.media_index import INDEX_KEY
+from wansweep.plan.manifest import plan
+from wansweep.plan.spec import load_spec
 from wansweep.store import LocalStore
-from wansweep.sweep import load_spec
+from wansweep.store.layout import MEDIA_INDEX_KEY as INDEX_KEY
 
 
 @pytest.fixture
@@ -156,7 +156,7 @@ def http_date(t: float) -> str:
     ],
 )
 def test_freshness_is_what_the_answer_says_explicitly(headers, until):
-    from wansweep.media_index import fresh_until
+    from wansweep.plan.media_index import fresh_until
 
     assert fresh_until(headers, NOW) == until
 

@@ -7,8 +7,9 @@ import pytest
 
 from tests.fal_examples import FAL_EXAMPLE_PROMPT
 from tests.helpers import make_image
-from wansweep import media, quality
 from wansweep.localfal.video import render_clip
+from wansweep.media import frames as media
+from wansweep.media import quality
 
 
 def measured(tmp_path, prompt, duration="5", multi_shots=False, short_side=64, audio=False):
@@ -23,7 +24,7 @@ def measured(tmp_path, prompt, duration="5", multi_shots=False, short_side=64, a
     )
     path = tmp_path / "v.mp4"
     path.write_bytes(clip.data)
-    asked = quality.Asked(float(duration), "720p", multi_shots, prompt, audio)
+    asked = quality.Asked(float(duration), 720, multi_shots, prompt, audio)
     decoded = quality.decode(path)
     assert len(decoded.picks) == 3
     return quality.measure(quality.Clip(decoded, asked, media.probe(path), 0.97))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from wansweep import schema
-from wansweep.sweep import Seeds, SpecError, job_key, load_spec
+from wansweep.plan import schema
+from wansweep.plan.spec import Seeds, SpecError, job_key, load_spec
 
 
 def spec_file(tmp_path, **cfg):

@@ -12,7 +12,7 @@ import httpx
 from wansweep.errors import FailureKind, FalError, FalUnavailable
 from wansweep.fal import policy
 from wansweep.fal.connection import detail
-from wansweep.lifecycle import Handle
+from wansweep.fal.types import Handle
 
 # Seconds between our submit (on fal's clock, learnt from its Date headers to the second) and
 # fal's receipt that still count as one request. Wide enough for a slow network, narrow so

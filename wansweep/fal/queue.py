@@ -23,9 +23,8 @@ from wansweep.fal.connection import Connection, detail
 from wansweep.fal.download import DownloadMixin
 from wansweep.fal.platform import PlatformMixin
 from wansweep.fal.stream import Completion, StatusStreams, StreamBroken, StreamUnsupported
-from wansweep.lifecycle import Handle
-from wansweep.sweep import PollSpec
-from wansweep.webhooks import WebhookReceiver
+from wansweep.fal.types import Handle, PollSpec
+from wansweep.fal.webhooks import WebhookReceiver
 
 log = logging.getLogger(__name__)
 

@@ -12,10 +12,10 @@ from urllib.parse import unquote
 
 import httpx
 
-from wansweep import schema
 from wansweep.localfal.queue import FalRequest
 from wansweep.localfal.video import render_clip
-from wansweep.media import decode_data_uri
+from wansweep.media.frames import decode_data_uri
+from wansweep.plan import schema
 
 FETCH_LIMIT = 64 * 2**20  # bytes read of one input URL at most
 

@@ -17,8 +17,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from wansweep import schema
 from wansweep.localfal.queue import FalRequest, iso
+from wansweep.plan import schema
 
 STATUS_FILTERS = {
     "success": range(200, 300),

@@ -15,8 +15,8 @@ import httpx
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from wansweep import schema
 from wansweep.localfal.faults import Dropped, DroppedResponse, fal_error, ingress_error
+from wansweep.plan import schema
 
 
 def input_key(endpoint: str, payload: dict[str, Any]) -> str:

@@ -60,7 +60,7 @@ class LocalFal(QueueRoutes, GenerateMixin, PlatformRoutes, AdminRoutes):
         return time.time() + self.config.clock_offset
 
     def prices(self):
-        from wansweep.pricing import PriceTable
+        from wansweep.plan.pricing import PriceTable
 
         if self._prices is None:
             self._prices = PriceTable.load()

@@ -15,7 +15,8 @@ import av
 import numpy as np
 from PIL import Image, ImageOps
 
-from wansweep.schema import output_size, shot_starts
+from wansweep.media.quality import shot_starts
+from wansweep.plan.schema import output_size
 
 FPS = 16
 

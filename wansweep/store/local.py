@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from wansweep.errors import StoreMismatch
-from wansweep.store import Store
+from wansweep.store.base import Store
 
 
 class LocalStore(Store):

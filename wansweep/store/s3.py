@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from wansweep.errors import StoreMismatch, StoreUnavailable
-from wansweep.store import Store
+from wansweep.store.base import Store
 
 log = logging.getLogger(__name__)
 # S3's answers when the bytes it received do not match the checksum sent with them

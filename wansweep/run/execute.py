@@ -1,6 +1,6 @@
 """One job, start to archive: the steps that spend money, written so none happens twice.
 
-The state table (which ledger status leads to which step) is in :mod:`wansweep.lifecycle`;
+The state table (which ledger status leads to which step) is in :mod:`wansweep.run.lifecycle`;
 every ledger status is set here, each in one place:
 
 - ``submitting``, ``submitted``: :func:`_submit` and :func:`_submitted`
@@ -9,7 +9,7 @@ every ledger status is set here, each in one place:
   :func:`_settle_lost_submit` (fal's records prove a lost submit was never accepted)
 - ``cancelled``: :func:`_await_result` (the run was stopped while the job waited)
 - ``completed``: :func:`_await_result`
-- ``archived``: :func:`wansweep.finish.archive_result`
+- ``archived``: :func:`wansweep.run.finish.archive_result`
 - ``failed``, ``expired``: :func:`_run_job` (a :class:`FalError` nothing could recover)
 """
 
@@ -24,7 +24,6 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
-from wansweep.archive import Ledger, job_file
 from wansweep.errors import (
     AmbiguousSubmit,
     BudgetExceeded,
@@ -36,14 +35,17 @@ from wansweep.errors import (
 )
 from wansweep.fal import FalQueue
 from wansweep.fal.platform import Lookup
-from wansweep.finish import archive_result
-from wansweep.leases import Leases
-from wansweep.lifecycle import Handle, JobResult, LedgerEntry, LedgerStatus, Outcome
-from wansweep.manifest import load_media
-from wansweep.pricing import Budget
-from wansweep.reconcile import look_up, record
+from wansweep.fal.types import Handle, PollSpec
+from wansweep.media.fetch import read_local
+from wansweep.plan.pricing import Budget
+from wansweep.plan.spec import Job, ReconcileSpec
+from wansweep.run.finish import archive_result
+from wansweep.run.leases import Leases
+from wansweep.run.ledger import Ledger
+from wansweep.run.lifecycle import JobResult, LedgerEntry, LedgerStatus, Outcome
+from wansweep.run.reconcile import look_up, record
 from wansweep.store import Store, presign
-from wansweep.sweep import Job, PollSpec, ReconcileSpec
+from wansweep.store.layout import job_file
 
 
 @dataclass
@@ -90,7 +92,7 @@ def media_url(uri: str) -> str:
         return uri
     if uri.startswith("s3://"):
         return presign(uri, expires_s=3600)
-    data = load_media(uri)
+    data = read_local(uri.removeprefix("file://"))
     mime = mimetypes.guess_type(uri)[0] or "application/octet-stream"
     return f"data:{mime};base64,{base64.b64encode(data).decode()}"
 

@@ -19,13 +19,19 @@ from typing import Any
 
 import pandas as pd
 
-from wansweep import schema
 from wansweep.errors import ManifestError
-from wansweep.fetch import FetchRefused
-from wansweep.media_index import Checked, MediaIndex, Validator, read_with_validator, validators
-from wansweep.pricing import PriceTable
+from wansweep.media.fetch import FetchRefused
+from wansweep.plan import schema
+from wansweep.plan.media_index import (
+    Checked,
+    MediaIndex,
+    Validator,
+    read_with_validator,
+    validators,
+)
+from wansweep.plan.pricing import PriceTable
+from wansweep.plan.spec import Job, SweepSpec, job_key, normalise_settings
 from wansweep.store import Store, read_uri
-from wansweep.sweep import Job, SweepSpec, job_key, normalise_settings
 
 KNOWN_COLUMNS = {
     "id",
@@ -247,7 +253,7 @@ class MediaCache:
 
 def _remember_reference(sha: str, data: bytes) -> None:
     """Keep the image's small reference for this run's first-frame checks (no second read)."""
-    from wansweep.media import REFERENCES, reference_of
+    from wansweep.media.frames import REFERENCES, reference_of
 
     REFERENCES.put(sha, reference_of(data))
 
@@ -270,11 +276,6 @@ def _folder(manifest: str) -> str:
     """The manifest's folder, symlinks resolved (once per manifest: a plan names it 100,000
     times)."""
     return str(Path(manifest).parent.resolve())
-
-
-def load_media(uri: str) -> bytes:
-    """An input's bytes, within the bounds of :mod:`wansweep.fetch` (S3 objects included)."""
-    return read_with_validator(uri)[0]
 
 
 @dataclass
@@ -436,7 +437,7 @@ def plan(
     error gives no job; every problem of every row is listed. Identical jobs (same key: e.g.
     two rows with the same image bytes and prompt) are planned, and paid for, once.
     ``index_store``: where the media index lives (the archive), so that inputs an earlier plan
-    checked are not downloaded again (see :mod:`wansweep.media_index`)."""
+    checked are not downloaded again (see :mod:`wansweep.plan.media_index`)."""
     df = read_manifest(manifest_uri)
     media = MediaCache(MediaIndex(index_store), trust_fresh=spec.trust_http_cache)
     planner = _Planner(spec, manifest_uri, prices or PriceTable.load(), list(df.columns), media)

@@ -20,7 +20,7 @@ Anything else (new, changed, damaged, or no validator: a server that sends neith
 Last-Modified, a ``data:`` URI) means fetch, decode and hash again; a changed image gets a
 new job key, as always. Failed fetches are never remembered.
 
-Stored as one gzipped JSON-lines object (:data:`INDEX_KEY`), read once and written once per
+Stored as one gzipped JSON-lines object (:data:`MEDIA_INDEX_KEY`), read once and written once per
 plan. A damaged line is skipped and a damaged file rebuilt; an index written by another
 version of wansweep is not used (its validation rules may differ). Two plans writing it at once can
 only lose each other's entries (re-checked next time), never make one wrong: the validator
@@ -42,12 +42,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 
-from wansweep import __version__, schema
+from wansweep import __version__
+from wansweep.plan import schema
 from wansweep.store import Store, s3_client, s3_location
+from wansweep.store.layout import MEDIA_INDEX_KEY
 
 log = logging.getLogger(__name__)
 
-INDEX_KEY = "media/index.jsonl.gz"
 LIST_AT = 20  # inputs under one S3 folder from which one listing beats a HEAD each
 PAGE = 1000  # keys in one S3 listing page
 LIST_RANGES = 8  # ranges of one folder listed at once (see _listed)
@@ -85,7 +86,7 @@ class MediaIndex:
 
     def _load(self) -> None:
         try:
-            raw = self.store.get_bytes(INDEX_KEY)
+            raw = self.store.get_bytes(MEDIA_INDEX_KEY)
             lines = gzip.decompress(raw).decode().splitlines() if raw else []
         except Exception as exc:  # noqa: BLE001 (a damaged index is rebuilt, never trusted)
             log.warning("media index unreadable (%s): every input is checked again", exc)
@@ -152,7 +153,7 @@ class MediaIndex:
             for e in self._entries.values()
         ]
         try:
-            self.store.put_bytes(INDEX_KEY, gzip.compress("\n".join(lines).encode(), 5))
+            self.store.put_bytes(MEDIA_INDEX_KEY, gzip.compress("\n".join(lines).encode(), 5))
             self._dirty = False
         except Exception as exc:  # noqa: BLE001
             log.warning("media index not saved (%s): the next plan checks every input", exc)
@@ -175,10 +176,10 @@ def _is_sha256(value: object) -> bool:
 def read_with_validator(uri: str) -> tuple[bytes, Validator | None]:
     """An input's bytes and the validator that came with them (one request: a cold plan
     asks nothing more than the bytes). Errors as the fetch raises them."""
-    from wansweep.fetch import MAX_BYTES, FetchRefused, fetch_url, read_local
+    from wansweep.media.fetch import MAX_BYTES, FetchRefused, fetch_url, read_local
 
     if uri.startswith("data:"):
-        from wansweep.media import decode_data_uri
+        from wansweep.media.frames import decode_data_uri
 
         return decode_data_uri(uri), None
     if uri.startswith(("http://", "https://")):
@@ -198,6 +199,11 @@ def read_with_validator(uri: str) -> tuple[bytes, Validator | None]:
     path = uri.removeprefix("file://")
     mark = _validator(path)  # before the read: bytes changed meanwhile will not match it
     return read_local(path), mark
+
+
+def load_media(uri: str) -> bytes:
+    """An input's bytes, within the bounds of :mod:`wansweep.media.fetch` (S3 objects included)."""
+    return read_with_validator(uri)[0]
 
 
 def validators(uris: Iterable[str], pool: ThreadPoolExecutor) -> dict[str, Validator | None]:
@@ -232,7 +238,7 @@ def _validator(uri: str) -> Validator | None:
             head = s3_client().head_object(Bucket=bucket, Key=key)
             return Validator(f"s3:{head['ETag']}:{head['ContentLength']}")
         if uri.startswith(("http://", "https://")):
-            from wansweep.fetch import head_url
+            from wansweep.media.fetch import head_url
 
             received = time.time()
             headers = head_url(uri)

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from wansweep.archive import archived_keys
 from wansweep.errors import InputError, OverBudget, PlanInvalid
-from wansweep.manifest import Plan, plan
-from wansweep.pricing import check_budget
+from wansweep.plan.manifest import Plan, plan
+from wansweep.plan.pricing import check_budget
+from wansweep.plan.spec import Job, SweepSpec
 from wansweep.store import Store
-from wansweep.sweep import Job, SweepSpec
+from wansweep.store.layout import archived_keys
 
 SHOWN_PROBLEMS = 50
 

@@ -11,30 +11,33 @@ from typing import Any
 
 import pandas as pd
 
-from wansweep import __version__, abstats
-from wansweep.archive import (
+from wansweep import __version__
+from wansweep.errors import LedgerDamaged
+from wansweep.results import stats as abstats
+from wansweep.results.index import (
+    get_parquet,
+    index_frame,
+    put_parquet,
+    read_sidecars,
+    sidecar_row,
+    write_index,
+)
+from wansweep.run.ledger import Ledger
+from wansweep.run.lifecycle import Billing, billing
+from wansweep.store import Store
+from wansweep.store.layout import (
     INDEX_KEY,
     PLAN_FILE,
     SIDECAR,
     SKIPPED_FILE,
     SWEEP_INDEX,
     VIDEO,
-    Ledger,
-    get_parquet,
-    index_frame,
     job_file,
-    put_parquet,
-    read_sidecars,
     report_file,
-    sidecar_row,
     sweep_file,
     sweep_names,
     vote_keys,
-    write_index,
 )
-from wansweep.errors import LedgerDamaged
-from wansweep.lifecycle import Billing, billing
-from wansweep.store import Store
 
 
 def save_plan(store: Store, sweep: str, jobs: list[Any], skipped: list[Any] = ()) -> None:
@@ -237,12 +240,12 @@ def write_report(
     summ = summary(frame, by)
     by_arm = summ if not by or by == ["arm"] else summary(frame)
     ab = abstats.compare(frame)
-    from wansweep.review import read_votes
+    from wansweep.results.review import read_votes
 
     votes = read_votes(store, sweep)
     voted, ranking = abstats.vote_table(votes), abstats.bradley_terry(votes)
     md = markdown_summary(sweep, frame, by_arm) + ab_markdown(ab) + votes_markdown(voted, ranking)
-    from wansweep.html import render_html, seed_comparison
+    from wansweep.results.html import render_html, seed_comparison
 
     def parquet() -> bytes:
         buf = io.BytesIO()

@@ -21,8 +21,8 @@ def pricing(
     from rich.console import Console
     from rich.table import Table
 
-    from wansweep import schema
-    from wansweep.pricing import PriceTable
+    from wansweep.plan import schema
+    from wansweep.plan.pricing import PriceTable
 
     console = Console()
     table = PriceTable.load()
@@ -72,8 +72,8 @@ def spend(
 
     from wansweep.errors import WansweepError
     from wansweep.fal import FalConfig, FalQueue
-    from wansweep.report import sweeps
-    from wansweep.spend import compare_spend
+    from wansweep.results.report import sweeps
+    from wansweep.results.spend import compare_spend
     from wansweep.store import open_store
 
     console = Console()
@@ -105,7 +105,7 @@ def reconcile(
 
     from wansweep.errors import WansweepError
     from wansweep.fal import FalConfig, FalQueue
-    from wansweep.reconcile import reconcile_store
+    from wansweep.run.reconcile import reconcile_store
     from wansweep.store import open_store
 
     console = Console()

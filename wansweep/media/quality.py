@@ -24,6 +24,7 @@ Definitions (``d[i]``: mean absolute difference of consecutive grey frames, 0-1)
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -31,13 +32,20 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from wansweep.schema import SHORT_SIDE, shot_starts
-
 GREY_SHORT_SIDE = 72  # pixels on the short side of the grey copies metrics read
 FROZEN_D = 0.00005  # under 1/80 of a grey level on average: nothing moved
 BLACK_LUMA, BLACK_STD = 0.1, 0.02  # decoded black is luma 16/255 ~ 0.063 (limited range)
 CUT_MIN_D = 0.08
 CUT_MATCH_S = 0.5
+
+SHOT_RE = re.compile(
+    r"Shot\s+(\d+)\s*\[\s*(\d+(?:\.\d+)?)\s*-\s*(\d+(?:\.\d+)?)\s*s\s*\]", re.IGNORECASE
+)
+
+
+def shot_starts(prompt: str) -> list[float]:
+    """Start times (s) of shots marked like ``Shot 2 [4-8s]`` in a prompt, first shot excluded."""
+    return sorted({float(m.group(2)) for m in SHOT_RE.finditer(prompt)} - {0.0})
 
 
 @dataclass(frozen=True)
@@ -104,7 +112,7 @@ def decode(path: Any, fractions: tuple[float, ...] = (0.0, 0.5, 1.0)) -> Decoded
     if len(picked) == len(want) and total == n:
         picks = [picked[min(n - 1, int(f * (n - 1)))] for f in fractions]
     else:  # the container did not know its frame count: a second pass for the three frames
-        from wansweep.media import frames_at
+        from wansweep.media.frames import frames_at
 
         picks = frames_at(path, fractions)
     return Decoded(np.asarray(grey, dtype=np.float32) / 255.0, np.asarray(times), picks)
@@ -127,7 +135,7 @@ class Asked:
     """What the job asked for, as metrics compare it."""
 
     duration: float
-    resolution: str
+    short_side: int | None  # pixels on the short side asked for (None: not asked)
     multi_shots: bool
     prompt: str
     audio: bool
@@ -232,7 +240,7 @@ def _cuts(c: Clip) -> dict[str, Any]:
 def _compliance(c: Clip) -> dict[str, Any]:
     p, a = c.probe, c.asked
     error = round(p.duration - a.duration, 3)
-    resolution_ok = min(p.width, p.height) == SHORT_SIDE.get(a.resolution)
+    resolution_ok = a.short_side is None or min(p.width, p.height) == a.short_side
     audio_ok = p.has_audio if a.audio else True
     return {
         "first_frame_similarity": c.first_frame_similarity,

@@ -1,5 +1,5 @@
-"""The `wansweep` command: the outside face. Prefect is imported only by the commands that run
-flows (``run``), never at import time; errors map to exit codes in :func:`_fail` alone."""
+"""`wansweep run` and `wansweep plan`: a sweep, from spec to archive and report. Prefect is
+imported only when a flow runs, never at import time."""
 
 from __future__ import annotations
 
@@ -7,103 +7,7 @@ from pathlib import Path
 
 import typer
 
-from wansweep import cli_money
-from wansweep.cli_money import _fail
-from wansweep.localfal.config import FAULTS
-
-app = typer.Typer(
-    add_completion=False,
-    no_args_is_help=True,
-    help="Wan 2.6 image-to-video sweeps and datasets on fal.ai, with Prefect.",
-)
-
-
-@app.callback()
-def _root() -> None:
-    """Wan 2.6 image-to-video sweeps and datasets on fal.ai, with Prefect."""
-
-
-@app.command("fal-server")
-def fal_server(
-    host: str = typer.Option("127.0.0.1", help="Address to bind (loopback unless told otherwise)."),
-    port: int = typer.Option(8443, help="Port; 0 picks a free one (the env file says which)."),
-    env_file: Path | None = typer.Option(
-        None,
-        help="Write the client environment (FAL_KEY, FAL_RUN_HOST, FAL_QUEUE_RUN_HOST, "
-        "SSL_CERT_FILE, ...) as KEY=VALUE lines here once the server is ready.",
-    ),
-    latency: str = typer.Option(
-        "demo",
-        help="Latency model: zero, demo, realistic, or queue=S,standard=S,flash=S "
-        "(inference seconds per second of video), or fixed=S (whole job).",
-    ),
-    faults: str = typer.Option(
-        "",
-        help="Fault rates NAME=P (probability 0-1), comma-separated, NAME one of: "
-        + ", ".join(FAULTS)
-        + "; and retention=S (seconds a result stays fetchable), slow_bytes_per_s=N, "
-        "listing_lag=S (seconds before a finished request is listed). "
-        "E.g. submit_429=0.1,drop_after_accept=0.05,failed=0.05.",
-    ),
-    concurrency: int = typer.Option(
-        10, min=1, help="Requests IN_PROGRESS at once; the rest queue."
-    ),
-    media: str = typer.Option(
-        "full", help="full: real-size clips; tiny: 64 px clips (benchmarks)."
-    ),
-    listing: str = typer.Option(
-        "documented",
-        help="Request listing: documented (as fal documents it: finished requests only, "
-        "sorted by end time, faults listing_lag / listing_payloads apply) or cooperative "
-        "(queued requests listed at once, payloads as sent).",
-    ),
-    cancel_running: str = typer.Option(
-        "complete",
-        help="A cancelled running request: complete (finishes and is billed, as fal allows) "
-        "or stop.",
-    ),
-    clock_offset: float = typer.Option(
-        0.0, help="Seconds the server's clock runs ahead (negative: behind) of this machine's."
-    ),
-    status_stream: str = typer.Option(
-        "on", help="on: serve the status stream; 404 or 405: answer that (a server without it)."
-    ),
-    media_dir: Path | None = typer.Option(None, help="Where rendered clips are kept."),
-    state_dir: Path | None = typer.Option(None, help="Where the local CA and certificate live."),
-    key: str | None = typer.Option(
-        None, help="Require this FAL_KEY (any key is accepted if unset)."
-    ),
-    fault_seed: int = typer.Option(0, help="Seed of the fault injector (repeatable runs)."),
-    quiet: bool = typer.Option(False, help="Do not print the client environment."),
-) -> None:
-    """Serve fal's queue protocol for both Wan 2.6 image-to-video endpoints, over HTTPS."""
-    from wansweep.localfal.config import Faults, Latency, ServerConfig
-    from wansweep.localfal.runner import default_state_dir, serve
-
-    try:
-        config = ServerConfig(
-            latency=Latency.parse(latency),
-            faults=Faults.parse(faults),
-            concurrency=concurrency,
-            media=media,
-            fault_seed=fault_seed,
-            key=key,
-            listing=listing,
-            cancel_running=cancel_running,
-            clock_offset=clock_offset,
-            status_stream=status_stream,
-        )
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from None
-    serve(
-        host,
-        port,
-        env_file,
-        config,
-        state_dir or default_state_dir(),
-        media_dir,
-        announce=not quiet,
-    )
+from wansweep.cli.money import _fail
 
 
 def _use_fal(console) -> object | None:
@@ -210,7 +114,6 @@ INTERRUPTED = (
 )
 
 
-@app.command()
 def run(
     spec: Path = typer.Argument(..., help="Sweep spec (YAML), e.g. configs/quickstart.yaml."),
     manifest: str | None = typer.Option(None, help="Manifest URI; overrides the spec's."),
@@ -256,7 +159,7 @@ def run(
     def on_sigint(signum, frame):
         """Ctrl-C: cancel every in-flight fal request, record it, and exit promptly. Prefect's
         own bookkeeping may hang on (in ephemeral mode Ctrl-C stops its server too)."""
-        from wansweep.runtime import active_jobs, stop_all
+        from wansweep.run.runtime import active_jobs, stop_all
 
         interrupted.append(True)
         signal.signal(signal.SIGINT, previous)
@@ -320,8 +223,7 @@ def run(
             server.stop()
 
 
-@app.command("plan")
-def plan_cmd(
+def plan(
     spec: Path = typer.Argument(..., help="Sweep spec (YAML)."),
     manifest: str | None = typer.Option(None, help="Manifest URI; overrides the spec's."),
     store: str | None = typer.Option(None, help="Archive to compare with (what it already holds)."),
@@ -331,9 +233,9 @@ def plan_cmd(
     from rich.table import Table
 
     from wansweep.errors import InputError, OverBudget
-    from wansweep.preflight import preflight
+    from wansweep.plan.preflight import preflight
+    from wansweep.plan.spec import DEFAULT_STORE, load_spec
     from wansweep.store import open_store
-    from wansweep.sweep import DEFAULT_STORE, load_spec
 
     console = Console()
     try:
@@ -391,162 +293,3 @@ def plan_cmd(
             console.print(str(blocked), style="red", markup=False, highlight=False)
     if checked.blocking:
         raise typer.Exit(2)
-
-
-@app.command()
-def report(
-    store: str = typer.Argument(..., help="Archive URI (s3://bucket/prefix or a folder)."),
-    sweep: str | None = typer.Option(
-        None, help="Sweep name (default: every sweep in the archive)."
-    ),
-    by: list[str] = typer.Option([], help="Group the summary by these columns (default: arm)."),
-    out: Path | None = typer.Option(None, help="Also write the report files to this folder."),
-) -> None:
-    """Build the report of a sweep from its archive alone (no Prefect server needed)."""
-    from rich.console import Console
-
-    from wansweep.errors import InputError
-    from wansweep.report import sweeps, write_report
-    from wansweep.store import open_store
-    from wansweep.sweep import check_sweep_name
-
-    console = Console()
-    archive = open_store(store)
-    try:
-        names = [check_sweep_name(sweep)] if sweep else sweeps(archive)
-    except InputError as exc:
-        raise _fail(console, exc) from None
-    if not names:
-        console.print(f"{archive.uri} holds no sweep", style="red", markup=False)
-        raise typer.Exit(2)
-    for name in names:
-        _, summ, files = write_report(archive, name, (out / name) if out else None, by or None)
-        console.print(summ.to_string(index=False), markup=False, highlight=False)
-        console.print(f"report of {name}: {files.jobs_csv}", markup=False)
-
-
-@app.command()
-def index(
-    store: str = typer.Argument(..., help="Archive URI (s3://bucket/prefix or a folder)."),
-) -> None:
-    """Rebuild the dataset indexes (index/all.parquet and sweeps/<name>/index.parquet) from the sidecars."""
-    from rich.console import Console
-
-    from wansweep.report import rebuild_indexes
-    from wansweep.store import open_store
-
-    archive = open_store(store)
-    counts = rebuild_indexes(archive)
-    console = Console()
-    console.print(f"{archive.url('index/all.parquet')}: {counts.pop('all')} jobs")
-    for name, n in counts.items():
-        console.print(f"{archive.url(f'sweeps/{name}/index.parquet')}: {n} jobs")
-
-
-@app.command()
-def review(
-    store: str = typer.Argument(..., help="Archive URI (s3://bucket/prefix or a folder)."),
-    sweep: str = typer.Option(..., help="Sweep name."),
-    rater: str = typer.Option("rater", help="Your name on the votes (a-z, 0-9, '-', '_')."),
-    host: str = typer.Option("127.0.0.1", help="Address to serve on (loopback by default)."),
-    port: int = typer.Option(8790, min=0, max=65535, help="Port (0: any free one)."),
-) -> None:
-    """Blind side-by-side review of a sweep's pairs; votes go to the archive as cast."""
-    import time
-
-    from rich.console import Console
-
-    from wansweep.errors import InputError
-    from wansweep.report import jobs_frame
-    from wansweep.review import Review, review_pairs, serve
-    from wansweep.store import open_store
-    from wansweep.sweep import check_sweep_name
-
-    console = Console()
-    archive = open_store(store)
-    try:
-        name = check_sweep_name(sweep)
-        pairs = review_pairs(jobs_frame(archive, name))
-        session = Review(archive, name, pairs, rater)
-    except (InputError, ValueError, FileNotFoundError) as exc:
-        console.print(f"error: {exc}", style="red", markup=False)
-        raise typer.Exit(2) from None
-    server = serve(session, host, port)
-    bound_host, bound_port = server.server_address[:2]
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        console.print(f"warning: serving on {host}: anyone who reaches it can vote", style="yellow")
-    console.print(
-        f"review of {name}: {session.total} pairs, {session.voted} voted by {rater}; "
-        f"open http://{bound_host}:{bound_port}/ (Ctrl-C to stop)",
-        markup=False,
-    )
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        server.shutdown()
-
-
-@app.command()
-def export(
-    store: str = typer.Argument(..., help="Archive URI (s3://bucket/prefix or a folder)."),
-    out: str = typer.Option(..., help="Where the dataset goes (a folder or s3://...)."),
-    format: str = typer.Option(..., "--format", help="webdataset (tar shards) or hf (parquet)."),
-    sweep: list[str] = typer.Option([], help="Sweep(s) to export."),
-    all_sweeps: bool = typer.Option(False, "--all", help="Every sweep in the archive."),
-    arm: list[str] = typer.Option([], help="Only these arms."),
-    minimum: list[str] = typer.Option([], "--min", help="COLUMN=NUMBER: keep rows at or above."),
-    maximum: list[str] = typer.Option([], "--max", help="COLUMN=NUMBER: keep rows at or below."),
-    shard_mb: float = typer.Option(500.0, min=1, help="Target shard size (MB)."),
-    push: str | None = typer.Option(None, help="hf only: upload to this Hub dataset repo."),
-) -> None:
-    """Export archived videos and their metadata as WebDataset shards or a Hugging Face
-    dataset; again later, only new jobs are added (as new shards)."""
-    from rich.console import Console
-
-    from wansweep.errors import InputError, WansweepError
-    from wansweep.export import Filters, local_copy, parse_bounds
-    from wansweep.export import export as run_export
-    from wansweep.export import push as push_to_hub
-    from wansweep.store import open_store
-    from wansweep.sweep import check_sweep_name
-
-    console = Console()
-    try:
-        if bool(sweep) == all_sweeps:
-            raise InputError("give --sweep NAME (repeatable) or --all")
-        if push and format != "hf":
-            raise InputError("--push uploads hf exports only")
-        filters = Filters(
-            [check_sweep_name(s) for s in sweep] or None,
-            arm,
-            parse_bounds(minimum),
-            parse_bounds(maximum),
-        )
-        result = run_export(open_store(store), out, format, filters, shard_mb)
-    except WansweepError as exc:
-        raise _fail(console, exc) from None
-    mb = result.bytes_written / 2**20
-    console.print(
-        f"{result.out}: {result.new_rows} new rows in {len(result.new_shards)} new shard(s) "
-        f"({mb:.1f} MB, {mb / max(result.seconds, 1e-9):.1f} MB/s); {result.total_rows} rows in all",
-        markup=False,
-    )
-    if push:
-        folder, tmp = local_copy(out)
-        console.print(f"pushed: {push_to_hub(folder, push)}", markup=False)
-        if tmp is not None:
-            tmp.cleanup()
-
-
-app.command()(cli_money.pricing)
-app.command()(cli_money.spend)
-app.command()(cli_money.reconcile)
-
-
-def main() -> None:
-    app()
-
-
-if __name__ == "__main__":
-    main()

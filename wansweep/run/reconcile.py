@@ -1,17 +1,19 @@
 """Settling submits whose answer was lost, through fal's own records: in a run (see
-:mod:`wansweep.execute`) and outside one (``wansweep reconcile``). Nothing here submits."""
+:mod:`wansweep.run.execute`) and outside one (``wansweep reconcile``). Nothing here submits."""
 
 from __future__ import annotations
 
 import time
 from collections import Counter
 
-from wansweep.archive import Ledger, marked_requests
 from wansweep.errors import LedgerDamaged
 from wansweep.fal import FalQueue
 from wansweep.fal.platform import Lookup
-from wansweep.lifecycle import Handle, LedgerEntry, LedgerStatus
+from wansweep.fal.types import Handle
+from wansweep.run.ledger import Ledger
+from wansweep.run.lifecycle import LedgerEntry, LedgerStatus
 from wansweep.store import Store
+from wansweep.store.layout import marked_requests
 
 UNSETTLED = (LedgerStatus.SUBMITTING, LedgerStatus.AMBIGUOUS)
 
@@ -60,10 +62,7 @@ def reconcile_store(store: Store, fal: FalQueue, settle_after: float) -> Counter
     """Settle every unsettled entry of an archive; counts found / absent / ambiguous /
     damaged (a damaged entry is settled by the next run, which knows the job's fields)."""
     ledger, counts = Ledger(store), Counter()
-    for key in store.list("ledger/"):
-        if not key.endswith(".json"):
-            continue
-        job_key = key.rsplit("/", 1)[1].removesuffix(".json")
+    for job_key in ledger.job_keys():
         try:
             entry = ledger.get(job_key)
         except LedgerDamaged:

@@ -24,7 +24,7 @@ expired         fal no longer holds the request, result or video        nothing,
 ==============  ======================================================  ==========================
 
 The sidecar (``jobs/<key>/meta.json``), written last, outranks every ledger status.
-Each status is set in exactly one place, in :mod:`wansweep.execute`.
+Each status is set in exactly one place, in :mod:`wansweep.run.execute`.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from enum import StrEnum
 from typing import Any
 
 from wansweep.errors import FailureKind, LedgerDamaged
+from wansweep.fal.types import Handle
 from wansweep.scrub import scrub
 
 
@@ -107,16 +108,6 @@ def billing(status: str, error_kind: str | None, ran: bool | None = None) -> Bil
     ):
         return Billing.UNKNOWN
     return Billing.NOT_BILLED
-
-
-@dataclass(frozen=True)
-class Handle:
-    """Where fal keeps one request: its id and the three URLs fal answered with."""
-
-    request_id: str
-    response_url: str
-    status_url: str
-    cancel_url: str
 
 
 @dataclass(frozen=True)

@@ -34,9 +34,9 @@ from typing import Any
 
 import pandas as pd
 
-from wansweep.archive import THUMB, VIDEO, job_file, sweep_names
 from wansweep.errors import InputError, StoreMismatch
 from wansweep.store import Store, open_store
+from wansweep.store.layout import THUMB, VIDEO, job_file, sweep_names
 
 FORMATS = ("webdataset", "hf")
 MANIFEST = "export.json"
@@ -102,7 +102,7 @@ def export(
     shard_mb: float = 500.0,
 ) -> ExportResult:
     """Export what ``filters`` keep and ``out`` does not list yet; see the module docstring."""
-    from wansweep.report import jobs_frame
+    from wansweep.results.report import jobs_frame
 
     if fmt not in FORMATS:
         raise InputError(f"format must be one of {', '.join(FORMATS)}")

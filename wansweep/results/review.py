@@ -7,7 +7,7 @@ click) are written to the archive as they are cast, one object each
 nothing lost when the server is killed. A rater is not shown a pair they already voted on.
 Videos are streamed through this server from the store (local or S3), so the page needs no
 credentials and no public URL. :func:`read_votes` gives them to the report
-(:func:`wansweep.abstats.vote_table`, :func:`wansweep.abstats.bradley_terry`).
+(:func:`wansweep.results.stats.vote_table`, :func:`wansweep.results.stats.bradley_terry`).
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from itertools import combinations
 
 import pandas as pd
 
-from wansweep.archive import VIDEO, job_file, vote_key, vote_keys
 from wansweep.store import Store
+from wansweep.store.layout import VIDEO, job_file, vote_key, vote_keys
 
 RATER_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
 

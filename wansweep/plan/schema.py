@@ -8,7 +8,6 @@ planner accepts is a row the server accepts.
 from __future__ import annotations
 
 import io
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -252,16 +251,6 @@ def check_audio(data: bytes, field: str = "audio_url") -> list[Problem]:
         got = "unknown" if seconds is None else f"{seconds:.1f} s"
         problems.append(Problem(field, "audio_duration", f"Audio lasts {got}; it must last 3-30 s"))
     return problems
-
-
-SHOT_RE = re.compile(
-    r"Shot\s+(\d+)\s*\[\s*(\d+(?:\.\d+)?)\s*-\s*(\d+(?:\.\d+)?)\s*s\s*\]", re.IGNORECASE
-)
-
-
-def shot_starts(prompt: str) -> list[float]:
-    """Start times (s) of shots marked like ``Shot 2 [4-8s]`` in a prompt, first shot excluded."""
-    return sorted({float(m.group(2)) for m in SHOT_RE.finditer(prompt)} - {0.0})
 
 
 def output_size(image_w: int, image_h: int, resolution: str) -> tuple[int, int]:

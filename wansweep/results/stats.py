@@ -9,7 +9,7 @@ inputs'. For each pair of arms and each measure (cost, latency, every quality me
   no resampling: a 100,000-job A/B would otherwise resample 50,000 pairs 2,000 times per
   measure);
 - ``verdict``: which arm is better when the interval excludes 0 and the measure has a
-  direction (``wansweep.quality.METRICS``; cost and latency: lower), else ``unclear``;
+  direction (``wansweep.media.quality.METRICS``; cost and latency: lower), else ``unclear``;
 - ``b_wins``: share of pairs where B is better (ties count half), for directed measures;
 - ``pairs_needed``: about how many pairs a paired test (alpha 0.05, power 0.8) needs to tell
   a difference of ``resolve`` (default: the observed one) from none, and what the extra
@@ -29,7 +29,7 @@ from statistics import NormalDist
 import numpy as np
 import pandas as pd
 
-from wansweep.quality import METRICS
+from wansweep.media.quality import METRICS
 
 PAIR_KEY = ["image_sha256", "prompt", "seed_requested"]
 BASE_MEASURES = {"cost_usd": "lower", "wall_seconds": "lower"}

@@ -1,25 +1,27 @@
 """Per-process shared state of a run: one store client, one fal connection pool, one budget.
 
 A run's jobs may execute in several threads (and, sharded, several processes); each process
-builds its :class:`~wansweep.execute.Runtime` once per run id from :class:`RunSettings`.
+builds its :class:`~wansweep.run.execute.Runtime` once per run id from :class:`RunSettings`.
 """
 
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 
 from pydantic import BaseModel
 
-from wansweep.archive import marker_key
-from wansweep.execute import Runtime
 from wansweep.fal import FalConfig, FalQueue
-from wansweep.leases import Leases
-from wansweep.pricing import Budget
+from wansweep.fal.types import PollSpec
+from wansweep.fal.webhooks import receiver_from_env
+from wansweep.plan.pricing import Budget
+from wansweep.plan.spec import LeaseSpec, ReconcileSpec
+from wansweep.run.execute import Runtime
+from wansweep.run.leases import Leases
 from wansweep.store import open_store
-from wansweep.sweep import LeaseSpec, PollSpec, ReconcileSpec
-from wansweep.webhooks import receiver_from_env
+from wansweep.store.layout import lease_probe_key, marker_key
 
 _runtimes: dict[str, Runtime] = {}
 _stops: dict[str, threading.Event] = {}
@@ -73,7 +75,7 @@ def runtime_for(
         rt = _runtimes.get(settings.run_id)
         if rt is None:
             store = open_store(settings.store)
-            store.check_conditional_writes()
+            store.check_conditional_writes(lease_probe_key(uuid.uuid4().hex))
             webhooks = receiver_from_env()
             if webhooks is not None:  # each webhook also names its job's request, for settling
                 webhooks.on_marker = lambda job, attempt, rid: store.put_bytes(

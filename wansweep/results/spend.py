@@ -9,9 +9,9 @@ from typing import Any
 
 import pandas as pd
 
-from wansweep.archive import Ledger
 from wansweep.errors import FalError, LedgerDamaged
-from wansweep.report import jobs_frame
+from wansweep.results.report import jobs_frame
+from wansweep.run.ledger import Ledger
 from wansweep.store import Store
 
 

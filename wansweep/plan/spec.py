@@ -6,7 +6,6 @@ import hashlib
 import itertools
 import json
 import random
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -14,8 +13,9 @@ from typing import Annotated, Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from wansweep import schema
 from wansweep.errors import SpecError
+from wansweep.fal.types import PollSpec
+from wansweep.plan import schema
 
 DEFAULT_STORE = "./archive"  # the archive when neither the spec nor the command names one
 DEFAULT_MAX_ATTEMPTS = 2
@@ -60,25 +60,6 @@ class Arm(BaseModel):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     endpoint: str
     settings: dict[str, Any] = {}
-
-
-class PollSpec(BaseModel):
-    """How a job learns that fal finished it (seconds).
-
-    By default (``stream``) it follows fal's status stream and sees the completion at once;
-    a stream silent for ``stream_idle`` s is reconnected after a status check. Where the
-    server offers no stream, or with ``stream: false``, it polls: first after ``first`` s,
-    each wait ``factor`` times longer, up to ``max``. With fal webhooks
-    (WANSWEEP_WEBHOOK_URL), status is checked when the webhook comes, else every
-    ``webhook_fallback`` seconds in case it was lost."""
-
-    model_config = ConfigDict(extra="forbid")
-    stream: bool = True
-    stream_idle: float = Field(30.0, ge=1, le=600)
-    first: float = Field(2.0, gt=0, le=600)
-    factor: float = Field(1.5, ge=1, le=4)
-    max: float = Field(15.0, gt=0, le=600)
-    webhook_fallback: float = Field(60.0, gt=0, le=3600)
 
 
 class ReconcileSpec(BaseModel):
@@ -144,7 +125,7 @@ class SweepSpec(BaseModel):
         False,
         description="a re-plan trusts a web input's remembered check, without asking, while "
         "its server's Cache-Control max-age (or Expires) says the answer is fresh; only for "
-        "origins that never change a file within that time (see wansweep.media_index)",
+        "origins that never change a file within that time (see wansweep.plan.media_index)",
     )
 
     @field_validator("endpoints")
@@ -221,17 +202,6 @@ class SweepSpec(BaseModel):
             **varied,
         }
         return normalise_settings(merged)
-
-
-SWEEP_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,99}")
-
-
-def check_sweep_name(name: str) -> str:
-    """A sweep name, or :class:`SpecError`: lowercase letters, digits and dashes only (it
-    becomes a folder of the archive, so nothing that could leave it)."""
-    if not isinstance(name, str) or not SWEEP_NAME.fullmatch(name):
-        raise SpecError(f"sweep name {name!r}: use lowercase letters, digits and dashes")
-    return name
 
 
 def _check_setting_names(settings: dict[str, Any], where: str) -> None:

@@ -13,8 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pandas as pd
 
-from wansweep.archive import STRIP, VIDEO, job_file
 from wansweep.store import Store
+from wansweep.store.layout import STRIP, VIDEO, job_file
 
 MAX_CELLS = 400  # contact-sheet cells embedded; past that the page would grow unwieldy
 
@@ -181,7 +181,7 @@ def _video_src(store: Store, job_key: str) -> str:
 
 def _players(store: Store, frame: pd.DataFrame) -> str:
     """The first pairs as two players side by side; playing one plays both, in step."""
-    from wansweep.review import review_pairs
+    from wansweep.results.review import review_pairs
 
     pairs = review_pairs(frame)
     if not pairs:
@@ -205,7 +205,7 @@ def _players(store: Store, frame: pd.DataFrame) -> str:
 
 
 def _spread_html(frame: pd.DataFrame) -> str:
-    from wansweep.abstats import seed_spread
+    from wansweep.results.stats import seed_spread
 
     spread = seed_spread(frame)
     if spread.empty:

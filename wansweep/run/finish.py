@@ -10,13 +10,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from wansweep import __version__, media, quality
-from wansweep.archive import VIDEO, Ledger, job_file, public_uri
+from wansweep import __version__
 from wansweep.fal import FalQueue
-from wansweep.lifecycle import LedgerEntry, LedgerStatus
-from wansweep.manifest import load_media
+from wansweep.media import frames as media
+from wansweep.media import quality
+from wansweep.plan import schema
+from wansweep.plan.media_index import load_media
+from wansweep.plan.spec import Job
+from wansweep.run.ledger import Ledger
+from wansweep.run.lifecycle import LedgerEntry, LedgerStatus
 from wansweep.store import Store
-from wansweep.sweep import Job
+from wansweep.store.layout import VIDEO, job_file, public_uri
 
 # Decoding and measuring a video is CPU work: with 100 jobs finishing at once, 100 decoders
 # in 100 threads only contend for the cores and keep 100 sets of frames and codec buffers
@@ -69,7 +73,7 @@ def asked(job: Job) -> quality.Asked:
     settings = job.settings
     return quality.Asked(
         duration=float(settings["duration"]),
-        resolution=str(settings["resolution"]),
+        short_side=schema.SHORT_SIDE.get(str(settings["resolution"])),
         # multi_shots acts only with prompt expansion (schema.check_input warns otherwise)
         multi_shots=bool(settings.get("multi_shots"))
         and bool(settings.get("enable_prompt_expansion", True)),
@@ -162,7 +166,7 @@ def sidecar(
             **probe.as_dict(),
         },
         "first_frame_similarity": measured.get("first_frame_similarity"),
-        "quality": measured,  # see wansweep.quality.METRICS
+        "quality": measured,  # see wansweep.media.quality.METRICS
         "estimated_usd": job.estimated_usd,
         "tool_version": __version__,
     }

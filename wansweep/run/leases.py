@@ -20,12 +20,9 @@ import uuid
 from dataclasses import dataclass
 
 from wansweep.store import Store
+from wansweep.store.layout import lease_key
 
 LEASE_TTL = 120.0
-
-
-def lease_key(job_key: str) -> str:
-    return f"leases/{job_key}.json"
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import yaml
 
 from wansweep.errors import BudgetExceeded, OverBudget
 
-DEFAULT_PATH = Path(__file__).resolve().parents[1] / "configs" / "pricing.yaml"
+DEFAULT_PATH = Path(__file__).resolve().parents[2] / "configs" / "pricing.yaml"
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,42 @@
+"""The `wansweep` command: the outside face, one module per group of commands.
+
+- :mod:`.run`      ``run`` and ``plan`` (a sweep; Prefect imported only when a flow runs)
+- :mod:`.archive`  ``report``, ``index``, ``review``, ``export``
+- :mod:`.money`    ``pricing``, ``spend``, ``reconcile``; the one mapping of errors to exit codes
+- :mod:`.server`   ``fal-server``
+
+The CLI is outside the core's rules: it may import flows (lazily) and every package.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from wansweep.cli import archive, money, run, server
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Wan 2.6 image-to-video sweeps and datasets on fal.ai, with Prefect.",
+)
+
+
+@app.callback()
+def _root() -> None:
+    """Wan 2.6 image-to-video sweeps and datasets on fal.ai, with Prefect."""
+
+
+app.command("run")(run.run)
+app.command("plan")(run.plan)
+app.command("report")(archive.report)
+app.command("index")(archive.index)
+app.command("review")(archive.review)
+app.command("export")(archive.export)
+app.command("pricing")(money.pricing)
+app.command("spend")(money.spend)
+app.command("reconcile")(money.reconcile)
+app.command("fal-server")(server.fal_server)
+
+
+def main() -> None:
+    app()

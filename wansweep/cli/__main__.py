@@ -1,0 +1,5 @@
+"""`python -m wansweep.cli`: the `wansweep` command."""
+
+from wansweep.cli import main
+
+main()

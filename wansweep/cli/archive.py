@@ -1,0 +1,152 @@
+"""`wansweep report`, `index`, `review` and `export`: what an archive holds, read back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from wansweep.cli.money import _fail
+
+
+def report(
+    store: str = typer.Argument(..., help="Archive URI (s3://bucket/prefix or a folder)."),
+    sweep: str | None = typer.Option(
+        None, help="Sweep name (default: every sweep in the archive)."
+    ),
+    by: list[str] = typer.Option([], help="Group the summary by these columns (default: arm)."),
+    out: Path | None = typer.Option(None, help="Also write the report files to this folder."),
+) -> None:
+    """Build the report of a sweep from its archive alone (no Prefect server needed)."""
+    from rich.console import Console
+
+    from wansweep.errors import InputError
+    from wansweep.results.report import sweeps, write_report
+    from wansweep.store import open_store
+    from wansweep.store.layout import check_sweep_name
+
+    console = Console()
+    archive = open_store(store)
+    try:
+        names = [check_sweep_name(sweep)] if sweep else sweeps(archive)
+    except InputError as exc:
+        raise _fail(console, exc) from None
+    if not names:
+        console.print(f"{archive.uri} holds no sweep", style="red", markup=False)
+        raise typer.Exit(2)
+    for name in names:
+        _, summ, files = write_report(archive, name, (out / name) if out else None, by or None)
+        console.print(summ.to_string(index=False), markup=False, highlight=False)
+        console.print(f"report of {name}: {files.jobs_csv}", markup=False)
+
+
+def index(
+    store: str = typer.Argument(..., help="Archive URI (s3://bucket/prefix or a folder)."),
+) -> None:
+    """Rebuild the dataset indexes (index/all.parquet and sweeps/<name>/index.parquet) from the sidecars."""
+    from rich.console import Console
+
+    from wansweep.results.report import rebuild_indexes
+    from wansweep.store import open_store
+    from wansweep.store.layout import INDEX_KEY, SWEEP_INDEX, sweep_file
+
+    archive = open_store(store)
+    counts = rebuild_indexes(archive)
+    console = Console()
+    console.print(f"{archive.url(INDEX_KEY)}: {counts.pop('all')} jobs")
+    for name, n in counts.items():
+        console.print(f"{archive.url(sweep_file(name, SWEEP_INDEX))}: {n} jobs")
+
+
+def review(
+    store: str = typer.Argument(..., help="Archive URI (s3://bucket/prefix or a folder)."),
+    sweep: str = typer.Option(..., help="Sweep name."),
+    rater: str = typer.Option("rater", help="Your name on the votes (a-z, 0-9, '-', '_')."),
+    host: str = typer.Option("127.0.0.1", help="Address to serve on (loopback by default)."),
+    port: int = typer.Option(8790, min=0, max=65535, help="Port (0: any free one)."),
+) -> None:
+    """Blind side-by-side review of a sweep's pairs; votes go to the archive as cast."""
+    import time
+
+    from rich.console import Console
+
+    from wansweep.errors import InputError
+    from wansweep.results.report import jobs_frame
+    from wansweep.results.review import Review, review_pairs, serve
+    from wansweep.store import open_store
+    from wansweep.store.layout import check_sweep_name
+
+    console = Console()
+    archive = open_store(store)
+    try:
+        name = check_sweep_name(sweep)
+        pairs = review_pairs(jobs_frame(archive, name))
+        session = Review(archive, name, pairs, rater)
+    except (InputError, ValueError, FileNotFoundError) as exc:
+        console.print(f"error: {exc}", style="red", markup=False)
+        raise typer.Exit(2) from None
+    server = serve(session, host, port)
+    bound_host, bound_port = server.server_address[:2]
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        console.print(f"warning: serving on {host}: anyone who reaches it can vote", style="yellow")
+    console.print(
+        f"review of {name}: {session.total} pairs, {session.voted} voted by {rater}; "
+        f"open http://{bound_host}:{bound_port}/ (Ctrl-C to stop)",
+        markup=False,
+    )
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        server.shutdown()
+
+
+def export(
+    store: str = typer.Argument(..., help="Archive URI (s3://bucket/prefix or a folder)."),
+    out: str = typer.Option(..., help="Where the dataset goes (a folder or s3://...)."),
+    format: str = typer.Option(..., "--format", help="webdataset (tar shards) or hf (parquet)."),
+    sweep: list[str] = typer.Option([], help="Sweep(s) to export."),
+    all_sweeps: bool = typer.Option(False, "--all", help="Every sweep in the archive."),
+    arm: list[str] = typer.Option([], help="Only these arms."),
+    minimum: list[str] = typer.Option([], "--min", help="COLUMN=NUMBER: keep rows at or above."),
+    maximum: list[str] = typer.Option([], "--max", help="COLUMN=NUMBER: keep rows at or below."),
+    shard_mb: float = typer.Option(500.0, min=1, help="Target shard size (MB)."),
+    push: str | None = typer.Option(None, help="hf only: upload to this Hub dataset repo."),
+) -> None:
+    """Export archived videos and their metadata as WebDataset shards or a Hugging Face
+    dataset; again later, only new jobs are added (as new shards)."""
+    from rich.console import Console
+
+    from wansweep.errors import InputError, WansweepError
+    from wansweep.results.export import Filters, local_copy, parse_bounds
+    from wansweep.results.export import export as run_export
+    from wansweep.results.export import push as push_to_hub
+    from wansweep.store import open_store
+    from wansweep.store.layout import check_sweep_name
+
+    console = Console()
+    try:
+        if bool(sweep) == all_sweeps:
+            raise InputError("give --sweep NAME (repeatable) or --all")
+        if push and format != "hf":
+            raise InputError("--push uploads hf exports only")
+        filters = Filters(
+            [check_sweep_name(s) for s in sweep] or None,
+            arm,
+            parse_bounds(minimum),
+            parse_bounds(maximum),
+        )
+        result = run_export(open_store(store), out, format, filters, shard_mb)
+    except WansweepError as exc:
+        raise _fail(console, exc) from None
+    mb = result.bytes_written / 2**20
+    console.print(
+        f"{result.out}: {result.new_rows} new rows in {len(result.new_shards)} new shard(s) "
+        f"({mb:.1f} MB, {mb / max(result.seconds, 1e-9):.1f} MB/s); {result.total_rows} rows in all",
+        markup=False,
+    )
+    if push:
+        folder, tmp = local_copy(out)
+        console.print(f"pushed: {push_to_hub(folder, push)}", markup=False)
+        if tmp is not None:
+            tmp.cleanup()

@@ -1,0 +1,36 @@
+"""Plain data of fal's queue protocol: where a request lives, and how a job waits for it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+@dataclass(frozen=True)
+class Handle:
+    """Where fal keeps one request: its id and the three URLs fal answered with."""
+
+    request_id: str
+    response_url: str
+    status_url: str
+    cancel_url: str
+
+
+class PollSpec(BaseModel):
+    """How a job learns that fal finished it (seconds).
+
+    By default (``stream``) it follows fal's status stream and sees the completion at once;
+    a stream silent for ``stream_idle`` s is reconnected after a status check. Where the
+    server offers no stream, or with ``stream: false``, it polls: first after ``first`` s,
+    each wait ``factor`` times longer, up to ``max``. With fal webhooks
+    (WANSWEEP_WEBHOOK_URL), status is checked when the webhook comes, else every
+    ``webhook_fallback`` seconds in case it was lost."""
+
+    model_config = ConfigDict(extra="forbid")
+    stream: bool = True
+    stream_idle: float = Field(30.0, ge=1, le=600)
+    first: float = Field(2.0, gt=0, le=600)
+    factor: float = Field(1.5, ge=1, le=4)
+    max: float = Field(15.0, gt=0, le=600)
+    webhook_fallback: float = Field(60.0, gt=0, le=3600)

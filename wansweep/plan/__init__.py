@@ -1,0 +1,32 @@
+"""Planning: what a sweep will do and what it will cost, decided before a cent is spent.
+
+- :mod:`.spec`         sweep specs (YAML): arms, seeds, settings; :class:`Job` and its key
+- :mod:`.schema`       the endpoints' input rules (shared with the local fal server)
+- :mod:`.manifest`     manifests (CSV, Parquet, JSONL) and the plan: every row checked and priced
+- :mod:`.media_index`  what planning found in each input, remembered in the archive
+- :mod:`.pricing`      prices, estimates and the budget
+- :mod:`.preflight`    what must hold before a run starts (rows, budget), for ``plan`` and ``run``
+
+May import :mod:`wansweep.media`, :mod:`wansweep.store`, :mod:`wansweep.fal` (its plain types),
+:mod:`wansweep.errors` and :mod:`wansweep.scrub`; never ``run``, ``results`` or Prefect
+(tests/unit/test_house.py).
+"""
+
+from wansweep._face import lazy
+
+_EXPORTS = {
+    "SweepSpec": "spec",
+    "Job": "spec",
+    "load_spec": "spec",
+    "job_key": "spec",
+    "Plan": "manifest",
+    "plan": "manifest",
+    "read_manifest": "manifest",
+    "PriceTable": "pricing",
+    "Budget": "pricing",
+    "check_budget": "pricing",
+    "Preflight": "preflight",
+    "preflight": "preflight",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy(__name__, _EXPORTS)

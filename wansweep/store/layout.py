@@ -1,0 +1,117 @@
+"""The archive's layout: every key wansweep writes is built here (a test holds the rest of the
+code to it), so the archive reads the same with plain ``aws s3 ls``::
+
+    jobs/<job_key>/video.mp4     the video, byte for byte as fal made it
+    jobs/<job_key>/thumb.jpg     its first frame
+    jobs/<job_key>/strip.jpg     first, middle and last frames side by side (contact sheets)
+    jobs/<job_key>/meta.json     the sidecar, written last: its presence means the video is whole
+    ledger/<job_key>.json        request ledger: written before and after every submit
+    leases/<job_key>.json        who runs the job now (one process at a time)
+    markers/<job_key>/<n>-<id>   verified webhooks' word of which request attempt n became
+    media/index.jsonl.gz         what planning found in each input
+    index/all.parquet            the dataset index
+    sweeps/<name>/...            each sweep's plan, report, index and votes
+
+Jobs live by key, not by sweep, so two sweeps that share a job pay for it once.
+"""
+
+from __future__ import annotations
+
+import re
+
+from wansweep.errors import SpecError
+from wansweep.store.base import Store
+
+SIDECAR, VIDEO, THUMB, STRIP = "meta.json", "video.mp4", "thumb.jpg", "strip.jpg"
+INDEX_KEY = "index/all.parquet"
+MEDIA_INDEX_KEY = "media/index.jsonl.gz"
+PLAN_FILE, SKIPPED_FILE, SWEEP_INDEX = "plan.parquet", "skipped.parquet", "index.parquet"
+JOBS, LEDGER, LEASES = "jobs/", "ledger/", "leases/"
+SWEEP_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,99}")
+
+
+def check_sweep_name(name: str) -> str:
+    """A sweep name, or :class:`SpecError`: lowercase letters, digits and dashes only (it
+    becomes a folder of the archive, so nothing that could leave it)."""
+    if not isinstance(name, str) or not SWEEP_NAME.fullmatch(name):
+        raise SpecError(f"sweep name {name!r}: use lowercase letters, digits and dashes")
+    return name
+
+
+def lease_key(job_key: str) -> str:
+    return f"{LEASES}{job_key}.json"
+
+
+def lease_probe_key(token: str) -> str:
+    """A throwaway object that tells whether the store honours conditional creates."""
+    return f"{LEASES}.probe-{token}"
+
+
+def ledger_job_key(key: str) -> str | None:
+    """The job key of a ledger object's key (None for anything else under ``ledger/``)."""
+    name = key.removeprefix(LEDGER)
+    return name.removesuffix(".json") if name.endswith(".json") and "/" not in name else None
+
+
+def job_file(job_key: str, name: str) -> str:
+    return f"{JOBS}{job_key}/{name}"
+
+
+def ledger_key(job_key: str) -> str:
+    return f"{LEDGER}{job_key}.json"
+
+
+def marker_key(job_key: str, attempt: int, request_id: str) -> str:
+    """A webhook's word that this attempt of this job is this request (see webhooks)."""
+    return f"markers/{job_key}/{attempt}-{request_id}"
+
+
+def marked_requests(store: Store, job_key: str, attempt: int) -> list[str]:
+    """Request ids that webhooks named for this attempt of this job."""
+    prefix = f"markers/{job_key}/{attempt}-"
+    return [k.removeprefix(prefix) for k in store.list(prefix) if k.startswith(prefix)]
+
+
+def sweep_prefix(name: str) -> str:
+    return f"sweeps/{name}"
+
+
+def sweep_file(name: str, *parts: str) -> str:
+    """A file of a sweep: plan, index, report files, shard records. The name is checked here,
+    where it becomes a path, whoever passed it (a spec, ``--sweep``, a flow parameter)."""
+    return "/".join([sweep_prefix(check_sweep_name(name)), *parts])
+
+
+def report_file(name: str, file: str) -> str:
+    return sweep_file(name, "report", file)
+
+
+def vote_key(sweep: str, rater: str, vote_id: str) -> str:
+    """One blind-review vote: its own object, so votes are appended, never rewritten."""
+    return sweep_file(sweep, "votes", rater, f"{vote_id}.json")
+
+
+def vote_keys(store: Store, sweep: str) -> list[str]:
+    return [k for k in store.list(sweep_file(sweep, "votes") + "/") if k.endswith(".json")]
+
+
+def sweep_names(store: Store) -> list[str]:
+    """Every sweep with a saved plan."""
+    return sorted({k.split("/")[1] for k in store.list("sweeps/") if k.endswith("/" + PLAN_FILE)})
+
+
+def public_uri(uri: str | None) -> str | None:
+    """Never inline data in metadata: data URIs are recorded by kind only."""
+    if uri and uri.startswith("data:"):
+        return uri.split(",", 1)[0] + ",..."
+    return uri
+
+
+def archived_keys(store: Store) -> set[str]:
+    """Job keys whose sidecar exists: one listing of the store, not one call per job."""
+    keys = set()
+    for key in store.list(JOBS):
+        parts = key.split("/")
+        if len(parts) == 3 and parts[2] == SIDECAR:
+            keys.add(parts[1])
+    return keys
