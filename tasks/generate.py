@@ -11,11 +11,11 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from wansweep.errors import is_transient
+from wansweep.fal.policy import RETRIES, task_may_retry
 from wansweep.plan.spec import Job, endpoint_alias
 from wansweep.run.execute import run_job
 from wansweep.run.lifecycle import JobResult
-from wansweep.run.runtime import RunSettings, runtime_for
+from wansweep.run.runtime import Run, services_for
 
 
 def limit_name(endpoint: str) -> str:
@@ -35,7 +35,7 @@ def retry_transient(task, task_run, state) -> bool:
     try:
         state.result()
     except Exception as exc:
-        return is_transient(exc)
+        return task_may_retry(exc)
     return False
 
 
@@ -43,12 +43,12 @@ def retry_transient(task, task_run, state) -> bool:
     name="generate",
     task_run_name="{job.arm}/{job.row_id}",
     cache_policy=NO_CACHE,
-    retries=3,
-    retry_delay_seconds=[2, 10, 30],
+    retries=len(RETRIES.task_retry_delays_s),
+    retry_delay_seconds=list(RETRIES.task_retry_delays_s),
     retry_condition_fn=retry_transient,
     persist_result=False,
     log_prints=False,
 )
-def generate(job: Job, settings: RunSettings) -> JobResult:
-    guard = prefect_slot if settings.global_limits else None
-    return run_job(job, runtime_for(settings, guard))
+def generate(job: Job, run: Run) -> JobResult:
+    guard = prefect_slot if run.settings.global_limits else None
+    return run_job(job, services_for(run, guard))

@@ -30,7 +30,10 @@ __all__ = [
     "ledger_statuses",
     "make_image",
     "make_wav",
+    "descendants_alive",
+    "run_log",
     "seaweedfs_server",
+    "skewed_clock",
     "start_run",
     "wait_for",
     "write_case",
@@ -75,13 +78,13 @@ def write_case(tmp: Path, rows: int = 3, tag: str | None = None, **spec) -> Path
     return tmp / "spec.yaml"
 
 
-def start_run(spec: Path, tmp: Path, **env: str) -> subprocess.Popen:
-    """`wansweep run` in its own process group (with its own ephemeral Prefect server)."""
+def start_run(spec: Path, tmp: Path, *args: str, **env: str) -> subprocess.Popen:
+    """`wansweep run` (with ``args``) in its own process group and ephemeral Prefect server."""
     log_path = tmp / f"run-{time.monotonic_ns()}.log"
     log = log_path.open("wb")
     marker = log_path.name
     proc = subprocess.Popen(
-        [sys.executable, "-m", "wansweep.cli", "run", str(spec)],
+        [sys.executable, "-m", "wansweep.cli", "run", str(spec), *args],
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -96,6 +99,36 @@ def start_run(spec: Path, tmp: Path, **env: str) -> subprocess.Popen:
     proc.args_log = str(log_path)
     proc.marker = marker
     return proc
+
+
+def skewed_clock(seconds: float) -> dict[str, str]:
+    """The environment that runs a process with its clock ``seconds`` off (libfaketime):
+    what the process reads as the time, not the times the kernel stamps on its files."""
+    import libfaketime
+
+    env = dict(libfaketime.get_reload_information()[1])
+    env["FAKETIME"] = f"{seconds:+.0f}"
+    env["DONT_FAKE_MONOTONIC"] = "1"  # timeouts and backoffs run as usual
+    return env
+
+
+def run_log(proc: subprocess.Popen) -> str:
+    return Path(proc.args_log).read_text(errors="replace")
+
+
+def descendants_alive(proc: subprocess.Popen) -> list[str]:
+    """Processes a run started (found by the marker in their environment) that still run."""
+    import psutil
+
+    alive = []
+    for p in psutil.process_iter():
+        try:
+            if p.environ().get("WANSWEEP_TEST_RUN") == proc.marker and p.is_running():
+                if p.status() != psutil.STATUS_ZOMBIE:
+                    alive.append(" ".join(p.cmdline())[:120])
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            pass
+    return alive
 
 
 def kill_everything(proc: subprocess.Popen) -> None:

@@ -8,20 +8,25 @@
     │   ├── ManifestError         a manifest as a whole (missing, unreadable, no such column)
     │   ├── PlanInvalid           rows with problems; the message lists row, field, rule, value
     │   └── OverBudget            the jobs to run are estimated above the budget
+    ├── CannotRun                 the run cannot work at all (fal refuses the key, no route to fal,
+    │                             the store refuses writes); nothing more is submitted (exit 3)
     ├── BudgetExceeded            during a run: this submit would pass the budget (job skipped)
     ├── Stopped                   the run was cancelled (Ctrl-C, flow-run cancel) while a job waited
     ├── StoreError                the object store refused or lost something
     │   └── StoreUnavailable      ... and trying again may help (connection, throttling)
     │       └── StoreMismatch     the store holds other bytes than were sent (removed again)
     ├── LedgerDamaged             a ledger entry cannot be read: settled through fal, never trusted
+    ├── IllegalMove               a ledger status change the state table forbids (a bug; nothing
+    │                             is written)
     ├── LeaseHeld                 another process works this job now (its lease is live)
     └── FalError                  one job's request at fal ended badly; ``kind`` says how
         ├── FalUnavailable        fal could not be reached or kept answering 429/5xx (transient)
-        └── AmbiguousSubmit       a submit went out but its answer was lost: fal may hold the job
+        ├── AmbiguousSubmit       a submit went out but its answer was lost: fal may hold the job
+        └── NotSent               a submit provably never reached fal's queue (no connection,
+                                  or refused before queueing): no attempt was used
 
-:func:`is_transient` is the one answer to "may the same step simply be run again?", used by the
-Prefect task's retry condition; a job-level failure is an outcome, not an exception to retry.
-The CLI maps the tree to exit codes in one place (:data:`EXIT_CODES`).
+Whether a step may be run again is decided in :mod:`wansweep.fal.policy`, not here. The CLI maps
+the tree to exit codes in one place (:data:`EXIT_CODES`).
 """
 
 from __future__ import annotations
@@ -59,6 +64,12 @@ class OverBudget(InputError):
     """The jobs left to run are estimated above the budget: the sweep does not start."""
 
 
+class CannotRun(WansweepError):
+    """Every job would meet this (a key fal refuses, no route to fal, a store that refuses
+    writes): the run stops at the first, submits nothing more, and says what to fix. Jobs it
+    did not send are left for the next run, without a flag; nothing sent is cancelled."""
+
+
 class BudgetExceeded(WansweepError):
     """A submit that would pass the budget was refused (the job ends ``skipped``)."""
 
@@ -83,6 +94,11 @@ class StoreMismatch(StoreUnavailable):
 class LedgerDamaged(WansweepError):
     """A ledger entry exists but cannot be read. It is never trusted nor silently replaced:
     the job is settled through fal's own records (``wansweep reconcile``)."""
+
+
+class IllegalMove(WansweepError):
+    """A ledger status change the state table (:mod:`wansweep.run.transitions`) forbids. A bug
+    or a hand-edited ledger: nothing is written, and the job is left as it was."""
 
 
 class LeaseHeld(WansweepError):
@@ -124,8 +140,26 @@ class AmbiguousSubmit(FalError):
         super().__init__(message, FailureKind.AMBIGUOUS, status_code)
 
 
+class NotSent(FalError):
+    """A submit that provably never reached fal's queue: no connection was made (DNS, refused,
+    TLS), or fal refused it before queueing (401, 403, 404, 422 at submit; 429 or an ingress
+    502/503 on every try). Nothing was paid and no attempt is used. ``run_wide``: the cause is
+    not this job's (a key fal refuses, no route to fal), so every other submit would meet it."""
+
+    def __init__(
+        self,
+        message: str,
+        kind: FailureKind | str = FailureKind.TRANSIENT,
+        status_code: int | None = None,
+        run_wide: bool = False,
+    ):
+        super().__init__(message, kind, status_code)
+        self.run_wide = run_wide
+
+
 EXIT_CODES: dict[type[BaseException], int] = {
     InputError: 2,  # bad spec, manifest, rows or budget: fix the input; nothing was paid
+    CannotRun: 3,  # the key, the route to fal or the store: fix it; nothing more was paid
     WansweepError: 1,  # anything else we raised on purpose
 }
 
@@ -136,14 +170,3 @@ def exit_code(exc: BaseException) -> int:
         if cls in EXIT_CODES:
             return EXIT_CODES[cls]
     return 1
-
-
-def is_transient(exc: BaseException) -> bool:
-    """May the step that raised this simply be run again? (network, store or fal hiccups)"""
-    if isinstance(exc, (FalUnavailable, StoreUnavailable)):
-        return True
-    if isinstance(exc, WansweepError):
-        return False
-    import httpx
-
-    return isinstance(exc, (httpx.TransportError, ConnectionError, TimeoutError))

@@ -57,6 +57,7 @@ DEFAULTS = dict(
     cancel_running="complete",
     clock_offset=0,
     status_stream="on",
+    price_factor=1.0,
 )
 
 

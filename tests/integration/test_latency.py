@@ -47,7 +47,7 @@ def test_streams_read_to_their_end_share_kept_alive_connections(fal, latency):
     before = fal.stats()["connections"]
     try:
         for _ in range(8):
-            handle = queue.submit(schema.ENDPOINTS[1], body)
+            handle = queue.submit(schema.ENDPOINTS[1], body, deadline_s=600)
             assert queue.wait(handle, PollSpec()).via == "stream"
     finally:
         queue.close()

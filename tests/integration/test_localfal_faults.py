@@ -169,4 +169,4 @@ def test_pricing_api_through_fal_package(fal):
     q = FalQueue(FalConfig.from_env())
     prices = q.prices(list(schema.ENDPOINTS))
     q.close()
-    assert prices[FLASH]["unit_price"] == 0.05 and prices[FLASH]["unit"] == "second"
+    assert prices[FLASH]["unit_price"] == 0.05 and prices[FLASH]["unit"] == "units"

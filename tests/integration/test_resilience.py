@@ -27,7 +27,10 @@ from wansweep.store.layout import archived_keys
 
 def test_sigkill_mid_run_then_rerun_pays_once_and_loses_nothing(fal, prefect_harness, tmp_path):
     fal.configure(latency="fixed=4", media="tiny", concurrency=4)
-    spec = write_case(tmp_path, rows=3, seeds=[1, 2])  # 24 jobs
+    # killed between a job's ledger write and its POST, a job cannot know whether it was sent:
+    # a short start deadline lets the rerun prove it was not (absent) within its grace
+    reconcile = {"grace": 45, "start_timeout": 30, "settle_after": 35}
+    spec = write_case(tmp_path, rows=3, seeds=[1, 2], reconcile=reconcile)  # 24 jobs
     store_dir = tmp_path / "archive"
     proc = start_run(spec, tmp_path)
     try:
@@ -39,7 +42,8 @@ def test_sigkill_mid_run_then_rerun_pays_once_and_loses_nothing(fal, prefect_har
 
     fal.configure(latency="zero")
     result = sweep(str(spec))
-    assert result["failed"] == 0
+    entries = Ledger(open_store(str(store_dir))).all()
+    assert result["failed"] == 0, (result["outcomes"], [e for e in entries.values() if e.error])
     assert result["outcomes"].get("resumed", 0) >= 4  # picked up at fal, not paid again
     accepted = accepted_per_job(fal, spec)
     assert set(accepted.values()) == {1}, accepted

@@ -17,7 +17,7 @@ import yaml
 from prefect import flow, task
 from prefect.context import FlowRunContext
 
-from flows.sweep import fan_out, quiet_task_successes
+from flows.fanout import fan_out, quiet_task_successes
 from tests.helpers import make_image
 from wansweep.plan.manifest import plan
 from wansweep.plan.spec import load_spec

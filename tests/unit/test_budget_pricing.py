@@ -11,27 +11,45 @@ from wansweep.plan.pricing import Budget, PriceTable
 
 def test_budget_refuses_the_submit_that_would_pass_it():
     budget = Budget(1.0)
-    budget.reserve(0.75, "a")
+    budget.reserve("a", 1, 0.75, "a")
     with pytest.raises(BudgetExceeded, match=r"past the budget of \$1.00"):
-        budget.reserve(0.375, "b")
-    budget.release(0.75)  # a failed (unbilled) generation gives its reservation back
-    budget.reserve(0.375, "b")
+        budget.reserve("b", 1, 0.375, "b")
+    assert not budget.holds("b", 1)  # a refused reservation holds nothing
+    budget.release("a", 1)  # a failed (unbilled) generation gives its reservation back
+    budget.release("a", 1)  # given back twice: nothing more
+    budget.reserve("b", 1, 0.375, "b")
     assert budget.committed == pytest.approx(0.375)
+
+
+def test_each_attempt_holds_its_own_price_and_takeovers_count_whatever_the_budget():
+    budget = Budget(1.0)
+    budget.reserve("a", 1, 0.5, "a")
+    budget.reserve("a", 1, 0.5, "a")  # the same attempt again: held once
+    budget.reserve("a", 2, 0.5, "a")  # a second paid attempt of the same job: held again
+    with pytest.raises(BudgetExceeded):
+        budget.reserve("a", 3, 0.01, "a")
+    budget.take_over("b", 1, 0.25)  # sent by an earlier run: may be billed, so it counts
+    assert budget.committed == pytest.approx(1.25)
+    budget.release("a", 1)
+    with pytest.raises(BudgetExceeded):  # 0.75 held: 0.5 more passes 1.0
+        budget.reserve("c", 1, 0.5, "c")
+    budget.reserve("c", 1, 0.25, "c")  # exactly the budget
+    assert budget.committed == pytest.approx(1.0)
 
 
 def test_budget_holds_under_concurrent_reservations():
     budget = Budget(10.0)
     granted = []
 
-    def worker():
-        for _ in range(100):
+    def worker(n: int):
+        for i in range(100):
             try:
-                budget.reserve(0.25, "x")
+                budget.reserve(f"job-{n}-{i}", 1, 0.25, "x")
                 granted.append(1)
             except BudgetExceeded:
                 pass
 
-    threads = [threading.Thread(target=worker) for _ in range(8)]
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
     for t in threads:
         t.start()
     for t in threads:

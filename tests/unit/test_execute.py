@@ -13,18 +13,19 @@ import fal_client
 import pytest
 
 from tests.helpers import make_image
-from wansweep.errors import AmbiguousSubmit, FailureKind, FalError, Stopped
+from wansweep.errors import AmbiguousSubmit, FailureKind, FalError, NotSent, Stopped
 from wansweep.fal.platform import Lookup
 from wansweep.fal.stream import Completion
-from wansweep.fal.types import Handle, PollSpec
+from wansweep.fal.types import FalResult, Handle
 from wansweep.localfal.video import render_clip
 from wansweep.plan.pricing import Budget
-from wansweep.plan.spec import Job, ReconcileSpec
-from wansweep.run.execute import Runtime, run_job
+from wansweep.plan.spec import Job, LeaseSpec, ReconcileSpec, RunSettings
+from wansweep.run.execute import run_job
 from wansweep.run.ledger import Ledger
 from wansweep.run.lifecycle import SUCCEEDED, LedgerEntry, LedgerStatus, Outcome
+from wansweep.run.runtime import Services
 from wansweep.store import LocalStore
-from wansweep.store.layout import job_file
+from wansweep.store.layout import job_file, lease_key
 
 CLIP = render_clip(
     make_image(320, 240), prompt="p", seed=1, resolution="720p", duration="5", fps=4, short_side=64
@@ -55,14 +56,17 @@ class FakeQueue:
         self.calls: list[str] = []
         self.accepted = 0
         self.searched_without: list[tuple[str, ...]] = []  # ``earlier`` of each lookup
+        self.deadlines: list[float] = []
+        self.units: str | None = None  # X-Fal-Billable-Units of results
 
     def _handle(self, n: int) -> Handle:
         return Handle(
             f"req-{n}", f"https://q/r/{n}", f"https://q/r/{n}/status", f"https://q/r/{n}/c"
         )
 
-    def submit(self, endpoint, body, start_timeout=None, marker=None):
+    def submit(self, endpoint, body, *, deadline_s, marker=None, allow_fallbacks=False):
         self.calls.append("submit")
+        self.deadlines.append(deadline_s)
         action = self.submit_script.pop(0)
         if isinstance(action, Exception):
             raise action
@@ -74,6 +78,8 @@ class FakeQueue:
     def find_submitted(self, endpoint, fields, since, settle_after, window=None, earlier=()):
         self.calls.append("find")
         self.searched_without.append(earlier)
+        if self.found.absent and settle_after == float("inf"):
+            return UNKNOWN  # as fal's listing: without a start deadline, absence is never proven
         return self.found
 
     def confirm(self, endpoint, request_id, fields):
@@ -89,12 +95,13 @@ class FakeQueue:
             raise Stopped("run cancelled")
         return DONE
 
-    def result(self, handle, generation_failed=False):
+    def result(self, handle, generation_failed=False, endpoint=None):
         self.calls.append("result")
         action = self.result_script.pop(0)
         if isinstance(action, Exception):
             raise action
-        return {"video": {"url": "https://cdn/v.mp4", "file_size": len(CLIP.data)}, "seed": 7}
+        output = {"video": {"url": "https://cdn/v.mp4", "file_size": len(CLIP.data)}, "seed": 7}
+        return FalResult(output, self.units)
 
     def is_running(self, handle):
         return True
@@ -132,24 +139,24 @@ def job(image) -> Job:
     )
 
 
-def runtime(tmp_path, fal, budget=10.0, **kw) -> Runtime:
-    return Runtime(
-        store=LocalStore(tmp_path / "archive"),
-        fal=fal,
-        budget=Budget(budget),
-        poll=PollSpec(),
-        max_attempts=kw.pop("max_attempts", 2),
-        endpoint_concurrency=4,
-        reconcile=ReconcileSpec(grace=0),
-        **kw,
+def runtime(tmp_path, fal, budget=10.0, leases=None, **settings) -> Services:
+    settings.setdefault("reconcile", ReconcileSpec(grace=0))
+    settings = RunSettings(
+        budget_usd=budget, endpoint_concurrency=4, leases=LeaseSpec(poll=0.01), **settings
     )
+    store = LocalStore(tmp_path / "archive")
+    return Services(store=store, fal=fal, budget=Budget(budget), settings=settings, leases=leases)
 
 
-def seed_ledger(rt: Runtime, **fields) -> None:
-    Ledger(rt.store).put(LedgerEntry("k1"), **fields)
+def seed_ledger(rt: Services, **fields) -> None:
+    """An entry as an earlier run left it (read as a stored entry, status included)."""
+    data = {"job_key": "k1", "deadline_s": 3600.0, **fields}
+    if "handle" in data:
+        data["handle"] = data["handle"].__dict__
+    Ledger(rt.store)._write(LedgerEntry.from_json(data, "k1"))
 
 
-def ledger(rt: Runtime) -> LedgerEntry:
+def ledger(rt: Services) -> LedgerEntry:
     return Ledger(rt.store).get("k1")
 
 
@@ -183,6 +190,14 @@ def test_submitted_is_resumed_not_paid_again(tmp_path, job):
     assert "submit" not in fal.calls and ledger(rt).request_id == "req-old"
 
 
+def test_a_request_an_earlier_run_sent_counts_against_this_runs_budget(tmp_path, job):
+    fal = FakeQueue()
+    rt = runtime(tmp_path, fal, budget=0.25)
+    seed_ledger(rt, status="submitted", handle=HANDLE, request_id="req-old", attempts=1)
+    assert run_job(job, rt).outcome is Outcome.RESUMED
+    assert rt.budget.holds("k1", 1) and rt.budget.committed == 0.25  # fal may bill it
+
+
 def test_completed_is_archived_from_the_ledger_without_asking_fal(tmp_path, job):
     fal = FakeQueue()
     rt = runtime(tmp_path, fal)
@@ -196,7 +211,7 @@ def test_submitting_found_at_fal_is_adopted(tmp_path, job):
     fal = FakeQueue(found=FOUND)
     rt = runtime(tmp_path, fal)
     seed_ledger(rt, status="submitting", submitted_at=1.0, attempts=1)
-    assert run_job(job, rt).outcome is Outcome.ARCHIVED
+    assert run_job(job, rt).outcome is Outcome.RESUMED  # an earlier run's request
     assert "submit" not in fal.calls and ledger(rt).reconciled
 
 
@@ -206,6 +221,26 @@ def test_submitting_proven_absent_is_submitted_again_as_a_new_attempt(tmp_path, 
     seed_ledger(rt, status="submitting", submitted_at=1.0, attempts=1)
     assert run_job(job, rt).outcome is Outcome.ARCHIVED and fal.accepted == 1
     assert ledger(rt).attempts == 2  # the lost submit is never given back: no loop
+    assert ledger(rt).retries("absent") == 1
+
+
+def test_absence_is_never_proven_for_a_submit_without_fals_documented_deadline(tmp_path, job):
+    # An entry of an older wansweep, which sent a start-timeout header fal does not document:
+    # fal may hold such a request unstarted for ever, so "not listed" proves nothing.
+    fal = FakeQueue(found=ABSENT)
+    rt = runtime(tmp_path, fal)
+    seed_ledger(rt, status="submitting", submitted_at=1.0, attempts=1, deadline_s=None)
+    assert run_job(job, rt).outcome is Outcome.AMBIGUOUS and fal.accepted == 0
+    assert "no start deadline" in ledger(rt).error or "not listed" in ledger(rt).error
+
+
+def test_every_submit_sends_fals_documented_start_deadline_and_records_it(tmp_path, job):
+    fal = FakeQueue()
+    rt = runtime(
+        tmp_path, fal, reconcile=ReconcileSpec(grace=0, start_timeout=900, settle_after=5000)
+    )
+    assert run_job(job, rt).outcome is Outcome.ARCHIVED
+    assert fal.deadlines == [900] and ledger(rt).deadline_s == 900
 
 
 def test_submitting_not_settled_stays_ambiguous_and_pays_nothing(tmp_path, job):
@@ -223,14 +258,34 @@ def test_ambiguous_is_paid_again_only_when_the_user_says_so(tmp_path, job):
     rt = runtime(tmp_path, fal, resubmit_ambiguous=True)
     seed_ledger(rt, status="ambiguous", submitted_at=1.0, attempts=2)  # max_attempts is 2
     assert run_job(job, rt).outcome is Outcome.ARCHIVED and fal.accepted == 1
+    entry = ledger(rt)
+    assert entry.repaid == ("ambiguous",) and entry.attempts == 3  # one more, once, recorded
+    # the earlier, maybe billed submit stays held beside the new one
+    assert rt.budget.committed == pytest.approx(0.5)
 
 
-def test_a_lost_answer_that_never_settles_cannot_loop(tmp_path, job):
-    fal = FakeQueue(submits=["lost"] * 5, found=ABSENT)  # a listing that never shows it
-    rt = runtime(tmp_path, fal, budget=10.0)
+@pytest.mark.parametrize("pay_again", [False, True])
+def test_lost_answers_that_never_settle_cannot_loop(tmp_path, job, pay_again):
+    fal = FakeQueue(submits=["lost"] * 5, found=UNKNOWN)  # fal took each; its records lag
+    rt = runtime(tmp_path, fal, budget=10.0, resubmit_ambiguous=pay_again)
     result = run_job(job, rt)
-    assert result.outcome is Outcome.FAILED and fal.accepted == 2  # max_attempts, no more
-    assert rt.budget.committed == 0.25  # each possibly billed submit stays counted
+    assert result.outcome is Outcome.AMBIGUOUS
+    assert fal.accepted == (2 if pay_again else 1)  # the option pays again once, no more
+    assert rt.budget.committed == pytest.approx(0.25 * fal.accepted)  # each may be billed
+    # a later run with the option on pays nothing more: the ledger says it was used
+    again = runtime(tmp_path, fal, resubmit_ambiguous=True)
+    assert run_job(job, again).outcome is Outcome.AMBIGUOUS
+    assert fal.accepted == 2 and ledger(rt).repaid == ("ambiguous",)
+
+
+def test_paying_again_for_an_ambiguous_submit_stays_within_the_budget(tmp_path, job):
+    fal = FakeQueue(submits=["lost"], found=UNKNOWN)
+    rt = runtime(tmp_path, fal, budget=0.25, resubmit_ambiguous=True)  # room for one submit
+    result = run_job(job, rt)
+    assert result.outcome is Outcome.SKIPPED and fal.accepted == 1
+    assert rt.budget.committed == pytest.approx(0.25)
+    entry = ledger(rt)  # still ambiguous: the option is not used up by a refused payment
+    assert entry.status is LedgerStatus.AMBIGUOUS and entry.repaid == () and entry.attempts == 1
 
 
 def test_a_damaged_entry_is_kept_aside_and_settled_through_fal(tmp_path, job):
@@ -312,16 +367,16 @@ def test_a_job_another_process_holds_is_waited_for(tmp_path, job):
     from wansweep.run.leases import Leases, Owner, lease_key
 
     fal = FakeQueue()
-    rt = runtime(tmp_path, fal)
-    rt.leases, rt.lease_poll = Leases(rt.store, Owner.new()), 0.01
+    rt = runtime(tmp_path, fal, leases=None)
+    rt.leases = Leases(rt.store, Owner.new())
     other = Leases(rt.store, Owner.new())
     assert other.acquire("k1")
     owners = []
     submit = fal.submit
 
-    def submit_checking_the_lease(*args):
+    def submit_checking_the_lease(*args, **kwargs):
         owners.append(json.loads(rt.store.get_bytes(lease_key("k1")))["owner"])
-        return submit(*args)
+        return submit(*args, **kwargs)
 
     fal.submit = submit_checking_the_lease
     results = []
@@ -335,7 +390,7 @@ def test_a_job_another_process_holds_is_waited_for(tmp_path, job):
     rt2 = runtime(tmp_path / "b", FakeQueue())
     holder = Leases(rt2.store, Owner.new())
     assert holder.acquire("k1")
-    rt2.leases, rt2.lease_poll = Leases(rt2.store, Owner.new()), 0.01
+    rt2.leases = Leases(rt2.store, Owner.new())
     rt2.fal.stop.set()  # cancelled while waiting
     assert run_job(job, rt2).outcome is Outcome.BUSY and rt2.fal.calls == []
     holder.close()
@@ -363,13 +418,40 @@ def test_budget_refuses_before_any_submit(tmp_path, job):
     assert "past the budget" in result.error and ledger(rt) is None
 
 
-def test_a_refused_submit_gives_its_reservation_back(tmp_path, job):
-    fal = FakeQueue(submits=[FalError("no such app", FailureKind.REJECTED, 404)])
+def test_a_refused_submit_gives_its_reservation_and_its_attempt_back(tmp_path, job):
+    fal = FakeQueue(submits=[NotSent("no such app", FailureKind.REJECTED, 404)])
     rt = runtime(tmp_path, fal)
     assert run_job(job, rt).outcome is Outcome.FAILED and rt.budget.committed == 0
+    entry = ledger(rt)
+    assert entry.status is LedgerStatus.FAILED and entry.attempts == 0
 
 
-def test_a_lease_lost_while_stalled_submits_nothing(tmp_path, job):
+def test_a_submit_that_never_reached_fal_uses_no_attempt_and_stays_resumable(tmp_path, job):
+    down = NotSent("ConnectError: connection refused", FailureKind.TRANSIENT, run_wide=True)
+    fal = FakeQueue(submits=[down, down, "ok"])
+    rt = runtime(tmp_path, fal, max_attempts=1)
+    result = run_job(job, rt)
+    assert result.outcome is Outcome.UNSENT and fal.accepted == 0
+    entry = ledger(rt)
+    assert entry.status is LedgerStatus.RETRYING and entry.attempts == 0
+    assert rt.budget.committed == 0 and rt.halted  # every other job would meet it: halted
+    second = runtime(tmp_path, fal, max_attempts=1)  # the cause fixed: the next run pays once
+    assert run_job(job, second).outcome is Outcome.UNSENT  # (still down: nothing sent)
+    assert run_job(job, runtime(tmp_path, fal, max_attempts=1)).outcome is Outcome.ARCHIVED
+    assert fal.accepted == 1 and ledger(rt).attempts == 1
+
+
+def test_a_halted_run_sends_nothing_more(tmp_path, job):
+    fal = FakeQueue()
+    rt = runtime(tmp_path, fal)
+    rt.halt("fal refused the key (401)")
+    assert run_job(job, rt).outcome is Outcome.UNSENT and fal.calls == []
+    assert ledger(rt) is None and rt.budget.committed == 0
+
+
+def test_a_lease_taken_over_while_stalled_submits_nothing(tmp_path, job):
+    # This process took the lease, then stalled past its ttl; another took it over on the
+    # store. Its renewal thread has not run since: only a look at the store itself tells.
     from wansweep.run.leases import Leases, Owner
 
     fal = FakeQueue()
@@ -377,12 +459,13 @@ def test_a_lease_lost_while_stalled_submits_nothing(tmp_path, job):
     rt.leases = Leases(rt.store, Owner.new())
     real_acquire = rt.leases.acquire
 
-    def acquire_then_lose(job_key):  # the renewal found another holder (we were stalled)
+    def acquire_then_stall(job_key):
         assert real_acquire(job_key)
-        rt.leases._held[job_key] = None
+        current = rt.store.read_versioned(lease_key(job_key))
+        assert rt.store.replace_if(lease_key(job_key), Owner.new().payload(), current[1])
         return True
 
-    rt.leases.acquire = acquire_then_lose
+    rt.leases.acquire = acquire_then_stall
     result = run_job(job, rt)
     assert result.outcome is Outcome.BUSY and "taken over" in result.error
-    assert "submit" not in fal.calls
+    assert "submit" not in fal.calls and rt.budget.committed == 0 and ledger(rt) is None

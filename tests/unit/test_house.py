@@ -110,7 +110,16 @@ def test_one_owner_per_outside_system(library, owners):
     assert all(u.startswith(owners) for u in users), sorted(users)
 
 
-KEY_PREFIXES = ("jobs/", "ledger/", "leases/", "markers/", "sweeps/", "media/", "index/")
+KEY_PREFIXES = (
+    "jobs/",
+    "ledger/",
+    "leases/",
+    "markers/",
+    "sweeps/",
+    "media/",
+    "index/",
+    "pricing/",
+)
 
 
 def test_every_archive_key_is_built_in_the_layout_module():

@@ -29,9 +29,10 @@ def pricing(
     live: dict = {}
     if refresh:
         from wansweep.fal import FalConfig, FalQueue
+        from wansweep.fal.policy import RETRIES
 
         try:
-            fal = FalQueue(FalConfig.from_env(), attempts=3)
+            fal = FalQueue(FalConfig.from_env(), attempts=RETRIES.command_tries)
         except RuntimeError as exc:
             console.print(f"[red]{exc}[/red]")
             raise typer.Exit(2) from None
@@ -72,6 +73,7 @@ def spend(
 
     from wansweep.errors import WansweepError
     from wansweep.fal import FalConfig, FalQueue
+    from wansweep.fal.policy import RETRIES
     from wansweep.results.report import sweeps
     from wansweep.results.spend import compare_spend
     from wansweep.store import open_store
@@ -79,7 +81,7 @@ def spend(
     console = Console()
     archive = open_store(store)
     try:
-        fal = FalQueue(FalConfig.from_env(), attempts=3)
+        fal = FalQueue(FalConfig.from_env(), attempts=RETRIES.command_tries)
     except RuntimeError as exc:
         raise _fail(console, exc) from None
     try:
@@ -105,12 +107,13 @@ def reconcile(
 
     from wansweep.errors import WansweepError
     from wansweep.fal import FalConfig, FalQueue
+    from wansweep.fal.policy import RETRIES
     from wansweep.run.reconcile import reconcile_store
     from wansweep.store import open_store
 
     console = Console()
     try:
-        fal = FalQueue(FalConfig.from_env(), attempts=3)
+        fal = FalQueue(FalConfig.from_env(), attempts=RETRIES.command_tries)
         counts = reconcile_store(open_store(store), fal, settle_after)
     except (RuntimeError, WansweepError) as exc:
         raise _fail(console, exc) from None

@@ -12,6 +12,7 @@ from wansweep.cli.money import _fail
 
 def _use_fal(console) -> object | None:
     """Which fal: host variables set -> that server; FAL_KEY alone -> fal.ai; neither -> start ours."""
+    import atexit
     import os
 
     if os.environ.get("FAL_RUN_HOST") or os.environ.get("FAL_QUEUE_RUN_HOST"):
@@ -26,6 +27,7 @@ def _use_fal(console) -> object | None:
     from wansweep.localfal.runner import start_local_fal
 
     server = start_local_fal(latency="demo", workdir=Path(".wansweep/localfal"))
+    atexit.register(server.stop)  # also when a signal ends the run (see _stop_on_signals)
     os.environ.update(server.env)
     console.print(
         f"fal: no FAL_KEY and no fal host set, so started the local fal-compatible "
@@ -114,6 +116,58 @@ INTERRUPTED = (
 )
 
 
+EXIT_SIGNALLED = {2: 130, 15: 143}  # SIGINT, SIGTERM: the shell's 128 + signal number
+RECORD_S = 20.0  # the longest a stopped run waits for its jobs to record their cancels
+UNWIND_S = 10.0  # ... and then for Prefect to wind down, before it exits anyway
+
+
+def _stop_on_signals(console) -> list[int]:
+    """SIGINT (Ctrl-C, ``kill -INT``) and SIGTERM (a supervisor, ``kill``) stop a run the same
+    way, in any state: every waiting job cancels its fal request and records it in its ledger;
+    nothing more is submitted; the run exits once they have (or after :data:`RECORD_S`), and
+    with it everything it started (the ephemeral Prefect server, the local fal server). Returns
+    the list the signal's number is put in."""
+    import atexit
+    import os
+    import signal
+    import sys
+    import threading
+    import time
+
+    received: list[int] = []
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def exit_when_recorded(signum: int) -> None:
+        from wansweep.run.runtime import active_jobs
+
+        deadline = time.monotonic() + RECORD_S
+        while active_jobs() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        deadline = time.monotonic() + UNWIND_S  # the main thread exits by itself, normally
+        while time.monotonic() < deadline:
+            time.sleep(0.1)
+        console.print(INTERRUPTED)
+        sys.stdout.flush()
+        atexit._run_exitfuncs()  # Prefect's ephemeral server and our own servers, stopped
+        os._exit(EXIT_SIGNALLED[signum])
+
+    def on_signal(signum, frame):
+        from wansweep.run.runtime import stop_all
+
+        if received:
+            return  # a second signal changes nothing: the first is being carried out
+        received.append(signum)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        stop_all()
+        threading.Thread(target=exit_when_recorded, args=(signum,), daemon=True).start()
+        raise KeyboardInterrupt
+
+    for sig in previous:
+        signal.signal(sig, on_signal)
+    return received
+
+
 def run(
     spec: Path = typer.Argument(..., help="Sweep spec (YAML), e.g. configs/quickstart.yaml."),
     manifest: str | None = typer.Option(None, help="Manifest URI; overrides the spec's."),
@@ -142,41 +196,13 @@ def run(
 ) -> None:
     """Run a sweep: validate, skip what is archived, generate the rest, archive, report."""
     import json
-    import os
-    import signal
-    import sys
-    import threading
-    import time
 
     from rich.console import Console
 
     console = Console()
     server = _use_fal(console)
     _prepare_ephemeral_prefect(console)
-    interrupted = []
-    previous = signal.getsignal(signal.SIGINT)
-
-    def on_sigint(signum, frame):
-        """Ctrl-C: cancel every in-flight fal request, record it, and exit promptly. Prefect's
-        own bookkeeping may hang on (in ephemeral mode Ctrl-C stops its server too)."""
-        from wansweep.run.runtime import active_jobs, stop_all
-
-        interrupted.append(True)
-        signal.signal(signal.SIGINT, previous)
-        stop_all()
-
-        def exit_when_recorded() -> None:
-            deadline = time.monotonic() + 30
-            while active_jobs() and time.monotonic() < deadline:
-                time.sleep(0.05)
-            console.print(INTERRUPTED)
-            sys.stdout.flush()
-            os._exit(130)
-
-        threading.Thread(target=exit_when_recorded, daemon=True).start()
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGINT, on_sigint)
+    interrupted = _stop_on_signals(console)
     try:
         from flows.sweep import sweep
         from wansweep.errors import InputError
@@ -190,10 +216,11 @@ def run(
                 budget_usd=budget,
                 skip_invalid=skip_invalid,
                 report_dir=str(report_dir) if report_dir else None,
-                resubmit_expired=resubmit_expired,
-                resubmit_ambiguous=resubmit_ambiguous,
+                # an option not given keeps the spec's setting
+                resubmit_expired=resubmit_expired or None,
+                resubmit_ambiguous=resubmit_ambiguous or None,
                 shards=shards,
-                global_limits=global_limits,
+                global_limits=global_limits or None,
             )
         except InputError as exc:
             raise _fail(console, exc) from None
@@ -201,7 +228,7 @@ def run(
             if not interrupted:
                 raise
             console.print(INTERRUPTED)
-            raise typer.Exit(130) from None
+            raise typer.Exit(EXIT_SIGNALLED[interrupted[0]]) from None
         console.print(json.dumps(result, indent=2, default=str), highlight=False, markup=False)
         console.print(
             f"videos:  {result['videos']}\n"

@@ -69,9 +69,9 @@ class Connection:
         *,
         max_connections: int = 64,
         stop: threading.Event | None = None,
-        attempts: int = 8,
-        backoff: float = 0.5,
-        max_backoff: float = 30.0,
+        attempts: int = policy.RETRIES.http_tries,
+        backoff: float = policy.RETRIES.backoff_s,
+        max_backoff: float = policy.RETRIES.max_backoff_s,
     ):
         self.config = config
         self.stop = stop or threading.Event()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -103,6 +104,10 @@ class PlatformMixin:
                 self.handle_for(endpoint, failed[0]["request_id"]), False, "found, failed"
             )
         waited = self.fal_time(time.time()) - sent
+        if settle_after == math.inf:
+            return Lookup(
+                None, False, "not listed, and no start deadline is on record: never provably absent"
+            )
         if waited < settle_after:
             return Lookup(
                 None, False, f"not listed yet ({waited:.0f} s of {settle_after:.0f} s to settle)"
@@ -113,11 +118,12 @@ class PlatformMixin:
 
     def confirm(self, endpoint: str, request_id: str, fields: dict[str, Any]) -> Handle | None:
         """A request named for this job by something other than fal's own answer (a webhook
-        marker): its handle when fal's records agree it carries our fields, or cannot tell."""
+        marker): its handle only when fal's records show it carries our fields. "Cannot tell"
+        (not listed yet, no payload, no result) is not a confirmation: the listing decides."""
         item = {"request_id": request_id}
         for listed in self._listed_requests(endpoint, {"request_id": request_id}):
             item = listed
-        if self._is_ours(endpoint, item, fields) is False:
+        if self._is_ours(endpoint, item, fields) is not True:
             return None
         return self.handle_for(endpoint, request_id)
 

@@ -1,4 +1,13 @@
-"""The retry policy toward fal, as pure functions: every "send again?" decision lives here.
+"""Every "send again?" decision, as pure functions and one table of numbers (:data:`RETRIES`).
+
+Three levels ask it, and all read from here (tests/unit/test_house.py finds no other):
+
+- an HTTP call to fal (:class:`wansweep.fal.connection.Connection`): how often, how long to wait,
+  which answers are worth repeating; a submit only while fal surely did not take it;
+- a job (:mod:`wansweep.run.execute`): may another generation be paid for
+  (:func:`attempts_allowed`, :func:`may_try_again`, :func:`may_pay_again`);
+- a Prefect task re-run of a whole job after store or network trouble
+  (:data:`Retries.task_retry_delays_s`, :func:`task_may_retry`).
 
 Nothing here does I/O, so each rule is unit-tested on its own (tests/unit/test_fal_policy.py).
 
@@ -14,20 +23,39 @@ taken is a second paid job):
 - any other 5xx, or a 5xx that carries ``x-fal-request-id`` (fal's app answered): ambiguous.
   No source says a 500/502/503 from fal's app means the request was not queued.
 - 409: ambiguous (a conflict with something fal already holds).
-- 422: the input was refused; other 4xx: refused (auth, unknown app); neither is retried.
-- transport errors before the request went out (connect, pool): not sent, retry.
-  Any other transport error (read, write, a dropped answer): ambiguous.
+- 422: the input was refused; other 4xx: refused (auth, unknown app); neither is retried. Both
+  come before fal queues anything: the submit was never a paid attempt.
+- transport errors before the request went out (DNS, connect refused, TLS, connect or pool
+  timeout): not sent, retry. Any other transport error (read, write, a dropped answer):
+  ambiguous.
+- a key fal refuses (401, 403) or no route to fal (DNS, connect, TLS) is no single job's
+  fault: :func:`run_wide` says so, and the run stops instead of meeting it once per job.
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Mapping
+from dataclasses import dataclass
 from enum import StrEnum
 
 import httpx
 
-from wansweep.errors import FailureKind
+from wansweep.errors import FailureKind, FalUnavailable, StoreUnavailable, WansweepError
+
+
+@dataclass(frozen=True)
+class Retries:
+    """The numbers of every retry: one place to read them, one to change them."""
+
+    http_tries: int = 8  # tries of one HTTP call to fal (a submit: only while not taken)
+    backoff_s: float = 0.5  # first wait between tries; doubles, +-50% jitter
+    max_backoff_s: float = 30.0
+    task_retry_delays_s: tuple[float, ...] = (2.0, 10.0, 30.0)  # Prefect re-runs of a job
+    command_tries: int = 3  # HTTP tries of a command a person waits on (pricing, spend, ...)
+
+
+RETRIES = Retries()
 
 
 class SubmitVerdict(StrEnum):
@@ -69,6 +97,14 @@ def classify_submit_error(exc: Exception) -> SubmitVerdict:
     if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)):
         return SubmitVerdict.RETRY  # the request never left this machine
     return SubmitVerdict.AMBIGUOUS
+
+
+def run_wide(status_code: int | None = None, exc: BaseException | None = None) -> bool:
+    """Is this refusal or error every job's, not one job's? A key fal refuses (401, 403), or
+    no connection to fal at all (DNS, refused, TLS verification, connect timeout)."""
+    if status_code in (401, 403):
+        return True
+    return isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout))
 
 
 def retry_idempotent(status_code: int) -> bool:
@@ -148,3 +184,38 @@ def backoff(
     draw = random.random() if jitter is None else jitter
     delay = min(cap, base * 2**attempt) * (0.5 + draw)
     return max(hinted or 0.0, delay)
+
+
+# ---------------------------------------------------------------------------- jobs
+PAY_AGAIN_REASONS = ("ambiguous", "expired")  # --resubmit-ambiguous, --resubmit-expired
+
+
+def attempts_allowed(max_attempts: int, repaid: tuple[str, ...]) -> int:
+    """Submits fal may have queued for one job, at most: ``max_attempts``, plus one for each
+    pay-again option the user gave that the job used (each at most once, in its ledger)."""
+    return max_attempts + len(set(repaid) & set(PAY_AGAIN_REASONS))
+
+
+def may_try_again(kind: FailureKind, attempts: int, allowed: int) -> bool:
+    """After a generation ended badly: may another attempt be submitted? Only after a failure
+    fal did not bill (a failed generation, or a cancel before fal finished it), with an
+    attempt left. An expired result was billed: only :func:`may_pay_again` allows another."""
+    return kind in (FailureKind.FAILED, FailureKind.CANCELLED) and attempts < allowed
+
+
+def may_pay_again(reason: str, allowed_by_user: bool, repaid: tuple[str, ...]) -> bool:
+    """May a job pay again for ``reason`` (``ambiguous``: a lost submit fal's records cannot
+    settle; ``expired``: a result or video fal no longer holds)? Only with the user's option,
+    and once per job, whatever the runs."""
+    return allowed_by_user and reason in PAY_AGAIN_REASONS and reason not in repaid
+
+
+def task_may_retry(exc: BaseException) -> bool:
+    """May Prefect run a job's task again after it raised ``exc``? Only for trouble outside
+    the job (the store, the network, fal unreachable): the ledger resumes it without paying
+    again. A job-level failure is an outcome, never an exception to retry."""
+    if isinstance(exc, (FalUnavailable, StoreUnavailable)):
+        return True
+    if isinstance(exc, WansweepError):
+        return False
+    return isinstance(exc, (httpx.TransportError, ConnectionError, TimeoutError))

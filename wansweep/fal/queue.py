@@ -17,18 +17,54 @@ from typing import Any
 import fal_client
 import httpx
 
-from wansweep.errors import AmbiguousSubmit, FailureKind, FalError, FalUnavailable, Stopped
+from wansweep.errors import (
+    AmbiguousSubmit,
+    FailureKind,
+    FalError,
+    FalUnavailable,
+    NotSent,
+    Stopped,
+)
 from wansweep.fal import policy
 from wansweep.fal.connection import Connection, detail
 from wansweep.fal.download import DownloadMixin
 from wansweep.fal.platform import PlatformMixin
 from wansweep.fal.stream import Completion, StatusStreams, StreamBroken, StreamUnsupported
-from wansweep.fal.types import Handle, PollSpec
+from wansweep.fal.types import FalResult, Handle, PollSpec
 from wansweep.fal.webhooks import WebhookReceiver
 
 log = logging.getLogger(__name__)
 
 STREAM_BREAKS = 5  # breaks in a row (no event between them) before a job polls instead
+
+# fal's documented start deadline (docs: model-apis common-parameters; both official clients
+# send this name). wansweep once sent X-Fal-Request-Start-Timeout, which no fal source names:
+# fal would treat it as an unknown header, so it is not sent (a second name adds nothing but
+# a header fal ignores).
+START_DEADLINE = "X-Fal-Request-Timeout"
+# Model fallbacks off: the current docs name x-app-fal-disable-fallback, the older reliability
+# page x-fal-disable-fallbacks; both are sent, as neither page says the other is gone.
+NO_FALLBACKS = {"x-app-fal-disable-fallback": "true", "x-fal-disable-fallbacks": "true"}
+# What fal may answer when another endpoint served a request: fal documents none; these are
+# the names of fal's own (unreleased) fallback code, read when present, never relied on.
+SERVED_BY = ("x-app-fal-api-fallback-endpoint", "x-fal-bill-as")
+BILLABLE_UNITS = "x-fal-billable-units"
+MIN_DEADLINE_S = 2  # both official clients refuse a start timeout of 1 s or less
+
+
+def submit_headers(deadline_s: float, allow_fallbacks: bool) -> dict[str, str]:
+    """The headers of every submit: the start deadline, and fallbacks off unless allowed."""
+    headers = {START_DEADLINE: str(max(MIN_DEADLINE_S, int(deadline_s)))}
+    return headers if allow_fallbacks else {**headers, **NO_FALLBACKS}
+
+
+def served_by(headers: Any, endpoint: str | None = None) -> str | None:
+    """The endpoint an answer says served the request, when it names one other than ours."""
+    for name in SERVED_BY:
+        value = headers.get(name)
+        if value and value != endpoint:
+            return value
+    return None
 
 
 class FalQueue(PlatformMixin, DownloadMixin, Connection):
@@ -83,38 +119,38 @@ class FalQueue(PlatformMixin, DownloadMixin, Connection):
         self,
         endpoint: str,
         body: dict[str, Any],
-        start_timeout: float | None = None,
+        *,
+        deadline_s: float,
         marker: tuple[str, int] | None = None,
+        allow_fallbacks: bool = False,
     ) -> Handle:
-        """POST once per attempt; POST again only when fal surely did not take the job.
+        """POST once per attempt; POST again only while fal surely did not take the job.
 
-        Raises :class:`AmbiguousSubmit` when fal may hold it, :class:`FalError` (invalid or
-        rejected) when refused, :class:`FalUnavailable` when every try was turned away.
+        Raises :class:`AmbiguousSubmit` when fal may hold it, :class:`NotSent` when it surely
+        does not (refused before queueing, or never connected). Every submit carries fal's
+        documented start deadline (``X-Fal-Request-Timeout``: an accepted request that has not
+        started by then ends unbilled, which is what lets fal's records prove, later, that a
+        lost submit was never accepted) and, unless fallbacks are allowed, the headers that
+        turn fal's model fallbacks off (an arm served by another model is a wrong answer).
         ``marker`` (job key, attempt) goes into the webhook URL, when webhooks are on."""
         url = f"{self.config.queue_base}/{endpoint}"
         params = None
         if self.webhooks:
             hook = self.webhooks.url_for(*marker) if marker else self.webhooks.url
             params = {"fal_webhook": hook}
-        # A start deadline bounds how long an accepted request can stay unfinished, which is
-        # what lets fal's records prove, later, that a lost submit was never accepted.
-        headers = (
-            {"X-Fal-Request-Start-Timeout": str(int(start_timeout))} if start_timeout else None
-        )
-        last = ""
+        headers = submit_headers(deadline_s, allow_fallbacks)
+        last, last_exc, last_code = "", None, None
         for attempt in range(self.attempts):
             try:
                 response = self.http.post(url, json=body, params=params, headers=headers)
             except httpx.TransportError as exc:
                 if policy.classify_submit_error(exc) is policy.SubmitVerdict.AMBIGUOUS:
                     raise AmbiguousSubmit(f"{type(exc).__name__}: {exc}") from exc
-                last = f"{type(exc).__name__}: {exc}"
+                last, last_exc = f"{type(exc).__name__}: {exc}", exc
                 self.pause_before_retry(attempt)
                 continue
-            verdict = policy.classify_submit_answer(
-                response.status_code, response.headers, response.text
-            )
             code = response.status_code
+            verdict = policy.classify_submit_answer(code, response.headers, response.text)
             if verdict is policy.SubmitVerdict.ACCEPTED:
                 try:
                     data = response.json()
@@ -129,7 +165,7 @@ class FalQueue(PlatformMixin, DownloadMixin, Connection):
             if verdict is policy.SubmitVerdict.AMBIGUOUS:
                 raise AmbiguousSubmit(f"{code} from {url}: {detail(response)}", code)
             if verdict is policy.SubmitVerdict.RETRY:
-                last = f"{code}: {detail(response)}"
+                last, last_exc, last_code = f"{code}: {detail(response)}", None, code
                 self.pause_before_retry(attempt, response.headers)
                 continue
             kind = (
@@ -137,8 +173,18 @@ class FalQueue(PlatformMixin, DownloadMixin, Connection):
                 if verdict is policy.SubmitVerdict.INVALID
                 else FailureKind.REJECTED
             )
-            raise FalError(f"submit rejected ({code}): {detail(response)}", kind, code)
-        raise FalUnavailable(f"submit not accepted after {self.attempts} attempts ({last})")
+            raise NotSent(
+                f"submit refused before fal queued it ({code}): {detail(response)}",
+                kind,
+                code,
+                run_wide=policy.run_wide(code),
+            )
+        raise NotSent(
+            f"submit not accepted after {self.attempts} tries, none of which fal queued ({last})",
+            FailureKind.TRANSIENT,
+            last_code,
+            run_wide=policy.run_wide(exc=last_exc),
+        )
 
     # ---------------------------------------------------------- wait/result
     def wait(self, handle: Handle, poll: PollSpec, check_now: bool = False) -> Completion:
@@ -237,8 +283,12 @@ class FalQueue(PlatformMixin, DownloadMixin, Connection):
                 return Completion.between(status, unfinished_at, "poll")
             unfinished_at = time.time()
 
-    def result(self, handle: Handle, generation_failed: bool = False) -> dict[str, Any]:
-        """A completed request's result; :class:`FalError` says how the job ended otherwise."""
+    def result(
+        self, handle: Handle, generation_failed: bool = False, endpoint: str | None = None
+    ) -> FalResult:
+        """A completed request's result, with the billing units fal charged and the endpoint
+        that served it when fal says another did; :class:`FalError` says how the job ended
+        otherwise."""
         response = self.send(
             "result",
             lambda: self.http.get(handle.response_url),
@@ -250,7 +300,8 @@ class FalQueue(PlatformMixin, DownloadMixin, Connection):
         code = response.status_code
         verdict = policy.classify_result(code, generation_failed, response.headers)
         if verdict is policy.ResultVerdict.OK:
-            return response.json()
+            units = response.headers.get(BILLABLE_UNITS)
+            return FalResult(response.json(), units, served_by(response.headers, endpoint))
         if verdict is policy.ResultVerdict.RETRY:
             raise FalUnavailable(f"result failed ({code}): {detail(response)}", code)
         kind = (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -15,6 +16,17 @@ class Handle:
     response_url: str
     status_url: str
     cancel_url: str
+
+
+@dataclass(frozen=True)
+class FalResult:
+    """A completed request's output, with what fal's answer said beside it: the billing units
+    it charged (``X-Fal-Billable-Units``, a decimal string as sent; None when fal sent none) and
+    the endpoint that served it when fal says another one did (a model fallback)."""
+
+    output: dict[str, Any]
+    billable_units: str | None = None
+    served_by: str | None = None
 
 
 class PollSpec(BaseModel):

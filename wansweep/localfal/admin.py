@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 from dataclasses import replace
 from pathlib import Path
@@ -72,10 +73,25 @@ class AdminRoutes:
                     "started_at": j.started_at,
                     "ended_at": j.ended_at,
                     "status_code": j.status_code,
+                    "headers": j.headers,  # the X-Fal-* headers the submit carried
+                    "served_by": j.served_by,
+                    "billed_units": j.billed_units,
                 }
                 for j in self.jobs.values()
             ]
         )
+
+    async def post_sign_webhook(self, request: Request) -> Response:
+        """The headers this server would sign a webhook body with (``{"request_id", "body",
+        "timestamp"?}``): for testing a receiver with deliveries fal would really send, stale
+        ones included."""
+        try:
+            asked = await request.json()
+            body = json.dumps(asked["body"]).encode()
+            headers = self.sign_webhook(str(asked["request_id"]), body, asked.get("timestamp"))
+        except (ValueError, KeyError, TypeError) as exc:
+            return JSONResponse({"detail": f"expected request_id and body: {exc}"}, 422)
+        return JSONResponse({"headers": headers, "content": body.decode()})
 
     async def post_reset(self, request: Request) -> Response:
         self.reset_stats()
@@ -114,6 +130,8 @@ class AdminRoutes:
                 changes["concurrency"] = int(body["concurrency"])
             if "clock_offset" in body:
                 changes["clock_offset"] = float(body["clock_offset"])
+            if "price_factor" in body:
+                changes["price_factor"] = float(body["price_factor"])
             config = replace(self.config, **changes)  # validates (ServerConfig.__post_init__)
             seed = int(body["fault_seed"]) if "fault_seed" in body else None
         except (ValueError, TypeError) as exc:
@@ -136,5 +154,6 @@ CONFIGURABLE = {
     "status_stream",
     "concurrency",
     "clock_offset",
+    "price_factor",
     "fault_seed",
 }

@@ -21,6 +21,7 @@ FAULTS = {
     "flagged": "input refused by the safety checker (result 422)",
     "download_fail": "video download dropped half-way",
     "download_slow": "video download throttled",
+    "fallback": "a request without fal's no-fallback headers is served by another endpoint",
 }
 
 
@@ -110,6 +111,7 @@ class ServerConfig:
     cancel_running: str = "complete"  # or "stop": what a cancelled running request does
     clock_offset: float = 0.0  # seconds the server's clock is ahead of this machine's
     status_stream: str = "on"  # "404" or "405": answered instead (a server without streams)
+    price_factor: float = 1.0  # fal's prices against configs/pricing.yaml (a price change)
 
     def __post_init__(self) -> None:
         if not 1 <= self.concurrency <= 10_000:
@@ -125,3 +127,5 @@ class ServerConfig:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}")
         if abs(self.clock_offset) > 86400 * 365:
             raise ValueError("clock_offset must be within a year")
+        if not 0 < self.price_factor <= 100:
+            raise ValueError("price_factor must be above 0 and at most 100")

@@ -98,19 +98,13 @@ class PlatformRoutes:
     async def pricing(self, request: Request) -> Response:
         if not self._authorized(request):
             return self._unauthorized()
-        table = self.prices()
         wanted = request.query_params.getlist("endpoint_id") or list(schema.ENDPOINTS)
         prices = [
-            {
-                "endpoint_id": e,
-                "unit_price": table.unit_price(e, "720p"),
-                "unit": "second",
-                "currency": "USD",
-            }
+            {"endpoint_id": e, "unit_price": self.unit_price(e), "unit": "units", "currency": "USD"}
             for e in wanted
             if e in schema.ENDPOINTS
         ]
-        return JSONResponse({"prices": prices})
+        return JSONResponse({"prices": prices, "next_cursor": None, "has_more": False})
 
     async def usage(self, request: Request) -> Response:
         """``GET /v1/models/usage``: what was billed, per endpoint (``expand=summary``) and per
@@ -128,18 +122,20 @@ class PlatformRoutes:
         buckets: dict[tuple[str, str], dict[str, Any]] = {}
         summary: dict[str, dict[str, Any]] = {}
         for j in self.jobs.values():
-            if j.billed_seconds is None or not _window(j.ended_at, start, end):
+            if j.billed_units is None or not _window(j.ended_at, start, end):
                 continue
-            if endpoints and j.endpoint not in endpoints:
+            billed_as = j.served_by or j.endpoint
+            if endpoints and billed_as not in endpoints:
                 continue
             price = j.unit_price
             hour = iso(j.ended_at - j.ended_at % 3600)
             for row in (
-                buckets.setdefault((hour, j.endpoint), _usage_row(j.endpoint, price)),
-                summary.setdefault(j.endpoint, _usage_row(j.endpoint, price)),
+                buckets.setdefault((hour, billed_as), _usage_row(billed_as, price)),
+                summary.setdefault(billed_as, _usage_row(billed_as, price)),
             ):
-                row["quantity"] += j.billed_seconds
-                row["cost"] = round(row["cost"] + j.billed_seconds * price, 6)
+                row["quantity"] = round(row["quantity"] + j.billed_units, 8)
+                row["cost"] = round(row["cost"] + j.billed_units * price, 6)
+                row["cost_total"] = row["cost"]
         body: dict[str, Any] = {"next_cursor": None, "has_more": False}
         if "time_series" in expand:
             series: dict[str, list] = {}
@@ -154,10 +150,11 @@ class PlatformRoutes:
 def _usage_row(endpoint: str, price: float) -> dict[str, Any]:
     return {
         "endpoint_id": endpoint,
-        "unit": "second",
+        "unit": "units",
         "quantity": 0.0,
         "unit_price": price,
         "cost": 0.0,
+        "cost_total": 0.0,
         "currency": "USD",
     }
 

@@ -43,10 +43,12 @@ class FalRequest:
     logs: list[dict[str, Any]] = field(default_factory=list)
     task: asyncio.Task | None = None
     cancelled: bool = False
-    start_timeout: float | None = None  # X-Fal-Request-Start-Timeout: seconds to start
+    start_timeout: float | None = None  # X-Fal-Request-Timeout: seconds to start
     payload_stored: bool = True  # False: listed without its payload (payload storage off)
-    billed_seconds: float | None = None  # set when the request ends billed
-    unit_price: float = 0.0
+    headers: dict[str, str] = field(default_factory=dict)  # the X-Fal-* headers it was sent
+    served_by: str | None = None  # another endpoint served it (a model fallback)
+    billed_units: float | None = None  # set when the request ends billed
+    unit_price: float = 0.0  # per unit, as the pricing API says
     changed: asyncio.Event = field(default_factory=asyncio.Event)  # set at each status change
 
     def set_status(self, status: str, at: float) -> None:
@@ -102,10 +104,16 @@ class QueueRoutes:
         job = FalRequest(
             rid, endpoint, payload, request.query_params.get("fal_webhook"), self.now(), self._seq
         )
-        job.start_timeout = _seconds(
-            request.headers.get("x-fal-request-start-timeout")
-            or request.headers.get("x-fal-request-timeout")  # deprecated name, same meaning
-        )
+        job.headers = {
+            k.lower(): v
+            for k, v in request.headers.items()
+            if k.lower().startswith(("x-fal-", "x-app-fal-"))
+        }
+        # fal's documented start deadline; any other name is a header fal does not know
+        job.start_timeout = _seconds(job.headers.get("x-fal-request-timeout"))
+        fallbacks_off = any(job.headers.get(h, "").lower() == "true" for h in FALLBACKS_OFF)
+        if not fallbacks_off and self._fault("fallback"):  # fal rerouted it to another model
+            job.served_by = fallback_for(endpoint)
         job.payload_stored = request.headers.get("x-fal-store-io") != "0" and not self._fault(
             "listing_payloads"
         )
@@ -172,7 +180,8 @@ class QueueRoutes:
             return ingress_error(503)
         with_logs = request.query_params.get("logs", "false").lower() in ("true", "1")
         body, code = self._status_body(job, with_logs)
-        return JSONResponse(body, code, headers={"x-fal-request-id": job.request_id})
+        headers = {"x-fal-request-id": job.request_id, **self._served_headers(job)}
+        return JSONResponse(body, code, headers=headers)
 
     async def status_stream(self, request: Request) -> Response:
         """Server-sent events: the current status at once, then one ``data:`` event per change
@@ -245,11 +254,25 @@ class QueueRoutes:
             if job.error
             else {"x-fal-request-id": job.request_id}
         )
+        headers |= self._served_headers(job)
+        if job.billed_units is not None:  # fal's billing units of this request (docs: headers)
+            headers["x-fal-billable-units"] = f"{job.billed_units:.8f}".rstrip("0").rstrip(".")
         if job.error:
             if job.error["status_code"] == 422:
                 headers["X-Fal-Retryable"] = "false"
             return JSONResponse(job.error["body"], job.error["status_code"], headers=headers)
         return JSONResponse(job.output, headers=headers)
+
+    @staticmethod
+    def _served_headers(job: FalRequest) -> dict[str, str]:
+        """What a rerouted request's answers say (the names of fal's own fallback code)."""
+        if job.served_by is None:
+            return {}
+        return {
+            "x-app-fal-api-fallback": "true",
+            "x-app-fal-api-fallback-endpoint": job.served_by,
+            "x-fal-bill-as": job.served_by,
+        }
 
     async def cancel(self, request: Request) -> Response:
         """A queued request is removed. For a running one fal only signals the app, which may
@@ -360,15 +383,21 @@ class QueueRoutes:
 
     def _bill(self, job: FalRequest, video_seconds: float) -> None:
         """fal bills a produced video, and a 422 after GPU time (the flagged case); never a 5xx,
-        a start timeout or a request cancelled before it ran."""
+        a start timeout or a request cancelled before it ran. As fal does, in units of the
+        pricing API's one price per endpoint (the 720p price per second here), a dearer tier
+        counting more units: 5 s at 1080p of a 0.10/0.15 endpoint is 7.5 units of 0.10. A
+        rerouted request is billed as the endpoint that served it."""
         flagged = job.error and job.error.get("gpu_time")
         if job.status_code == 200 or flagged:
-            job.billed_seconds = video_seconds
+            billed_as = job.served_by or job.endpoint
             resolution = job.payload.get("resolution", "1080p")
             try:
-                job.unit_price = self.prices().unit_price(job.endpoint, resolution)
+                job.unit_price = self.unit_price(billed_as)
+                tier = self.prices().unit_price(billed_as, resolution) * self.config.price_factor
+                cost = tier * video_seconds
+                job.billed_units = round(cost / job.unit_price, 8) if job.unit_price else 0.0
             except KeyError:
-                job.unit_price = 0.0
+                job.unit_price, job.billed_units = 0.0, 0.0
 
     async def _deliver_webhook(self, job: FalRequest) -> None:
         """POST the webhook; retried as fal does when it fails (fal: 10 times over ~2 hours;
@@ -382,9 +411,14 @@ class QueueRoutes:
         }
         if self._webhook_client is None:  # one client: a TLS context per call costs ms of CPU
             self._webhook_client = httpx.AsyncClient(verify=self._ssl(), timeout=10)
+        content = json.dumps(body).encode()
         for attempt in range(WEBHOOK_ATTEMPTS):
             try:
-                (await self._webhook_client.post(job.webhook, json=body)).raise_for_status()
+                headers = self.sign_webhook(job.request_id, content)  # fresh timestamp per try
+                answer = await self._webhook_client.post(
+                    job.webhook, content=content, headers=headers
+                )
+                answer.raise_for_status()
                 self.stats["webhooks_sent"] += 1
                 return
             except Exception:
@@ -393,11 +427,22 @@ class QueueRoutes:
 
 
 WEBHOOK_ATTEMPTS = 10
+# the headers that turn fal's model fallbacks off (docs, old and new names)
+FALLBACKS_OFF = ("x-app-fal-disable-fallback", "x-fal-disable-fallbacks")
+
+
+def fallback_for(endpoint: str) -> str:
+    """The 'equivalent alternative endpoint' fal would reroute a request to (here: the other
+    Wan 2.6 endpoint)."""
+    others = [e for e in schema.ENDPOINTS if e != endpoint]
+    return others[0] if others else endpoint
+
+
 STREAM_KEEPALIVE = 10.0  # seconds between events on a quiet stream
 
 
 class _StartTimeout(Exception):
-    """The request did not start within its X-Fal-Request-Start-Timeout."""
+    """The request did not start within its X-Fal-Request-Timeout."""
 
 
 def _seconds(text: str | None) -> float | None:

@@ -38,6 +38,7 @@ def client_env(host: str, port: int, bundle: Path, key: str | None) -> dict[str,
         "FAL_QUEUE_RUN_HOST": netloc,
         "SSL_CERT_FILE": str(bundle),
         "WANSWEEP_FAL_API_URL": f"https://{netloc}/v1",
+        "WANSWEEP_FAL_JWKS_URL": f"https://{netloc}/.well-known/jwks.json",
         "WANSWEEP_LOCAL_FAL": f"https://{netloc}",
     }
 
@@ -148,6 +149,15 @@ class LocalFalProcess:
         """Delete every generated video (a CDN past its retention); returns how many."""
         with self._client() as c:
             return c.post("/_local/expire-media").raise_for_status().json()["removed"]
+
+    def signed_webhook(
+        self, request_id: str, body: dict, timestamp: float | None = None
+    ) -> tuple[dict[str, str], bytes]:
+        """Headers and body of a webhook this server signs, as it would send it."""
+        asked = {"request_id": request_id, "body": body, "timestamp": timestamp}
+        with self._client() as c:
+            answer = c.post("/_local/sign-webhook", json=asked).raise_for_status().json()
+        return answer["headers"], answer["content"].encode()
 
     def configure(self, **changes: Any) -> None:
         with self._client() as c:

@@ -9,6 +9,8 @@ demand, and counts everything at ``GET /_local/stats``.
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import random
 import secrets
 import ssl
@@ -52,6 +54,9 @@ class LocalFal(QueueRoutes, GenerateMixin, PlatformRoutes, AdminRoutes):
         self.reset_stats()
         self._webhook_client: httpx.AsyncClient | None = None
         self._prices = None
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+        self._webhook_key = Ed25519PrivateKey.generate()  # signs its webhooks, as fal's does
         self.app = _DateHeader(_CountConnections(Starlette(routes=self._routes()), self), self)
 
     def now(self) -> float:
@@ -65,6 +70,39 @@ class LocalFal(QueueRoutes, GenerateMixin, PlatformRoutes, AdminRoutes):
         if self._prices is None:
             self._prices = PriceTable.load()
         return self._prices
+
+    def unit_price(self, endpoint: str) -> float:
+        """The pricing API's one price of an endpoint: USD per second at its cheapest tier
+        (times ``price_factor``: fal's prices may move away from the table's)."""
+        tiers = self.prices().prices[endpoint]
+        cheapest = min(float(v) for k, v in tiers.items() if k.endswith("p"))
+        return round(cheapest * self.config.price_factor, 6)
+
+    WEBHOOK_USER = "local-user"
+
+    def sign_webhook(
+        self, request_id: str, body: bytes, timestamp: float | None = None
+    ) -> dict[str, str]:
+        """fal's webhook headers: ED25519 over request id, user id, timestamp (now, by default)
+        and the body's SHA-256, with the key its JWKS publishes."""
+        timestamp = str(int(self.now() if timestamp is None else timestamp))
+        digest = hashlib.sha256(body).hexdigest()
+        message = "\n".join([request_id, self.WEBHOOK_USER, timestamp, digest]).encode()
+        return {
+            "Content-Type": "application/json",
+            "X-Fal-Webhook-Request-Id": request_id,
+            "X-Fal-Webhook-User-Id": self.WEBHOOK_USER,
+            "X-Fal-Webhook-Timestamp": timestamp,
+            "X-Fal-Webhook-Signature": self._webhook_key.sign(message).hex(),
+        }
+
+    async def jwks(self, request: Request) -> JSONResponse:
+        """The public key of its webhooks, as fal publishes its own (public, no key needed)."""
+        from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+        raw = self._webhook_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        x = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+        return JSONResponse({"keys": [{"kty": "OKP", "crv": "Ed25519", "x": x, "kid": "local"}]})
 
     def _ssl(self) -> ssl.SSLContext | bool:
         return ssl.create_default_context(cafile=self.ssl_bundle) if self.ssl_bundle else True
@@ -123,8 +161,10 @@ class LocalFal(QueueRoutes, GenerateMixin, PlatformRoutes, AdminRoutes):
     def _routes(self) -> list[Route]:
         base = "/{owner}/{alias}/requests/{request_id}"
         return [
+            Route("/.well-known/jwks.json", self.jwks, methods=["GET"]),
             Route("/_local/stats", self._admin(self.get_stats), methods=["GET"]),
             Route("/_local/reset", self._admin(self.post_reset), methods=["POST"]),
+            Route("/_local/sign-webhook", self._admin(self.post_sign_webhook), methods=["POST"]),
             Route("/_local/requests", self._admin(self.get_requests), methods=["GET"]),
             Route("/_local/config", self._admin(self.post_config), methods=["POST"]),
             Route("/_local/expire-media", self._admin(self.post_expire_media), methods=["POST"]),

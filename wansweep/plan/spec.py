@@ -96,7 +96,52 @@ class LeaseSpec(BaseModel):
     poll: float = Field(5.0, gt=0, le=600)
 
 
-class SweepSpec(BaseModel):
+class RunSettings(BaseModel):
+    """How a sweep runs, spelled once: read from the spec's YAML, the command's options applied
+    on top by :func:`load_spec`, and carried unchanged to every job's submit (it crosses
+    processes: a shard's worker gets it as a flow parameter)."""
+
+    model_config = ConfigDict(extra="forbid")
+    budget_usd: float | None = Field(
+        None, gt=0, allow_inf_nan=False, description="the most a run may commit (USD)"
+    )
+    concurrency: int = Field(DEFAULT_CONCURRENCY, ge=1, le=1000, description="jobs in flight")
+    endpoint_concurrency: int = Field(
+        DEFAULT_CONCURRENCY, ge=1, le=1000, description="in-flight fal requests per endpoint"
+    )
+    max_attempts: int = Field(
+        DEFAULT_MAX_ATTEMPTS,
+        ge=1,
+        le=10,
+        description="submits fal may have queued per job (failed, unbilled generations are "
+        "tried again within it); a submit that surely never reached fal does not count",
+    )
+    poll: PollSpec = PollSpec()
+    reconcile: ReconcileSpec = ReconcileSpec()
+    leases: LeaseSpec = LeaseSpec()
+    allow_fallbacks: bool = Field(
+        False,
+        description="let fal serve a request with another, 'equivalent' model when the asked "
+        "one is down (off: an A/B arm served by another model is a wrong answer, paid for)",
+    )
+    resubmit_expired: bool = Field(
+        False, description="pay again, once per job, for a result or video fal no longer holds"
+    )
+    resubmit_ambiguous: bool = Field(
+        False,
+        description="pay again, once per job, for a submit whose answer was lost and that fal's "
+        "records cannot settle yet (it may then be paid twice)",
+    )
+    global_limits: bool = Field(
+        False, description="hold a Prefect global concurrency slot per in-flight fal request"
+    )
+
+    def run_settings(self) -> RunSettings:
+        """These settings alone (a spec's are a part of it), for the jobs of a run."""
+        return RunSettings(**{name: getattr(self, name) for name in RunSettings.model_fields})
+
+
+class SweepSpec(RunSettings):
     """A sweep: which endpoints and settings, on which manifest, for how much."""
 
     model_config = ConfigDict(extra="forbid")
@@ -112,15 +157,6 @@ class SweepSpec(BaseModel):
     per_endpoint: dict[str, dict[str, Any]] = {}
     arms: list[Arm] = []
     seeds: Seeds | Annotated[list[SeedValue], Field(max_length=MAX_SEEDS)] | None = None
-    budget_usd: float | None = Field(None, gt=0)
-    concurrency: int = Field(DEFAULT_CONCURRENCY, ge=1, le=1000)
-    endpoint_concurrency: int = Field(DEFAULT_CONCURRENCY, ge=1, le=1000)
-    max_attempts: int = Field(
-        DEFAULT_MAX_ATTEMPTS, ge=1, le=10, description="generations tried per job (fal failures)"
-    )
-    poll: PollSpec = PollSpec()
-    reconcile: ReconcileSpec = ReconcileSpec()
-    leases: LeaseSpec = LeaseSpec()
     trust_http_cache: bool = Field(
         False,
         description="a re-plan trusts a web input's remembered check, without asking, while "

@@ -16,6 +16,8 @@ def sidecar_row(meta: dict[str, Any]) -> dict[str, Any]:
     return {
         "job_key": meta["job_key"],
         "request_id": meta.get("request_id"),
+        "served_by": meta.get("served_by"),
+        "billable_units": meta.get("billable_units"),
         "seed": meta.get("seed"),
         "actual_prompt": meta.get("actual_prompt"),
         "video_duration": video.get("duration"),

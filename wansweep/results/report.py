@@ -13,6 +13,7 @@ import pandas as pd
 
 from wansweep import __version__
 from wansweep.errors import LedgerDamaged
+from wansweep.plan.pricing import FalPrices, load_prices
 from wansweep.results import stats as abstats
 from wansweep.results.index import (
     get_parquet,
@@ -33,6 +34,7 @@ from wansweep.store.layout import (
     SWEEP_INDEX,
     VIDEO,
     job_file,
+    public_uri,
     report_file,
     sweep_file,
     sweep_names,
@@ -55,6 +57,7 @@ def save_plan(store: Store, sweep: str, jobs: list[Any], skipped: list[Any] = ()
             "enable_prompt_expansion": j.settings.get("enable_prompt_expansion"),
             "multi_shots": j.settings.get("multi_shots"),
             "image_sha256": j.image_sha256,
+            "image_uri": public_uri(j.image_uri),
             "estimated_usd": j.estimated_usd,
             **{f"extra.{k}": str(v) for k, v in j.extra.items()},
         }
@@ -122,13 +125,17 @@ def jobs_frame(store: Store, sweep: str, loaded: tuple | None = None) -> pd.Data
     frame["billing"] = [
         str(billing(s, k, r)) for s, k, r in zip(frame["status"], frame["error_kind"], ran)
     ]
+    # a job's price: fal's billing units times fal's unit price (read by the run that made
+    # it), where fal sent units; else the estimate of the price table
+    billed = billed_usd(frame, load_prices(store))
+    frame["billed_usd"] = billed
+    frame["cost_source"] = ["fal" if pd.notna(b) else "estimate" for b in billed]
+    price = billed.where(billed.notna(), frame["estimated_usd"])
     # cost: what was surely billed; likely: adds what fal says it may bill; upper: adds what
     # fal may hold unbeknown to us (the budget counts this one)
-    frame["cost_usd"] = frame["estimated_usd"].where(frame["billing"] == Billing.BILLED, 0.0)
-    frame["likely_usd"] = frame["estimated_usd"].where(
-        frame["billing"].isin([Billing.BILLED, Billing.MAYBE]), 0.0
-    )
-    frame["upper_usd"] = frame["estimated_usd"].where(frame["billing"] != Billing.NOT_BILLED, 0.0)
+    frame["cost_usd"] = price.where(frame["billing"] == Billing.BILLED, 0.0)
+    frame["likely_usd"] = price.where(frame["billing"].isin([Billing.BILLED, Billing.MAYBE]), 0.0)
+    frame["upper_usd"] = price.where(frame["billing"] != Billing.NOT_BILLED, 0.0)
     frame["prompt_expanded"] = frame["actual_prompt"].notna() & (
         frame["actual_prompt"] != frame["prompt"]
     )
@@ -141,6 +148,18 @@ def jobs_frame(store: Store, sweep: str, loaded: tuple | None = None) -> pd.Data
             rows[money] = 0.0
         frame = pd.concat([frame, rows], ignore_index=True)
     return frame
+
+
+def billed_usd(frame: pd.DataFrame, prices: FalPrices | None) -> pd.Series:
+    """What fal billed each job, in dollars: its billing units (``X-Fal-Billable-Units``)
+    times the unit price fal's pricing API gave for the endpoint that served it; NaN where
+    either is unknown. Account discounts are not known here (fal's usage API has them)."""
+    if prices is None or "billable_units" not in frame:
+        return pd.Series(float("nan"), index=frame.index)
+    units = pd.to_numeric(frame["billable_units"], errors="coerce")
+    served = frame["served_by"].where(frame["served_by"].notna(), frame["endpoint"])
+    unit_price = served.map(lambda e: prices.unit_price(e) if isinstance(e, str) else None)
+    return (units * pd.to_numeric(unit_price, errors="coerce")).round(6)
 
 
 def _ledger_state(store: Store):
@@ -364,6 +383,13 @@ def markdown_summary(sweep: str, frame: pd.DataFrame, summ: pd.DataFrame) -> str
     ]
     cols = [c for c in cols if c in summ.columns]
     table = _md_table(summ[cols]) if len(summ) else "(no jobs)"
+    billed = frame["cost_usd"] > 0
+    from_fal = int((billed & (frame.get("cost_source") == "fal")).sum())
+    source = (
+        f"{from_fal} of {int(billed.sum())} billed jobs priced from fal's billing units "
+        "(X-Fal-Billable-Units times its pricing API's unit price), the rest from the "
+        "estimates of configs/pricing.yaml. "
+    )
     return (
         f"## Sweep `{sweep}`\n\n"
         f"{len(frame)} jobs: "
@@ -373,7 +399,8 @@ def markdown_summary(sweep: str, frame: pd.DataFrame, summ: pd.DataFrame) -> str
         f"GPU time, cancelled running requests, expired results); at most "
         f"${frame['upper_usd'].sum():.2f} (adds requests fal may hold that this archive cannot "
         f"settle yet); ${frame['estimated_usd'].sum():.2f} estimated for the whole plan. "
-        "`wansweep spend` compares with fal's usage API.\n\n"
+        + source
+        + "`wansweep spend` compares with fal's usage API.\n\n"
         f"{table}\n"
     )
 

@@ -47,8 +47,11 @@ def compare_spend(store: Store, sweep: str, fal: Any, settle: float = 3600.0) ->
     """Our figures beside fal's billed usage. fal's usage is account-wide: other work on the
     same endpoints in the window counts there too, so fal's figure can only be higher."""
     frame = jobs_frame(store, sweep)
+    frame = frame[frame["endpoint"].notna()]
+    # fal bills a rerouted request as the endpoint that served it
+    billed_as = frame["served_by"].where(frame["served_by"].notna(), frame["endpoint"])
     ours = (
-        frame[frame["endpoint"].notna()]
+        frame.assign(endpoint=billed_as)
         .groupby("endpoint")[["cost_usd", "likely_usd", "upper_usd"]]
         .sum()
     )
@@ -70,7 +73,10 @@ def compare_spend(store: Store, sweep: str, fal: Any, settle: float = 3600.0) ->
                 exc.status_code,
             ) from None
         raise
-    billed = {row["endpoint_id"]: float(row.get("cost") or 0) for row in usage}
+    billed: dict[str, float] = {}
+    for row in usage:  # rows of one endpoint at several unit prices (discounts) add up
+        cost = row.get("cost_total", row.get("cost")) or 0
+        billed[row["endpoint_id"]] = billed.get(row["endpoint_id"], 0.0) + float(cost)
     ours["fal_usd"] = [round(billed.get(e, 0.0), 6) for e in ours.index]
     note = (
         "fal's figure covers the whole account over the window: other work on these endpoints "

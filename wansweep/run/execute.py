@@ -1,27 +1,33 @@
-"""One job, start to archive: the steps that spend money, written so none happens twice.
+"""One job, start to archive: the steps that spend money, written so that none happens twice.
 
-The state table (which ledger status leads to which step) is in :mod:`wansweep.run.lifecycle`;
-every ledger status is set here, each in one place:
+:func:`run_job` loads the job's ledger entry and loops: :func:`next_step`, a pure function of
+the entry and the run's settings, names the one step the entry calls for, and that step writes
+the ledger (through the named moves of :mod:`.transitions`) before and after it acts. A run
+that dies anywhere is resumed from the ledger by the next one.
 
-- ``submitting``, ``submitted``: :func:`_submit` and :func:`_submitted`
-- ``ambiguous``: :func:`_settle_lost_submit` (fal's records neither show nor rule out a submit)
-- ``retrying``: :func:`_generate` (after a failure :func:`_may_try_again` allows) and
-  :func:`_settle_lost_submit` (fal's records prove a lost submit was never accepted)
-- ``cancelled``: :func:`_await_result` (the run was stopped while the job waited)
-- ``completed``: :func:`_await_result`
-- ``archived``: :func:`wansweep.run.finish.archive_result`
-- ``failed``, ``expired``: :func:`_run_job` (a :class:`FalError` nothing could recover)
+Money, by construction:
+
+- :func:`_submit` is the only code that sends a job to fal. Just before the POST it checks that
+  the run goes on, that the job has an attempt left (``max_attempts``, plus one for each
+  pay-again option the user gave and the job used, each at most once and recorded in its
+  ledger: :func:`wansweep.fal.policy.attempts_allowed`), that the job's lease is still this
+  process's (renewed on the store itself, not read from a flag), and that the budget holds the
+  job's price; then it writes ``submitting`` with the attempt counted. A submit that provably
+  never reached fal gives both back.
+- A hold on the budget is given back only when fal surely did not bill that request: it never
+  reached fal, fal's records prove it never took it, or its generation failed unbilled. A
+  request an earlier run sent, which fal may still bill, is held as soon as this run takes the
+  job over.
+- No step can loop without using an attempt: settling a lost answer adopts the request, proves
+  it absent (the next submit is an attempt), pays again (once a job), or ends the job.
 """
 
 from __future__ import annotations
 
 import base64
 import mimetypes
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from wansweep.errors import (
@@ -31,58 +37,56 @@ from wansweep.errors import (
     FalError,
     LeaseHeld,
     LedgerDamaged,
+    NotSent,
     Stopped,
 )
-from wansweep.fal import FalQueue
-from wansweep.fal.platform import Lookup
-from wansweep.fal.types import Handle, PollSpec
+from wansweep.fal import policy
 from wansweep.media.fetch import read_local
-from wansweep.plan.pricing import Budget
-from wansweep.plan.spec import Job, ReconcileSpec
+from wansweep.plan.spec import Job, RunSettings
 from wansweep.run.finish import archive_result
-from wansweep.run.leases import Leases
 from wansweep.run.ledger import Ledger
-from wansweep.run.lifecycle import JobResult, LedgerEntry, LedgerStatus, Outcome
+from wansweep.run.lifecycle import Cause, JobResult, LedgerEntry, LedgerStatus, Outcome
 from wansweep.run.reconcile import look_up, record
-from wansweep.store import Store, presign
-from wansweep.store.layout import job_file
+from wansweep.run.runtime import Services
+from wansweep.run.transitions import TABLE, Move
+from wansweep.store import presign
+from wansweep.store.layout import SIDECAR, job_file
+
+S = LedgerStatus
+IN_FLIGHT = frozenset({S.SUBMITTING, S.AMBIGUOUS, S.SUBMITTED, S.CANCELLED, S.COMPLETED})
+DAMAGED_WINDOW = 86400.0  # a damaged entry's submit is looked for in the day before its last write
 
 
-@dataclass
-class Runtime:
-    """What every job of a run shares (one per process)."""
+class Step(StrEnum):
+    DONE = "done"  # the result is in the ledger: archive it
+    SUBMIT = "submit"
+    SETTLE = "settle"  # a submit whose answer was lost: ask fal's records
+    WAIT = "wait"  # fal holds the request
+    REOPEN = "reopen"  # a failed or expired job this run may try again
+    GIVE_UP = "give_up"
 
-    store: Store
-    fal: FalQueue
-    budget: Budget
-    poll: PollSpec
-    max_attempts: int
-    endpoint_concurrency: int
-    reconcile: ReconcileSpec = field(default_factory=ReconcileSpec)
-    leases: Leases | None = None  # one worker per job across processes (None: this one only)
-    lease_poll: float = 5.0  # seconds between looks at a job another process holds
-    resubmit_expired: bool = False
-    resubmit_ambiguous: bool = False
-    guard: Callable[[str], AbstractContextManager] | None = None  # e.g. a fleet-wide limit
-    endpoint_slots: dict[str, threading.BoundedSemaphore] = field(default_factory=dict)
-    active: int = 0  # jobs in run_job right now
-    _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    @property
-    def ledger(self) -> Ledger:
-        return Ledger(self.store)
-
-    @contextmanager
-    def slot(self, endpoint: str) -> Iterator[None]:
-        """Held from submit to result: this process's per-endpoint limit, then the guard's."""
-        with self._lock:
-            if endpoint not in self.endpoint_slots:
-                self.endpoint_slots[endpoint] = threading.BoundedSemaphore(
-                    self.endpoint_concurrency
-                )
-            local = self.endpoint_slots[endpoint]
-        with local, self.guard(endpoint) if self.guard else nullcontext():
-            yield
+def next_step(entry: LedgerEntry, settings: RunSettings) -> Step:
+    """The one step a ledger entry calls for (pure; tests/unit/test_transitions.py)."""
+    allowed = policy.attempts_allowed(settings.max_attempts, entry.repaid)
+    status = entry.status
+    if status is S.EXPIRED:  # fal said it holds the result or video no more
+        if policy.may_pay_again("expired", settings.resubmit_expired, entry.repaid):
+            return Step.REOPEN
+        # a result in the ledger: its video is fetched once more (a CDN may answer again)
+        return Step.DONE if entry.result is not None else Step.GIVE_UP
+    if entry.result is not None:
+        return Step.DONE
+    if status in (S.SUBMITTING, S.AMBIGUOUS) and entry.handle is None:
+        return Step.SETTLE
+    if status in (S.SUBMITTED, S.CANCELLED) and entry.handle is not None:
+        return Step.WAIT
+    if status is S.FAILED:
+        tried_again = entry.error_kind is FailureKind.FAILED and entry.attempts < allowed
+        return Step.REOPEN if tried_again else Step.GIVE_UP
+    if status in (None, S.RETRYING):
+        return Step.SUBMIT if entry.attempts < allowed else Step.GIVE_UP
+    return Step.GIVE_UP
 
 
 def media_url(uri: str) -> str:
@@ -105,16 +109,17 @@ def request_body(job: Job) -> dict[str, Any]:
     return body
 
 
-def run_job(job: Job, rt: Runtime) -> JobResult:
+def run_job(job: Job, services: Services) -> JobResult:
     """Run one job to its archive. Never raises for a job-level failure (it is the outcome);
-    raises only what the caller may retry as a whole (store or network trouble)."""
-    with rt._lock:
-        rt.active += 1
+    raises only what the caller may retry as a whole (store or network trouble), leaving the
+    ledger where the next try resumes it."""
+    with services._lock:
+        services.active += 1
     try:
-        return _run_job(job, rt)
+        return _run_job(job, services)
     finally:
-        with rt._lock:
-            rt.active -= 1
+        with services._lock:
+            services.active -= 1
 
 
 def _result(
@@ -132,96 +137,106 @@ def _result(
     )
 
 
-def _run_job(job: Job, rt: Runtime) -> JobResult:
-    if rt.store.exists(job_file(job.job_key, "meta.json")):
+def _archived(job: Job, services: Services) -> bool:
+    return services.store.exists(job_file(job.job_key, SIDECAR))
+
+
+def _run_job(job: Job, services: Services) -> JobResult:
+    if _archived(job, services):
         return _result(job, Outcome.CACHED)
-    if rt.leases is not None and not rt.leases.acquire(job.job_key):
-        if (outcome := _wait_for_holder(job, rt)) is not None:
+    leases = services.leases
+    if leases is not None and not leases.acquire(job.job_key):
+        if (outcome := _wait_for_holder(job, services)) is not None:
             return _result(job, outcome)
     try:
-        return _run_leased(job, rt)
+        return _run_leased(job, services)
     finally:
-        if rt.leases is not None:
-            rt.leases.release(job.job_key)
+        if leases is not None:
+            leases.release(job.job_key)
 
 
-def _wait_for_holder(job: Job, rt: Runtime) -> Outcome | None:
+def _wait_for_holder(job: Job, services: Services) -> Outcome | None:
     """Another process holds this job's lease and runs it: wait until it is archived
     (``cached``), or the lease is ours (None: released by a holder that gave up, or expired
     because the holder died). Cancelled while waiting: ``busy``."""
-    while not rt.fal.stop.wait(rt.lease_poll):
-        if rt.store.exists(job_file(job.job_key, "meta.json")):
+    while not services.fal.stop.wait(services.settings.leases.poll):
+        if _archived(job, services):
             return Outcome.CACHED
-        if rt.leases.acquire(job.job_key):
+        if services.leases.acquire(job.job_key):
             return None
     return Outcome.BUSY
 
 
-def _run_leased(job: Job, rt: Runtime) -> JobResult:
+def _run_leased(job: Job, services: Services) -> JobResult:
     """The job, with its lease held: the ledger is read only now, so no other process
     changed it between our read and our writes."""
-    if rt.store.exists(job_file(job.job_key, "meta.json")):  # archived while we waited
+    if _archived(job, services):  # archived while we waited
         return _result(job, Outcome.CACHED)
-    ledger = rt.ledger
+    ledger = services.ledger
     try:
         entry = ledger.get(job.job_key) or LedgerEntry(job.job_key)
     except LedgerDamaged as exc:
         entry = _from_damaged(job, ledger, exc)
-    resumed = bool(entry.request_id or entry.result)
+    if entry.status in IN_FLIGHT:  # an earlier run's request, which fal may still bill
+        services.budget.take_over(job.job_key, entry.attempts, job.estimated_usd)
+    started = len(entry.history)
     try:
-        with rt.slot(job.endpoint):
-            entry = _generate(job, rt, ledger, entry)
-        try:
-            archive_result(job, rt.store, rt.fal, ledger, entry)
-        except FalError as exc:
-            if exc.kind is not FailureKind.EXPIRED or not rt.resubmit_expired:
-                raise
-            # fal's copy of the video is gone (CDN expiry) and ours was never made: generate
-            # it again, as the user allowed; _generate still holds to max_attempts
-            entry = _retrying(ledger, entry, exc, result=None)
-            with rt.slot(job.endpoint):
-                entry = _generate(job, rt, ledger, entry)
-            archive_result(job, rt.store, rt.fal, ledger, entry)
-            resumed = False  # generated anew
+        entry = _drive(job, services, ledger, entry)
     except Stopped:
-        return _result(job, Outcome.CANCELLED, entry)
+        return _result(job, Outcome.CANCELLED, ledger.get(job.job_key))
     except LeaseHeld as exc:
         return _result(job, Outcome.BUSY, entry, error=str(exc))
     except BudgetExceeded as exc:
         return _result(job, Outcome.SKIPPED, entry, error=str(exc))
+    except NotSent as exc:
+        return _not_sent(job, services, ledger, exc)
     except FalError as exc:
-        entry = ledger.get(job.job_key) or entry
-        if exc.kind is FailureKind.AMBIGUOUS:  # the ledger already says ambiguous
-            return _result(job, Outcome.AMBIGUOUS, entry, error=str(exc), error_kind=exc.kind)
-        expired = exc.kind is FailureKind.EXPIRED
-        entry = ledger.put(
-            entry,
-            status=LedgerStatus.EXPIRED if expired else LedgerStatus.FAILED,
-            error=str(exc),
-            error_kind=exc.kind,
-        )
-        return _result(
-            job,
-            Outcome.EXPIRED if expired else Outcome.FAILED,
-            entry,
-            error=str(exc),
-            error_kind=exc.kind,
-        )
-    return _result(job, Outcome.RESUMED if resumed else Outcome.ARCHIVED, entry)
+        if exc.kind is FailureKind.TRANSIENT:
+            raise  # fal unreachable: the ledger resumes the job when it is run again
+        return _failed(job, ledger, exc)
+    sent = any(step[0] == S.SUBMITTING for step in entry.history[started:])
+    return _result(job, Outcome.ARCHIVED if sent else Outcome.RESUMED, entry)
+
+
+def _not_sent(job: Job, services: Services, ledger: Ledger, exc: NotSent) -> JobResult:
+    """Nothing reached fal and no attempt was used. A refusal of this job's own input ends
+    it; anything else (fal unreachable, a key fal refuses, the run halted) leaves it for the
+    next run, and a cause that is every job's halts this run's submits."""
+    entry = ledger.get(job.job_key) or LedgerEntry(job.job_key)
+    if exc.run_wide:
+        services.halt(str(exc))
+    if exc.kind in (FailureKind.INVALID, FailureKind.REJECTED) and not exc.run_wide:
+        entry = ledger.move(entry, Move.FAIL, Cause(exc.kind), error=str(exc), error_kind=exc.kind)
+        return _result(job, Outcome.FAILED, entry, error=str(exc), error_kind=exc.kind)
+    return _result(job, Outcome.UNSENT, entry, error=str(exc), error_kind=exc.kind)
+
+
+def _failed(job: Job, ledger: Ledger, exc: FalError) -> JobResult:
+    entry = ledger.get(job.job_key) or LedgerEntry(job.job_key)
+    if exc.kind is FailureKind.AMBIGUOUS:  # the ledger already says ambiguous
+        return _result(job, Outcome.AMBIGUOUS, entry, error=str(exc), error_kind=exc.kind)
+    expired = exc.kind is FailureKind.EXPIRED
+    move = Move.EXPIRE if expired and entry.status in TABLE[Move.EXPIRE][0] else Move.FAIL
+    if entry.status is not TABLE[move][1] or entry.error != str(exc):  # not written twice
+        entry = ledger.move(entry, move, Cause(exc.kind), error=str(exc), error_kind=exc.kind)
+    outcome = Outcome.EXPIRED if move is Move.EXPIRE else Outcome.FAILED
+    return _result(job, outcome, entry, error=str(exc), error_kind=exc.kind)
 
 
 def _from_damaged(job: Job, ledger: Ledger, exc: LedgerDamaged) -> LedgerEntry:
     """A damaged entry is neither trusted nor silently replaced: it is kept aside as
     ``<key>.json.damaged`` and the job is treated as a submit whose answer was lost at the
-    time of the entry's last write, to be settled through fal's records."""
+    time of the entry's last write, to be settled through fal's records. Whether that submit
+    carried fal's start deadline is unknown, so its absence can never be proven: it is found,
+    or the user pays again."""
     age = ledger.set_aside(job.job_key)
-    written = time.time() - (age or 0.0)
-    return ledger.put(
+    return ledger.move(
         LedgerEntry(job.job_key),
-        status=LedgerStatus.AMBIGUOUS,
+        Move.DAMAGED,
+        Cause.DAMAGED,
         endpoint=job.endpoint,
         fields=job.request_fields(),
-        submitted_at=written,
+        submitted_at=time.time() - (age or 0.0),
         attempts=1,  # it may have been paid for
         error=str(exc),
         ambiguous=f"{exc}; the damaged entry is kept beside it (.damaged)",
@@ -229,107 +244,172 @@ def _from_damaged(job: Job, ledger: Ledger, exc: LedgerDamaged) -> LedgerEntry:
     )
 
 
-DAMAGED_WINDOW = 86400.0  # a damaged entry's submit is looked for in the day before its last write
-
-
-def _generate(job: Job, rt: Runtime, ledger: Ledger, entry: LedgerEntry) -> LedgerEntry:
-    """Make sure fal has produced this job's result. Every submit counts as an attempt, and
-    none is given back for a lost answer, so no fault, clock or listing can make a loop; only
-    a cancel the user asked for does not use one up."""
-    reserved = False  # this process's budget holds this job's estimate
-    graced = False  # a lost answer of this run was looked for again after the grace period
-    while entry.result is None:
-        handle, fresh = entry.handle, False  # fresh: submitted by this call, not taken over
-        if handle is None and entry.status in (LedgerStatus.SUBMITTING, LedgerStatus.AMBIGUOUS):
-            entry, handle = _settle_lost_submit(job, rt, ledger, entry, wait=not graced)
-            graced = True
-        if handle is None:
-            if entry.attempts >= rt.max_attempts:
-                raise FalError(
-                    entry.error or "no attempts left", entry.error_kind or FailureKind.FAILED
-                )
-            if not reserved:
-                rt.budget.reserve(
-                    job.estimated_usd, f"job {job.job_key} (row {job.row_index}, {job.arm})"
-                )
-                reserved = True
-            try:
-                entry = _submit(job, rt, ledger, entry)
-            except FalError:
-                rt.budget.release(job.estimated_usd)  # not accepted: nothing was spent
-                raise
-            if entry.handle is None:
-                continue  # the answer was lost: settled through fal's records above
-            handle, fresh = entry.handle, True
+def _drive(job: Job, services: Services, ledger: Ledger, entry: LedgerEntry) -> LedgerEntry:
+    """Until the job's video is archived. An expired video (fal's CDN dropped it before it
+    was archived) is generated again only when the user allowed paying again, once."""
+    while True:
+        with services.slot(job.endpoint):
+            entry = _generate(job, services, ledger, entry)
         try:
-            entry = _await_result(job, rt, ledger, entry, handle, check_now=not fresh)
+            archive_result(job, services.store, services.fal, ledger, entry)
+            return ledger.get(job.job_key) or entry
         except FalError as exc:
-            if exc.kind is FailureKind.FAILED and reserved:
-                rt.budget.release(job.estimated_usd)  # fal does not bill failed (5xx) generations
-                reserved = False
-            user_cancel = (
-                exc.kind is FailureKind.CANCELLED and entry.status is LedgerStatus.CANCELLED
-            )
-            attempts = entry.attempts - 1 if user_cancel else entry.attempts
-            if not _may_try_again(exc, attempts, rt):
+            entry = ledger.get(job.job_key) or entry
+            allowed = services.settings.resubmit_expired
+            if exc.kind is not FailureKind.EXPIRED or not policy.may_pay_again(
+                "expired", allowed, entry.repaid
+            ):
                 raise
-            entry = _retrying(ledger, entry, exc, attempts=attempts)
+            entry = ledger.move(
+                entry,
+                Move.RETRY,
+                Cause.EXPIRED,
+                error=str(exc),
+                result=None,
+                handle=None,
+                repaid=(*entry.repaid, "expired"),
+            )
+
+
+def _generate(job: Job, services: Services, ledger: Ledger, entry: LedgerEntry) -> LedgerEntry:
+    """Until fal has produced the job's result and it is in the ledger."""
+    fresh = False  # the request was submitted just now: no need to look at it at once
+    while (step := next_step(entry, services.settings)) is not Step.DONE:
+        if step is Step.GIVE_UP:
+            ended = entry.status in (S.FAILED, S.EXPIRED) and entry.error_kind
+            raise FalError(entry.error or "no attempts left", ended or FailureKind.FAILED)
+        if step is Step.REOPEN:
+            entry = _reopen(ledger, entry)
+        elif step is Step.SETTLE:
+            entry = _settle(job, services, ledger, entry)
+        elif step is Step.SUBMIT:
+            entry = _submit(job, services, ledger, entry)
+            fresh = True
+            continue
+        elif step is Step.WAIT:
+            entry = _await_result(job, services, ledger, entry, check_now=not fresh)
+        fresh = False
     return entry
 
 
-def _retrying(ledger: Ledger, entry: LedgerEntry, exc: FalError, **changes) -> LedgerEntry:
-    """``retrying`` after a failure (its kind is the cause in the history): the next submit is
-    a new attempt; the old request is forgotten."""
-    return ledger.put(
-        entry, exc.kind, status=LedgerStatus.RETRYING, error=str(exc), handle=None, **changes
+def _reopen(ledger: Ledger, entry: LedgerEntry) -> LedgerEntry:
+    """A failed job with attempts left (the user raised ``max_attempts``), or an expired one
+    the user allowed to pay again for (once): tried again from a new submit."""
+    if entry.status is S.EXPIRED:
+        repaid = (*entry.repaid, "expired")
+        return ledger.move(
+            entry, Move.REOPEN, Cause.EXPIRED, handle=None, result=None, repaid=repaid
+        )
+    return ledger.move(entry, Move.REOPEN, Cause.FAILED, handle=None)
+
+
+def _submit(job: Job, services: Services, ledger: Ledger, entry: LedgerEntry) -> LedgerEntry:
+    """Send the job to fal: the only code that does (see the module docstring for what it
+    checks first). Returns the entry ``submitted`` with fal's request, or ``submitting``
+    without one when the answer was lost (settled next through fal's records)."""
+    settings = services.settings
+    if services.fal.stop.is_set():  # cancelled while waiting for a slot: submit nothing
+        raise Stopped("run cancelled before submit")
+    if services.halted:
+        raise NotSent(f"not sent: the run stopped submitting ({services.halted})", run_wide=True)
+    allowed = policy.attempts_allowed(settings.max_attempts, entry.repaid)
+    if entry.attempts >= allowed:  # next_step says so too: this is the guard at the door
+        raise FalError(f"no attempts left ({entry.attempts} of {allowed} used)", FailureKind.FAILED)
+    body = request_body(job)
+    if services.leases is not None:  # a stalled process may have lost it: renewed on the store
+        services.leases.prove(job.job_key)
+    attempt = entry.attempts + 1
+    services.budget.reserve(job.job_key, attempt, job.estimated_usd, _what(job))
+    try:
+        entry = ledger.move(
+            entry,
+            Move.SUBMIT,
+            endpoint=job.endpoint,
+            fields=job.request_fields(),
+            submitted_at=time.time(),
+            deadline_s=settings.reconcile.start_timeout,
+            attempts=attempt,
+            handle=None,
+            request_id=None,
+            earlier_requests=(*entry.earlier_requests, entry.request_id)
+            if entry.request_id
+            else entry.earlier_requests,
+            search_window=None,
+            ambiguous=None,
+        )
+    except BaseException:
+        services.budget.release(job.job_key, attempt)  # nothing was sent
+        raise
+    try:
+        handle = services.fal.submit(
+            job.endpoint,
+            body,
+            deadline_s=settings.reconcile.start_timeout,
+            marker=(job.job_key, attempt),
+            allow_fallbacks=settings.allow_fallbacks,
+        )
+    except (NotSent, Stopped) as exc:  # a stop comes only between tries fal did not take
+        services.budget.release(job.job_key, attempt)
+        kind = exc.kind if isinstance(exc, NotSent) else None
+        ledger.move(
+            entry,
+            Move.NOT_SENT,
+            Cause.NOT_SENT,
+            attempts=attempt - 1,
+            error=str(exc),
+            error_kind=kind,
+        )
+        raise
+    except AmbiguousSubmit as exc:
+        return ledger.put(entry, ambiguous=str(exc))
+    return ledger.move(
+        entry,
+        Move.ACCEPT,
+        request_id=handle.request_id,
+        handle=handle,
+        submits=entry.submits + 1,
     )
 
 
-def _may_try_again(exc: FalError, attempts: int, rt: Runtime) -> bool:
-    """After a generation ended badly: may another attempt be submitted?"""
-    if attempts >= rt.max_attempts:
-        return False
-    if exc.kind in (FailureKind.FAILED, FailureKind.CANCELLED):
-        return True  # unbilled failure; or cancelled before fal finished it
-    return exc.kind is FailureKind.EXPIRED and rt.resubmit_expired
+def _what(job: Job) -> str:
+    return f"job {job.job_key} (row {job.row_index}, {job.arm})"
 
 
-def _settle_lost_submit(
-    job: Job, rt: Runtime, ledger: Ledger, entry: LedgerEntry, wait: bool
-) -> tuple[LedgerEntry, Handle | None]:
+def _settle(job: Job, services: Services, ledger: Ledger, entry: LedgerEntry) -> LedgerEntry:
     """A submit whose answer was lost (or whose entry was damaged): did fal take it?
 
-    Found in fal's records: adopted, never paid again. Proven absent (fal's records are
-    complete for the time it was sent): ``retrying``, and the next submit is an attempt of
-    its own. Neither: ``ambiguous``, and the job waits for a later run or ``wansweep
-    reconcile`` (``--resubmit-ambiguous`` pays again instead, once)."""
-    cfg = rt.reconcile
+    Found in fal's records: adopted, never paid again. Proven absent: ``retrying``, its hold
+    given back, and the next submit is an attempt of its own. Neither: paid again if the user
+    allowed it (once a job, and within the budget), else ``ambiguous`` until a later run or
+    ``wansweep reconcile`` settles it."""
+    cfg = services.settings.reconcile
     fields = entry.fields or job.request_fields()
 
-    def look() -> Lookup:
-        return look_up(rt.fal, rt.store, job.job_key, entry, fields, cfg.settle_after)
+    def look():
+        return look_up(services.fal, services.store, job.job_key, entry, fields, cfg.settle_after)
 
     found = look()
-    deadline = time.monotonic() + (cfg.grace if wait else 0.0)
-    pause = 1.0
-    while found.handle is None and not found.absent and time.monotonic() < deadline:
+    pause, grace_ends = 1.0, (entry.submitted_at or 0.0) + cfg.grace
+    while found.handle is None and not found.absent and time.time() < grace_ends:
         # a fresh loss: fal lists a request once it has finished, so look again a few times
-        rt.fal.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+        services.fal.sleep(min(pause, max(0.0, grace_ends - time.time())))
         pause = min(pause * 2, 10.0)
         found = look()
-    entry, handle = record(ledger, entry, found)
-    if handle is not None or found.absent:
-        return entry, handle
-    if rt.resubmit_ambiguous:
-        entry = ledger.put(
+    if found.absent:
+        services.budget.release(job.job_key, entry.attempts)
+    entry = record(ledger, entry, found)
+    if entry.status is not S.AMBIGUOUS:
+        return entry
+    if policy.may_pay_again("ambiguous", services.settings.resubmit_ambiguous, entry.repaid):
+        # held before the ledger says so: a budget with no room leaves the job ambiguous
+        services.budget.reserve(job.job_key, entry.attempts + 1, job.estimated_usd, _what(job))
+        return ledger.move(
             entry,
-            "ambiguous",
-            status=LedgerStatus.RETRYING,
-            error=f"resubmitted while ambiguous ({found.why})",
-            attempts=min(entry.attempts, rt.max_attempts - 1),
+            Move.PAY_AGAIN,
+            Cause.AMBIGUOUS,
+            error=f"paid again while ambiguous ({found.why})",
+            repaid=(*entry.repaid, "ambiguous"),
         )
-        return entry, None
-    entry = ledger.put(entry, status=LedgerStatus.AMBIGUOUS, error=found.why)
     raise FalError(
         f"the submit's answer was lost and fal's records do not settle it yet ({found.why}); "
         "a later run or `wansweep reconcile` settles it without paying again",
@@ -337,71 +417,50 @@ def _settle_lost_submit(
     )
 
 
-def _submit(job: Job, rt: Runtime, ledger: Ledger, entry: LedgerEntry) -> LedgerEntry:
-    """Ledger ``submitting`` first, then one POST; ``submitted`` when fal answers with a
-    request. A lost answer leaves the entry ``submitting`` (no handle) for settling."""
-    if rt.fal.stop.is_set():  # cancelled while waiting for a slot: submit nothing
-        raise Stopped("run cancelled before submit")
-    if rt.leases is not None and not rt.leases.still_ours(job.job_key):
-        raise LeaseHeld(  # this process stalled past the lease's ttl: another one runs it now
-            f"job {job.job_key}: its lease was taken over; the run holding it runs it"
-        )
-    body = request_body(job)
-    entry = ledger.put(
-        entry,
-        status=LedgerStatus.SUBMITTING,
-        endpoint=job.endpoint,
-        fields=job.request_fields(),
-        submitted_at=time.time(),
-        attempts=entry.attempts + 1,
-        handle=None,
-        request_id=None,
-        earlier_requests=(*entry.earlier_requests, entry.request_id)
-        if entry.request_id
-        else entry.earlier_requests,
-        search_window=None,
-    )
-    try:
-        handle = rt.fal.submit(
-            job.endpoint, body, rt.reconcile.start_timeout, (job.job_key, entry.attempts)
-        )
-    except AmbiguousSubmit as exc:
-        return ledger.put(entry, ambiguous=str(exc))
-    return _submitted(ledger, entry, handle, submits=entry.submits + 1)
-
-
-def _submitted(ledger: Ledger, entry: LedgerEntry, handle: Handle, **extra: Any) -> LedgerEntry:
-    """Record that fal holds this job's request: from here on it is resumed, never resubmitted."""
-    return ledger.put(
-        entry, status=LedgerStatus.SUBMITTED, request_id=handle.request_id, handle=handle, **extra
-    )
-
-
 def _await_result(
-    job: Job, rt: Runtime, ledger: Ledger, entry: LedgerEntry, handle: Handle, check_now: bool
+    job: Job, services: Services, ledger: Ledger, entry: LedgerEntry, check_now: bool
 ) -> LedgerEntry:
     """Wait until fal ends the request, then fetch its result into the ledger (``completed``).
-    Stopped while waiting: the request is cancelled at fal and ``cancelled`` recorded."""
+    Stopped while waiting: the request is cancelled at fal and ``cancelled`` recorded. Ended
+    badly: tried again while the policy allows (``retrying``), else the error goes on."""
+    fal, handle = services.fal, entry.handle
     try:
-        done = rt.fal.wait(handle, rt.poll, check_now)
-        result = rt.fal.result(handle, generation_failed=bool(done.status.error))
+        done = fal.wait(handle, services.settings.poll, check_now)
+        out = fal.result(handle, generation_failed=bool(done.status.error), endpoint=job.endpoint)
     except Stopped:
         running = None
         try:
-            running = rt.fal.is_running(handle)  # a queued request is dropped unbilled
-            rt.fal.cancel(handle)
+            running = fal.is_running(handle)  # a queued request is dropped unbilled
+            fal.cancel(handle)
         finally:
-            ledger.put(
-                entry,
-                status=LedgerStatus.CANCELLED,
-                cancelled_at=time.time(),
-                cancelled_running=running,
-            )
+            ledger.move(entry, Move.CANCEL, cancelled_at=time.time(), cancelled_running=running)
         raise
-    return ledger.put(
+    except FalError as exc:
+        if exc.kind is FailureKind.TRANSIENT:
+            raise
+        if exc.kind is FailureKind.EXPIRED and policy.may_pay_again(
+            "expired", services.settings.resubmit_expired, entry.repaid
+        ):  # billed, but gone before we fetched it: the user allowed paying again, once
+            repaid = (*entry.repaid, "expired")
+            return ledger.move(
+                entry, Move.RETRY, Cause.EXPIRED, error=str(exc), handle=None, repaid=repaid
+            )
+        user_cancel = exc.kind is FailureKind.CANCELLED and entry.status is S.CANCELLED
+        if exc.kind is FailureKind.FAILED or (user_cancel and entry.cancelled_running is False):
+            services.budget.release(job.job_key, entry.attempts)  # fal did not bill it
+        attempts = entry.attempts - 1 if user_cancel else entry.attempts
+        allowed = policy.attempts_allowed(services.settings.max_attempts, entry.repaid)
+        if not policy.may_try_again(exc.kind, attempts, allowed):
+            raise
+        return ledger.move(
+            entry, Move.RETRY, Cause(exc.kind), error=str(exc), handle=None, attempts=attempts
+        )
+    return ledger.move(
         entry,
-        status=LedgerStatus.COMPLETED,
-        result=result,
+        Move.COMPLETE,
+        result=out.output,
+        billable_units=out.billable_units,
+        served_by=out.served_by,
         completed_at=done.completed_at,
         detected_at=done.detected_at,
         completion_uncertainty=done.uncertainty,

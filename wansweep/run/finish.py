@@ -18,7 +18,8 @@ from wansweep.plan import schema
 from wansweep.plan.media_index import load_media
 from wansweep.plan.spec import Job
 from wansweep.run.ledger import Ledger
-from wansweep.run.lifecycle import LedgerEntry, LedgerStatus
+from wansweep.run.lifecycle import LedgerEntry
+from wansweep.run.transitions import Move
 from wansweep.store import Store
 from wansweep.store.layout import VIDEO, job_file, public_uri
 
@@ -65,7 +66,7 @@ def archive_result(
     if os.environ.get("WANSWEEP_FAULT_EXIT_BEFORE_SIDECAR"):  # fault injection for tests
         os._exit(137)
     store.put_json(job_file(job.job_key, "meta.json"), meta)
-    ledger.put(entry, status=LedgerStatus.ARCHIVED, archived_at=archived_at)
+    ledger.move(entry, Move.ARCHIVE, archived_at=archived_at)
 
 
 def asked(job: Job) -> quality.Asked:
@@ -154,6 +155,8 @@ def sidecar(
             ),
         },
         "request_id": entry.request_id,
+        "served_by": entry.served_by or job.endpoint,  # another only when fal said so
+        "billable_units": entry.billable_units,  # fal's X-Fal-Billable-Units, as sent
         "seed_requested": job.seed,
         "seed": result.get("seed"),
         "actual_prompt": result.get("actual_prompt"),

@@ -4,9 +4,16 @@ A lease is a small object ``leases/<job_key>.json`` created with a conditional c
 ``If-None-Match: *``; ``O_EXCL`` in a local folder), so of two processes that try at once
 exactly one gets it. The holder renews it every ``ttl / 3`` seconds while the job runs; a
 lease not renewed for ``ttl`` seconds (its holder was killed) is taken over with a
-conditional replace (S3 ``If-Match``; a lock in a local folder), again by exactly one taker.
-Ages are measured on the store's own clock (S3 ``Last-Modified`` against the answer's
-``Date``; file mtimes), never on a client's, so a skewed client clock cannot steal a live lease.
+conditional replace (S3 ``If-Match``; a lock in a local folder), again by exactly one taker,
+and only once it is older than ``ttl`` plus a margin (:data:`TAKEOVER_MARGIN` of the ttl), so
+a holder renewing late is not robbed. Ages are measured on the store's own clock (S3
+``Last-Modified`` against the answer's ``Date``; in a local folder, a lease's mtime against
+the mtime of a file just written there), never on a client's, so a skewed client clock cannot
+steal a live lease.
+
+Right before each submit the holder proves the lease is still its own (:meth:`Leases.prove`):
+a conditional renewal on the store, not a flag the renewal thread sets now and then, so a
+process that stalled past the ttl and lost its lease learns it before it pays.
 """
 
 from __future__ import annotations
@@ -19,10 +26,12 @@ import time
 import uuid
 from dataclasses import dataclass
 
+from wansweep.errors import LeaseHeld
 from wansweep.store import Store
 from wansweep.store.layout import lease_key
 
 LEASE_TTL = 120.0
+TAKEOVER_MARGIN = 0.25  # of the ttl: a lease is taken over at ttl * 1.25 without a renewal
 
 
 @dataclass(frozen=True)
@@ -49,6 +58,7 @@ class Leases:
     def __init__(self, store: Store, owner: Owner | None = None, ttl: float = LEASE_TTL):
         self.store, self.owner, self.ttl = store, owner or Owner.new(), ttl
         self._held: dict[str, str | None] = {}  # job key -> version (etag) of our lease
+        self._renewing: dict[str, threading.Lock] = {}  # one renewal of a lease at a time
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -67,7 +77,7 @@ class Leases:
             data, version, age = current
             if _owner_of(data) == self.owner.token:
                 return self._hold(job_key, version)
-            if age is None or age < self.ttl:
+            if age is None or age < self.ttl * (1 + TAKEOVER_MARGIN):
                 return False
             replaced = self.store.replace_if(key, self.owner.payload(), version)
             if replaced is not False:
@@ -78,6 +88,7 @@ class Leases:
     def release(self, job_key: str) -> None:
         with self._lock:
             self._held.pop(job_key, None)
+            self._renewing.pop(job_key, None)
         current = self.store.read_versioned(lease_key(job_key))
         if current is not None and _owner_of(current[0]) == self.owner.token:
             self.store.delete(lease_key(job_key))
@@ -89,6 +100,7 @@ class Leases:
     def _hold(self, job_key: str, version: str | None) -> bool:
         with self._lock:
             self._held[job_key] = version
+            self._renewing.setdefault(job_key, threading.Lock())
             if self._thread is None:
                 self._thread = threading.Thread(target=self._renew_forever, daemon=True)
                 self._thread.start()
@@ -97,21 +109,41 @@ class Leases:
     def _renew_forever(self) -> None:
         while not self._stop.wait(self.ttl / 3):
             for job_key in self.held():
-                with self._lock:
-                    version = self._held.get(job_key)
                 try:
-                    new = self.store.replace_if(lease_key(job_key), self.owner.payload(), version)
+                    self._renew(job_key)
                 except Exception:  # the store hiccuped: the next round tries again
                     continue
-                with self._lock:
-                    if job_key in self._held:
-                        # False: someone took it over (we were stalled past the ttl); the job
-                        # sees it at its next check and stops
-                        self._held[job_key] = new if new is not False else None
 
-    def still_ours(self, job_key: str) -> bool:
+    def _renew(self, job_key: str) -> bool:
+        """Replace our lease with a fresh one if it is still the version we hold; False (and
+        the lease forgotten as ours) if another process took it over. One at a time per job,
+        so the renewal thread and :meth:`prove` never race each other's versions."""
         with self._lock:
-            return self._held.get(job_key, "") is not None
+            lock = self._renewing.get(job_key)
+        if lock is None:
+            return False
+        with lock:
+            with self._lock:
+                version = self._held.get(job_key)
+            new = (
+                self.store.replace_if(lease_key(job_key), self.owner.payload(), version)
+                if version is not None
+                else False
+            )
+            with self._lock:
+                if job_key in self._held:
+                    self._held[job_key] = new if new is not False else None
+        return new is not False
+
+    def prove(self, job_key: str) -> None:
+        """Renew the job's lease on the store now, conditionally on it being the version we
+        hold: proof it is still ours, with a full ttl ahead of the submit that follows.
+        :class:`LeaseHeld` if another process took it over (this one stalled past the ttl)."""
+        if not self._renew(job_key):
+            raise LeaseHeld(
+                f"job {job_key}: its lease was taken over (this process stalled past its ttl); "
+                "the run holding it runs it"
+            )
 
     def close(self) -> None:
         self._stop.set()

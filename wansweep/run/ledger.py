@@ -7,7 +7,8 @@ import json
 from typing import Any
 
 from wansweep.errors import LedgerDamaged
-from wansweep.run.lifecycle import LedgerEntry
+from wansweep.run.lifecycle import Cause, LedgerEntry
+from wansweep.run.transitions import Move, apply
 from wansweep.store import Store
 from wansweep.store.layout import LEDGER, ledger_job_key, ledger_key
 
@@ -29,9 +30,17 @@ class Ledger:
             raise LedgerDamaged(f"ledger entry of {job_key} is not valid JSON") from None
         return LedgerEntry.from_json(parsed, job_key)
 
-    def put(self, entry: LedgerEntry, cause: str | None = None, **changes: Any) -> LedgerEntry:
-        """Write the next version of an entry (changes applied) and return it."""
-        entry = entry.with_changes(cause, **changes)
+    def put(self, entry: LedgerEntry, **changes: Any) -> LedgerEntry:
+        """Write the next version of an entry (fields other than its status changed)."""
+        return self._write(entry.with_changes(**changes))
+
+    def move(
+        self, entry: LedgerEntry, move: Move, cause: Cause | None = None, **changes: Any
+    ) -> LedgerEntry:
+        """Write the entry after a named status change (see :mod:`.transitions`)."""
+        return self._write(apply(entry, move, cause, **changes))
+
+    def _write(self, entry: LedgerEntry) -> LedgerEntry:
         self.store.put_json(ledger_key(entry.job_key), entry.to_json())
         return entry
 

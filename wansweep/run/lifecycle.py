@@ -23,8 +23,9 @@ expired         fal no longer holds the request, result or video        nothing,
                                                                         ``--resubmit-expired``
 ==============  ======================================================  ==========================
 
-The sidecar (``jobs/<key>/meta.json``), written last, outranks every ledger status.
-Each status is set in exactly one place, in :mod:`wansweep.run.execute`.
+The sidecar (``jobs/<key>/meta.json``), written last, outranks every ledger status. A status
+changes only by a named move of :mod:`.transitions`, which refuses any the table there does not
+allow; :meth:`LedgerEntry.with_changes` changes every other field.
 """
 
 from __future__ import annotations
@@ -51,6 +52,21 @@ class LedgerStatus(StrEnum):
     EXPIRED = "expired"
 
 
+class Cause(StrEnum):
+    """Why a status changed, kept in the entry's history beside the change."""
+
+    FAILED = "failed"  # fal failed the generation (5xx, start deadline): not billed
+    CANCELLED = "cancelled"  # the user cancelled it and fal dropped it (or it may finish)
+    EXPIRED = "expired"  # fal no longer holds the request, result or video
+    ABSENT = "absent"  # fal's records prove a lost submit was never accepted
+    AMBIGUOUS = "ambiguous"  # the user paid again for a submit fal's records cannot settle
+    NOT_SENT = "not_sent"  # the submit provably never reached fal's queue
+    DAMAGED = "damaged"  # the entry could not be read: a fresh one replaces it
+    INVALID = "invalid"  # fal refused the input
+    REJECTED = "rejected"  # fal refused the request for another reason
+    TRANSIENT = "transient"  # fal could not be reached
+
+
 class Outcome(StrEnum):
     """How one job ended in one run."""
 
@@ -63,13 +79,16 @@ class Outcome(StrEnum):
     SKIPPED = "skipped"  # refused by the budget before any submit
     AMBIGUOUS = "ambiguous"  # submit may have been accepted; settled by a later run
     BUSY = "busy"  # another process holds the job's lease and is running it
+    UNSENT = "unsent"  # the run stopped before this job reached fal (nothing paid, no attempt)
     CRASHED = "crashed"  # the task itself crashed (a bug or the machine): see the log
 
 
 SUCCEEDED = frozenset({Outcome.ARCHIVED, Outcome.RESUMED, Outcome.CACHED})
 """Outcomes whose video is in the archive."""
 
-UNFINISHED = frozenset({Outcome.CANCELLED, Outcome.SKIPPED, Outcome.AMBIGUOUS, Outcome.BUSY})
+UNFINISHED = frozenset(
+    {Outcome.CANCELLED, Outcome.SKIPPED, Outcome.AMBIGUOUS, Outcome.BUSY, Outcome.UNSENT}
+)
 """Outcomes a later run (the same command again) can finish."""
 
 FAILURES = frozenset(set(Outcome) - SUCCEEDED - UNFINISHED)
@@ -119,8 +138,13 @@ class LedgerEntry:
     endpoint: str | None = None
     fields: dict[str, Any] | None = None  # the request's fields without media (for settling)
     submitted_at: float | None = None  # just before the POST (our clock)
-    attempts: int = 0  # generations paid for or possibly paid for
+    attempts: int = 0  # submits fal may have queued (a submit that surely never reached it
+    # gives its attempt back)
     submits: int = 0  # submits fal surely accepted
+    repaid: tuple[str, ...] = ()  # pay-again options used, each at most once: "ambiguous"
+    # (--resubmit-ambiguous), "expired" (--resubmit-expired); each allows one attempt more
+    deadline_s: float | None = None  # X-Fal-Request-Timeout sent with the last submit (None:
+    # no documented start deadline was sent, so fal's records can never prove it absent)
     request_id: str | None = None
     earlier_requests: tuple[str, ...] = ()  # earlier attempts' requests: never adopted again
     handle: Handle | None = None
@@ -135,29 +159,27 @@ class LedgerEntry:
     completion_uncertainty: float | None = None  # +- seconds on completed_at (None: unbounded)
     detected_via: str | None = None  # "stream", "webhook" or "poll"
     inference_seconds: float | None = None
+    billable_units: str | None = None  # fal's X-Fal-Billable-Units of the result, as sent
+    served_by: str | None = None  # the endpoint fal says served it, when fal says so (fallback)
     video_size: int | None = None
     video_sha256: str | None = None
     cancelled_at: float | None = None
     cancelled_running: bool | None = None  # it had started when cancelled (fal may bill it)
     archived_at: float | None = None
     updated_at: float | None = None
-    history: tuple[tuple, ...] = ()  # (status, time) or, for ``retrying``, (status, time, cause)
+    history: tuple[tuple, ...] = ()  # (status, time) or (status, time, cause): every move
 
-    def with_changes(self, cause: str | None = None, **changes: Any) -> LedgerEntry:
-        """The next version: changes applied, a status change appended to the history (with
-        its ``cause`` when given: why a job is tried again, e.g. ``failed`` or ``absent``)."""
-        now = time.time()
-        history = self.history
-        if "status" in changes:
-            changes["status"] = LedgerStatus(changes["status"])
-            step = (str(changes["status"]), now) + ((cause,) if cause else ())
-            history = (*history, step)
+    def with_changes(self, **changes: Any) -> LedgerEntry:
+        """The next version with fields other than the status changed (a status changes only
+        through :func:`wansweep.run.transitions.apply`, which keeps the history)."""
+        if "status" in changes or "history" in changes:
+            raise TypeError("a status changes only through wansweep.run.transitions.apply")
         for text in ("error", "ambiguous"):  # outside text: never a secret in the ledger
             if isinstance(changes.get(text), str):
                 changes[text] = scrub(changes[text])
         if isinstance(changes.get("error_kind"), str):
             changes["error_kind"] = FailureKind(changes["error_kind"])
-        return replace(self, **changes, history=history, updated_at=now)
+        return replace(self, **changes, updated_at=time.time())
 
     def retries(self, cause: str) -> int:
         """How often the job was tried again for this cause."""
@@ -183,6 +205,7 @@ class LedgerEntry:
             if values.get("handle") is not None:
                 values["handle"] = Handle(**values["handle"])
             values["earlier_requests"] = tuple(str(r) for r in values.get("earlier_requests") or ())
+            values["repaid"] = tuple(str(r) for r in values.get("repaid") or ())
             values["history"] = tuple(
                 (str(h[0]), float(h[1]), *[str(x) for x in h[2:3]])
                 for h in values.get("history") or ()

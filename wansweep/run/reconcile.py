@@ -3,59 +3,60 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections import Counter
 
 from wansweep.errors import LedgerDamaged
 from wansweep.fal import FalQueue
 from wansweep.fal.platform import Lookup
-from wansweep.fal.types import Handle
 from wansweep.run.ledger import Ledger
-from wansweep.run.lifecycle import LedgerEntry, LedgerStatus
+from wansweep.run.lifecycle import Cause, LedgerEntry, LedgerStatus
+from wansweep.run.transitions import Move
 from wansweep.store import Store
-from wansweep.store.layout import marked_requests
+from wansweep.store.layout import marked_request
 
-UNSETTLED = (LedgerStatus.SUBMITTING, LedgerStatus.AMBIGUOUS)
+S = LedgerStatus
+UNSETTLED = (S.SUBMITTING, S.AMBIGUOUS)
 
 
 def look_up(
     fal: FalQueue, store: Store, job_key: str, entry: LedgerEntry, fields: dict, settle_after: float
 ) -> Lookup:
     """What fal's records say of this entry's last submit: a request its webhook named (and
-    fal confirms), else the request listing."""
-    named = [
-        handle
-        for request_id in marked_requests(store, job_key, entry.attempts)
-        if (handle := fal.confirm(entry.endpoint, request_id, fields)) is not None
-    ]
-    if len(named) == 1:  # its webhook came: no need for the (lagging) listing
-        return Lookup(named[0], False, "named by its webhook")
+    fal confirms), else the request listing. "Not listed" proves the submit absent only when it
+    carried fal's documented start deadline (``entry.deadline_s``) and ``settle_after`` runs
+    past it: without a deadline fal may still start the request, however long it waited."""
+    named = marked_request(store, job_key, entry.attempts)
+    handle = fal.confirm(entry.endpoint, named, fields) if named else None
+    if handle is not None:  # its webhook came and fal's records agree: no need for the listing
+        return Lookup(handle, False, "named by its webhook, confirmed by fal's records")
+    provable = entry.deadline_s is not None and settle_after > entry.deadline_s
     return fal.find_submitted(
         entry.endpoint,
         fields,
         entry.submitted_at or time.time(),
-        settle_after,
+        settle_after if provable else math.inf,
         entry.search_window,
         entry.earlier_requests,
     )
 
 
-def record(ledger: Ledger, entry: LedgerEntry, found: Lookup) -> tuple[LedgerEntry, Handle | None]:
+def record(ledger: Ledger, entry: LedgerEntry, found: Lookup) -> LedgerEntry:
     """Write down what fal's records settled: the request found (``submitted``, never paid
-    again) or proven never accepted (``retrying``: the next submit is an attempt of its own).
-    Unsettled: the entry unchanged."""
+    again), proven never accepted (``retrying``: the next submit is an attempt of its own), or
+    neither yet (``ambiguous``)."""
     if found.handle is not None:
-        entry = ledger.put(
+        return ledger.move(
             entry,
-            status=LedgerStatus.SUBMITTED,
+            Move.FOUND,
             request_id=found.handle.request_id,
             handle=found.handle,
             reconciled=True,
         )
-        return entry, found.handle
     if found.absent:
-        return ledger.put(entry, "absent", status=LedgerStatus.RETRYING, error=found.why), None
-    return entry, None
+        return ledger.move(entry, Move.ABSENT, Cause.ABSENT, error=found.why)
+    return ledger.move(entry, Move.UNSETTLED, error=found.why)
 
 
 def reconcile_store(store: Store, fal: FalQueue, settle_after: float) -> Counter:
@@ -70,13 +71,8 @@ def reconcile_store(store: Store, fal: FalQueue, settle_after: float) -> Counter
             continue
         if entry is None or entry.status not in UNSETTLED or entry.handle or not entry.fields:
             continue
-        found = look_up(fal, store, job_key, entry, entry.fields, settle_after)
-        entry, handle = record(ledger, entry, found)
-        if handle is not None:
-            counts["found"] += 1
-        elif found.absent:
-            counts["absent"] += 1
-        else:
-            ledger.put(entry, status=LedgerStatus.AMBIGUOUS, error=found.why)
-            counts["ambiguous"] += 1
+        entry = record(
+            ledger, entry, look_up(fal, store, job_key, entry, entry.fields, settle_after)
+        )
+        counts[{S.SUBMITTED: "found", S.RETRYING: "absent"}.get(entry.status, "ambiguous")] += 1
     return counts

@@ -1,49 +1,94 @@
-"""Per-process shared state of a run: one store client, one fal connection pool, one budget.
+"""A run as every process that runs its jobs sees it (:class:`Run`), and the services one
+process builds for it once (:class:`Services`): one store client, one fal connection pool, one
+budget, one set of leases.
 
-A run's jobs may execute in several threads (and, sharded, several processes); each process
-builds its :class:`~wansweep.run.execute.Runtime` once per run id from :class:`RunSettings`.
+A run's jobs may execute in several threads and, sharded, several processes; each process
+builds its :class:`Services` on first use, keyed by the run's id.
 """
 
 from __future__ import annotations
 
+import json
 import threading
+import time
 import uuid
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass, field
 
 from pydantic import BaseModel
 
 from wansweep.fal import FalConfig, FalQueue
-from wansweep.fal.types import PollSpec
 from wansweep.fal.webhooks import receiver_from_env
 from wansweep.plan.pricing import Budget
-from wansweep.plan.spec import LeaseSpec, ReconcileSpec
-from wansweep.run.execute import Runtime
+from wansweep.plan.spec import RunSettings
 from wansweep.run.leases import Leases
-from wansweep.store import open_store
+from wansweep.run.ledger import Ledger
+from wansweep.store import Store, open_store
 from wansweep.store.layout import lease_probe_key, marker_key
 
-_runtimes: dict[str, Runtime] = {}
-_stops: dict[str, threading.Event] = {}
-_lock = threading.Lock()
+Guard = Callable[[str], AbstractContextManager]
 
 
-class RunSettings(BaseModel):
-    """What a generation task needs to know about its run (serialisable: it crosses processes).
-    Defaults live on the sweep spec; every field here is given by the flow."""
+class Run(BaseModel):
+    """One run: its id, its archive and its settings (serialisable: it crosses processes)."""
 
     run_id: str
     store: str
-    budget_usd: float | None
-    poll: PollSpec
-    reconcile: ReconcileSpec
-    leases: LeaseSpec
-    max_attempts: int
-    endpoint_concurrency: int
-    connections: int
-    resubmit_expired: bool
-    resubmit_ambiguous: bool
-    global_limits: bool  # hold a Prefect global concurrency slot per in-flight request
+    settings: RunSettings
+
+    @classmethod
+    def new(cls, store: str, settings: RunSettings) -> Run:
+        return cls(run_id=uuid.uuid4().hex, store=store, settings=settings)
+
+    @property
+    def connections(self) -> int:
+        """HTTP connections to fal: enough for every job in flight to stream and fetch."""
+        return min(256, 2 * self.settings.concurrency + 8)
+
+
+@dataclass
+class Services:
+    """What every job of a run shares in one process."""
+
+    store: Store
+    fal: FalQueue
+    budget: Budget
+    settings: RunSettings
+    leases: Leases | None = None  # one worker per job across processes (None: this one only)
+    guard: Guard | None = None  # e.g. a fleet-wide limit per endpoint
+    endpoint_slots: dict[str, threading.BoundedSemaphore] = field(default_factory=dict)
+    active: int = 0  # jobs in run_job right now
+    halted: str | None = None  # why this run sends nothing more (every job would meet it)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def halt(self, why: str) -> None:
+        """Send no more submits in this run (requests already at fal are still collected):
+        the first cause that is every job's, not one job's, stops the rest from meeting it."""
+        with self._lock:
+            if self.halted is None:
+                self.halted = why
+
+    @property
+    def ledger(self) -> Ledger:
+        return Ledger(self.store)
+
+    @contextmanager
+    def slot(self, endpoint: str) -> Iterator[None]:
+        """Held from submit to result: this process's per-endpoint limit, then the guard's."""
+        with self._lock:
+            if endpoint not in self.endpoint_slots:
+                self.endpoint_slots[endpoint] = threading.BoundedSemaphore(
+                    self.settings.endpoint_concurrency
+                )
+            local = self.endpoint_slots[endpoint]
+        with local, self.guard(endpoint) if self.guard else nullcontext():
+            yield
+
+
+_services: dict[str, Services] = {}
+_stops: dict[str, threading.Event] = {}
+_lock = threading.Lock()
 
 
 def stop_event(run_id: str) -> threading.Event:
@@ -53,7 +98,7 @@ def stop_event(run_id: str) -> threading.Event:
 
 
 def stop_all() -> None:
-    """Cancel every run of this process (Ctrl-C)."""
+    """Cancel every run of this process (Ctrl-C, SIGTERM)."""
     with _lock:
         events = list(_stops.values())
     for event in events:
@@ -63,53 +108,49 @@ def stop_all() -> None:
 def active_jobs() -> int:
     """Jobs of this process that have not yet returned (their ledger may still change)."""
     with _lock:
-        return sum(rt.active for rt in _runtimes.values())
+        return sum(s.active for s in _services.values())
 
 
-def runtime_for(
-    settings: RunSettings, guard: Callable[[str], AbstractContextManager] | None = None
-) -> Runtime:
-    """The process's runtime of this run, built on first use."""
-    stop = stop_event(settings.run_id)
+def services_for(run: Run, guard: Guard | None = None) -> Services:
+    """The process's services of this run, built on first use."""
+    stop = stop_event(run.run_id)
     with _lock:
-        rt = _runtimes.get(settings.run_id)
-        if rt is None:
-            store = open_store(settings.store)
+        services = _services.get(run.run_id)
+        if services is None:
+            store = open_store(run.store)
             store.check_conditional_writes(lease_probe_key(uuid.uuid4().hex))
             webhooks = receiver_from_env()
-            if webhooks is not None:  # each webhook also names its job's request, for settling
-                webhooks.on_marker = lambda job, attempt, rid: store.put_bytes(
-                    marker_key(job, attempt, rid), b"{}"
+            settings = run.settings
+            fal = FalQueue(
+                FalConfig.from_env(),
+                max_connections=run.connections,
+                stop=stop,
+                webhooks=webhooks,
+                stream_idle=settings.poll.stream_idle,
+            )
+            if webhooks is not None:
+                # a verified webhook names its job's request (once per attempt), for settling
+                webhooks.on_marker = lambda job, attempt, rid: store.create_exclusive(
+                    marker_key(job, attempt), json.dumps({"request_id": rid}).encode()
                 )
-            rt = Runtime(
+                webhooks.fal_now = lambda: fal.fal_time(time.time())
+            services = Services(
                 store=store,
-                fal=FalQueue(
-                    FalConfig.from_env(),
-                    max_connections=settings.connections,
-                    stop=stop,
-                    webhooks=webhooks,
-                    stream_idle=settings.poll.stream_idle,
-                ),
+                fal=fal,
                 budget=Budget(settings.budget_usd),
-                poll=settings.poll,
-                max_attempts=settings.max_attempts,
-                endpoint_concurrency=settings.endpoint_concurrency,
-                reconcile=settings.reconcile,
+                settings=settings,
                 leases=Leases(store, ttl=settings.leases.ttl),
-                lease_poll=settings.leases.poll,
-                resubmit_expired=settings.resubmit_expired,
-                resubmit_ambiguous=settings.resubmit_ambiguous,
                 guard=guard,
             )
-            _runtimes[settings.run_id] = rt
-        return rt
+            _services[run.run_id] = services
+        return services
 
 
-def close_runtime(run_id: str) -> None:
+def close_services(run_id: str) -> None:
     with _lock:
-        rt = _runtimes.pop(run_id, None)
+        services = _services.pop(run_id, None)
         _stops.pop(run_id, None)
-    if rt is not None:
-        rt.fal.close()
-        if rt.leases is not None:
-            rt.leases.close()
+    if services is not None:
+        services.fal.close()
+        if services.leases is not None:
+            services.leases.close()

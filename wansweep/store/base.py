@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,9 +12,31 @@ from typing import Any
 
 from wansweep.errors import StoreError, StoreMismatch
 
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f\\]")  # NUL, control characters, backslashes
+
+
+def check_key(key: str, prefix: bool = False) -> str:
+    """``key`` if it stays below a store's root, else :class:`StoreError`: it must be a
+    relative '/'-separated path without empty, ``.`` or ``..`` segments, backslashes, NUL or
+    control characters, whoever built it (a webhook's request id, a row id, a sweep name).
+    ``prefix``: a listing's prefix, which may be empty or end with '/'."""
+    if not isinstance(key, str) or (not key and not prefix):
+        raise StoreError(f"store key {key!r} refused: not a path")
+    if key.startswith("/") or _UNSAFE.search(key):
+        raise StoreError(
+            f"store key {key!r} refused: absolute, or a backslash or control character"
+        )
+    parts = key.split("/")
+    if prefix:
+        parts = parts[:-1] if parts[-1] == "" or not key else parts
+    if any(part in ("", ".", "..") for part in parts):
+        raise StoreError(f"store key {key!r} refused: an empty, '.' or '..' segment")
+    return key
+
 
 class Store(ABC):
-    """Keys are '/'-separated paths below the store's root. Writes are whole-object: a reader
+    """Keys are '/'-separated paths below the store's root, checked by :func:`check_key` in
+    every store before any use (none can leave the root). Writes are whole-object: a reader
     sees the old object or the whole new one, never a part."""
 
     uri: str
@@ -45,6 +68,19 @@ class Store(ABC):
     @abstractmethod
     def iter_chunks(self, key: str) -> Iterator[bytes] | None:
         """The object's bytes in chunks, None if there is none."""
+
+    def iter_range(self, key: str, start: int, end: int) -> Iterator[bytes]:
+        """Bytes ``start`` to ``end`` (inclusive) of an object, in chunks. This generic version
+        reads from the start; stores that can read a range themselves override it."""
+        chunks = self.iter_chunks(key) or iter(())
+        offset = 0
+        for chunk in chunks:
+            lo, hi = max(start - offset, 0), min(end + 1 - offset, len(chunk))
+            if lo < hi:
+                yield chunk[lo:hi]
+            offset += len(chunk)
+            if offset > end:
+                return
 
     @abstractmethod
     def delete(self, key: str) -> None:

@@ -7,8 +7,9 @@ code to it), so the archive reads the same with plain ``aws s3 ls``::
     jobs/<job_key>/meta.json     the sidecar, written last: its presence means the video is whole
     ledger/<job_key>.json        request ledger: written before and after every submit
     leases/<job_key>.json        who runs the job now (one process at a time)
-    markers/<job_key>/<n>-<id>   verified webhooks' word of which request attempt n became
+    markers/<job_key>/<n>.json   a verified webhook's word of which request attempt n became
     media/index.jsonl.gz         what planning found in each input
+    pricing/fal.json             fal's pricing API as a run last read it (the report's unit prices)
     index/all.parquet            the dataset index
     sweeps/<name>/...            each sweep's plan, report, index and votes
 
@@ -25,6 +26,8 @@ from wansweep.store.base import Store
 SIDECAR, VIDEO, THUMB, STRIP = "meta.json", "video.mp4", "thumb.jpg", "strip.jpg"
 INDEX_KEY = "index/all.parquet"
 MEDIA_INDEX_KEY = "media/index.jsonl.gz"
+FAL_PRICES_KEY = "pricing/fal.json"  # fal's pricing API as last read, with its date
+STORE_PROBE = "pricing/.probe-"  # a run's check that the store takes a write and gives it back
 PLAN_FILE, SKIPPED_FILE, SWEEP_INDEX = "plan.parquet", "skipped.parquet", "index.parquet"
 JOBS, LEDGER, LEASES = "jobs/", "ledger/", "leases/"
 SWEEP_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,99}")
@@ -61,15 +64,19 @@ def ledger_key(job_key: str) -> str:
     return f"{LEDGER}{job_key}.json"
 
 
-def marker_key(job_key: str, attempt: int, request_id: str) -> str:
-    """A webhook's word that this attempt of this job is this request (see webhooks)."""
-    return f"markers/{job_key}/{attempt}-{request_id}"
+def marker_key(job_key: str, attempt: int) -> str:
+    """A verified webhook's word of which request this attempt of this job became: one object
+    per attempt, created once (the first verified webhook's word stands)."""
+    return f"markers/{job_key}/{int(attempt)}.json"
 
 
-def marked_requests(store: Store, job_key: str, attempt: int) -> list[str]:
-    """Request ids that webhooks named for this attempt of this job."""
-    prefix = f"markers/{job_key}/{attempt}-"
-    return [k.removeprefix(prefix) for k in store.list(prefix) if k.startswith(prefix)]
+def marked_request(store: Store, job_key: str, attempt: int) -> str | None:
+    """The request id a verified webhook named for this attempt of this job, if any."""
+    try:
+        request_id = (store.get_json(marker_key(job_key, attempt)) or {}).get("request_id")
+    except (ValueError, AttributeError):
+        return None
+    return request_id if isinstance(request_id, str) else None
 
 
 def sweep_prefix(name: str) -> str:

@@ -6,12 +6,11 @@ import hashlib
 import os
 import shutil
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from wansweep.errors import StoreMismatch
-from wansweep.store.base import Store
+from wansweep.store.base import Store, check_key
 
 
 class LocalStore(Store):
@@ -19,8 +18,8 @@ class LocalStore(Store):
         self.root = Path(root).expanduser().resolve()
         self.uri = str(self.root)
 
-    def _path(self, key: str) -> Path:
-        return self.root / key
+    def _path(self, key: str, prefix: bool = False) -> Path:
+        return self.root / check_key(key, prefix)
 
     def _staged(self, key: str, write) -> tuple[Path, str]:
         """Write a temporary file beside ``key`` (removed if anything fails), readable as the
@@ -92,6 +91,9 @@ class LocalStore(Store):
         return self._version(path.stat())
 
     def read_versioned(self, key: str) -> tuple[bytes, str, float | None] | None:
+        """The object, its version, and its age on the folder's own clock: its mtime against
+        the mtime of a file written there just now (the clock of whoever keeps the folder: on
+        a shared folder, the file server's), never this process's clock."""
         path = self._path(key)
         try:
             with path.open("rb") as f:
@@ -99,7 +101,18 @@ class LocalStore(Store):
                 data = f.read()
         except FileNotFoundError:
             return None
-        return data, self._version(st), time.time() - st.st_mtime
+        return data, self._version(st), self._now(path.parent) - st.st_mtime
+
+    @staticmethod
+    def _now(folder: Path) -> float:
+        """The time on the folder's clock: the mtime of a file just created there."""
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".tmp-clock-")
+        try:
+            os.write(fd, b"t")  # a write sets the mtime, on the clock that keeps the folder
+            return os.fstat(fd).st_mtime
+        finally:
+            os.close(fd)
+            os.unlink(probe)
 
     def replace_if(self, key: str, data: bytes, version: str | None) -> str | bool:
         import fcntl
@@ -136,7 +149,8 @@ class LocalStore(Store):
         # from the folder the prefix is in, descending only where such keys can be
         above, _, _ = prefix.rpartition("/")
         above = above + "/" if above else ""
-        folder = self._path(above)
+        check_key(prefix, prefix=True)
+        folder = self._path(above, prefix=True)
         if not folder.is_dir():
             return
         # one scandir per folder and keys built as strings: os.walk's islink per folder and a
@@ -161,6 +175,14 @@ class LocalStore(Store):
 
     def download_file(self, key: str, path: Path) -> None:
         shutil.copyfile(self._path(key), path)
+
+    def iter_range(self, key: str, start: int, end: int) -> Iterator[bytes]:
+        with self._path(key).open("rb") as f:
+            f.seek(start)
+            left = end + 1 - start
+            while left > 0 and (chunk := f.read(min(left, 1 << 20))):
+                left -= len(chunk)
+                yield chunk
 
     def iter_chunks(self, key: str) -> Iterator[bytes] | None:
         path = self._path(key)

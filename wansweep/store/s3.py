@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from wansweep.errors import StoreMismatch, StoreUnavailable
-from wansweep.store.base import Store
+from wansweep.store.base import Store, check_key
 
 log = logging.getLogger(__name__)
 # S3's answers when the bytes it received do not match the checksum sent with them
@@ -62,7 +62,8 @@ class S3Store(Store):
         self.uri = f"s3://{bucket}/{self.prefix}".rstrip("/")
         self.client = client or s3_client()
 
-    def _key(self, key: str) -> str:
+    def _key(self, key: str, prefix: bool = False) -> str:
+        check_key(key, prefix)
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def put_bytes(self, key: str, data: bytes, content_type: str | None = None) -> None:
@@ -123,9 +124,10 @@ class S3Store(Store):
             raise
 
     def list(self, prefix: str) -> Iterator[str]:
+        full = self._key(prefix, prefix=True)
         paginator = self.client.get_paginator("list_objects_v2")
         strip = len(self.prefix) + 1 if self.prefix else 0
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix)):
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
             for obj in page.get("Contents", []):
                 yield obj["Key"][strip:]
 
@@ -171,6 +173,12 @@ class S3Store(Store):
                 return False
             raise
         return answer["ETag"]
+
+    def iter_range(self, key: str, start: int, end: int) -> Iterator[bytes]:
+        body = self.client.get_object(
+            Bucket=self.bucket, Key=self._key(key), Range=f"bytes={start}-{end}"
+        )["Body"]
+        yield from body.iter_chunks(1 << 20)
 
     def iter_chunks(self, key: str) -> Iterator[bytes] | None:
         try:
