@@ -63,7 +63,10 @@ def review(
     sweep: str = typer.Option(..., help="Sweep name."),
     rater: str = typer.Option("rater", help="Your name on the votes (a-z, 0-9, '-', '_')."),
     host: str = typer.Option("127.0.0.1", help="Address to serve on (loopback by default)."),
-    port: int = typer.Option(8790, min=0, max=65535, help="Port (0: any free one)."),
+    port: int = typer.Option(0, min=0, max=65535, help="Port (0, the default: a free one)."),
+    allow_host: list[str] = typer.Option(
+        [], help="Another name the page may be reached by (e.g. behind a proxy); repeatable."
+    ),
 ) -> None:
     """Blind side-by-side review of a sweep's pairs; votes go to the archive as cast."""
     import time
@@ -85,14 +88,23 @@ def review(
     except (InputError, ValueError, FileNotFoundError) as exc:
         console.print(f"error: {exc}", style="red", markup=False)
         raise typer.Exit(2) from None
-    server = serve(session, host, port)
-    bound_host, bound_port = server.server_address[:2]
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        console.print(f"warning: serving on {host}: anyone who reaches it can vote", style="yellow")
-    console.print(
+    try:
+        server = serve(session, host, port, tuple(allow_host))
+    except OSError as exc:
+        console.print(f"error: cannot serve on {host}:{port} ({exc})", style="red", markup=False)
+        raise typer.Exit(2) from None
+    if server.url_token:
+        console.print(
+            f"serving on {host}: the URL below carries a secret token; share it only with the "
+            "raters",
+            style="yellow",
+            markup=False,
+        )
+    # the URL whole on one line, never wrapped: it is clicked or copied
+    print(
         f"review of {name}: {session.total} pairs, {session.voted} voted by {rater}; "
-        f"open http://{bound_host}:{bound_port}/ (Ctrl-C to stop)",
-        markup=False,
+        f"open {server.url} (Ctrl-C to stop)",
+        flush=True,
     )
     try:
         while True:

@@ -1,58 +1,166 @@
-"""fal webhooks: a small receiver that wakes a waiting job as soon as fal says it is done.
+"""fal webhooks: a receiver that wakes a waiting job as soon as fal says it is done, and tells
+settling which request a lost submit became, for webhooks fal signed and nothing else.
 
-fal calls ``fal_webhook`` (a URL given at submit) when a request ends. The webhook is only
-a wake-up call: the waiting job still asks fal for the status and the result over its own
-authenticated connection, so a forged or replayed webhook can cost one status call, never
-a wrong video. Webhooks can be lost, so waiting jobs still check the status now and then
-(``poll.webhook_fallback`` seconds).
+Every delivery is verified before anything else, as fal's docs require (model-apis, webhooks):
+
+- the headers ``X-Fal-Webhook-Request-Id``, ``-User-Id``, ``-Timestamp`` and ``-Signature`` (hex);
+- an ED25519 signature over ``request_id\\nuser_id\\ntimestamp\\nsha256hex(body)``, by any key of
+  fal's JWKS (:class:`Jwks`: fetched from ``WANSWEEP_FAL_JWKS_URL``, by default both URLs fal has
+  published; kept at most 24 hours; fetched again at most once a minute when a signature does
+  not verify);
+- a timestamp within 300 s of fal's time (our clock, corrected by what fal's ``Date`` headers
+  say, when known);
+- a body of at most 1 MB (else 413), JSON, whose ``request_id`` has fal's form (a UUID) and is
+  the signed one;
+- a URL whose job and attempt carry a token this process issued (an HMAC of both): a webhook
+  fal signed for someone else's request, pointed at our address, names nothing here.
+
+Anything else gets 401, 400 or 413 and changes nothing. A verified webhook wakes its job, which
+then asks fal for the status and the result itself, and (once per job attempt) hands the
+request id to ``on_marker`` for settling a lost submit; that request still counts only once
+fal's own records confirm it (:meth:`wansweep.fal.platform.PlatformMixin.confirm`).
 
 Configured per process, because each worker needs an address fal can reach:
 ``WANSWEEP_WEBHOOK_URL`` (what fal calls) and optionally ``WANSWEEP_WEBHOOK_LISTEN``
 (``host:port`` to bind; defaults to the URL's own host and port; port 0 in the URL picks a
 free port, which only fal on this machine, such as the local server, can be told about).
+Served by uvicorn (at most :data:`MAX_CONNECTIONS` at once, idle connections closed after 10 s).
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
 import os
 import re
+import secrets
+import socket
 import threading
+import time
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlencode, urlsplit
+from dataclasses import dataclass
+from urllib.parse import urlencode, urlsplit
+
+import httpx
 
 JOB_KEY = re.compile(r"[0-9a-f]{24}")
+REQUEST_ID = re.compile(
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+)
 MAX_PENDING = 100_000  # webhooks for requests nobody waits on (yet) kept at most
-
-
 MAX_BODY = 1 << 20  # a webhook carries a small result, never more
-MAX_THREADS = 64  # connections served at once; more wait in the listen backlog
+MAX_CONNECTIONS = 1000  # served at once (more are answered 503, which fal retries)
+TIMESTAMP_WINDOW = 300.0  # fal's docs: reject a timestamp more than 5 minutes off
+JWKS_URLS = (  # fal's current docs, then the older page's: keys from both are accepted
+    "https://rest.fal.ai/.well-known/jwks.json",
+    "https://rest.alpha.fal.ai/.well-known/jwks.json",
+)
+JWKS_MAX_AGE = 24 * 3600.0  # fal's docs: do not cache longer than 24 hours
+JWKS_RETRY = 60.0  # a signature that does not verify fetches the keys again, at most this often
+HEADERS = ("x-fal-webhook-request-id", "x-fal-webhook-user-id", "x-fal-webhook-timestamp")
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 1024  # fal calls back for many jobs at once; the default 5 drops them
+class Unverified(Exception):
+    """A delivery that is not fal's: ``status`` is the HTTP answer it gets."""
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._slots = threading.BoundedSemaphore(MAX_THREADS)
+    def __init__(self, why: str, status: int = 401):
+        super().__init__(why)
+        self.status = status
 
-    def process_request(self, request, client_address):
-        self._slots.acquire()  # bounded threads: the accept loop waits for a free one
-        super().process_request(request, client_address)
 
-    def process_request_thread(self, request, client_address):
+class Jwks:
+    """fal's webhook public keys, fetched from ``urls`` (thread-safe)."""
+
+    def __init__(self, urls: tuple[str, ...], clock: Callable[[], float] = time.monotonic):
+        self.urls, self.clock = urls, clock
+        self._keys: list = []
+        self._fetched: float | None = None
+        self._tried: float | None = None
+        self._lock = threading.Lock()
+
+    def keys(self, refresh: bool = False) -> list:
+        """The keys; fetched when never fetched, older than a day, or (``refresh``) when a
+        signature failed and the last try is a minute old."""
+        now = self.clock()
+        with self._lock:
+            stale = self._fetched is None or now - self._fetched > JWKS_MAX_AGE
+            allowed = self._tried is None or now - self._tried > JWKS_RETRY
+            if (stale or refresh) and allowed:
+                self._tried = now
+                keys = self._fetch()
+                if keys:
+                    self._keys, self._fetched = keys, now
+            return list(self._keys)
+
+    def _fetch(self) -> list:
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+        found = []
+        for url in self.urls:
+            try:
+                body = httpx.get(url, timeout=10).raise_for_status().json()
+            except (httpx.HTTPError, ValueError):
+                continue
+            for jwk in body.get("keys", []) if isinstance(body, dict) else []:
+                if not isinstance(jwk, dict) or not isinstance(jwk.get("x"), str):
+                    continue
+                if jwk.get("kty", "OKP") != "OKP" or jwk.get("crv", "Ed25519") != "Ed25519":
+                    continue
+                try:  # fal's own example forgets that base64url drops its padding
+                    raw = base64.urlsafe_b64decode(jwk["x"] + "=" * (-len(jwk["x"]) % 4))
+                    found.append(Ed25519PublicKey.from_public_bytes(raw))
+                except ValueError:
+                    continue
+        return found
+
+
+def verify(headers: dict[str, str], body: bytes, keys: list, fal_now: float) -> str:
+    """The request id of a delivery fal signed; :class:`Unverified` otherwise. ``headers``
+    with lower-case names."""
+    from cryptography.exceptions import InvalidSignature
+
+    values = [headers.get(name, "") for name in (*HEADERS, "x-fal-webhook-signature")]
+    if not all(values):
+        raise Unverified("a webhook header is missing")
+    request_id, user_id, timestamp, signature = values
+    if not timestamp.isdigit() or abs(fal_now - int(timestamp)) > TIMESTAMP_WINDOW:
+        raise Unverified("the timestamp is missing or more than 5 minutes off")
+    try:
+        signed = bytes.fromhex(signature)
+    except ValueError:
+        raise Unverified("the signature is not hexadecimal") from None
+    digest = hashlib.sha256(body).hexdigest()
+    message = "\n".join([request_id, user_id, timestamp, digest]).encode()
+    for key in keys:
         try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._slots.release()
+            key.verify(signed, message)
+            return request_id
+        except InvalidSignature:
+            continue
+    raise Unverified("no key of fal's verifies the signature")
+
+
+@dataclass
+class Delivery:
+    """A verified webhook: the request it names, and the job attempt its URL names (if any)."""
+
+    request_id: str
+    job: str | None = None
+    attempt: int | None = None
 
 
 class WebhookReceiver:
     """Thread-safe; one per process and listening address."""
 
-    def __init__(self, url: str, listen: str | None = None):
+    def __init__(
+        self,
+        url: str,
+        listen: str | None = None,
+        jwks: Jwks | None = None,
+        fal_now: Callable[[], float] = time.time,
+    ):
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"WANSWEEP_WEBHOOK_URL={url!r}: expected an http(s) URL fal can reach")
@@ -61,78 +169,82 @@ class WebhookReceiver:
         else:
             default = 443 if parts.scheme == "https" else 80
             host, port = parts.hostname, default if parts.port is None else parts.port
+        self.jwks = jwks or Jwks(jwks_urls())
+        self.fal_now = fal_now  # fal's time now (runtime sets it from fal's Date headers)
+        self._secret = secrets.token_bytes(32)
         self._lock = threading.Lock()
         self._events: dict[str, threading.Event] = {}
         self.on_marker: Callable[[str, int, str], None] | None = None
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            timeout = 10  # seconds an idle or slow connection may hold its thread
-
-            def do_POST(self):  # noqa: N802 (http.server's naming)
-                length = self.headers.get("Content-Length", "")
-                if not length.isdigit() or int(length) > MAX_BODY:
-                    self.send_response(413 if length.isdigit() else 400)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                try:
-                    request_id = json.loads(self.rfile.read(int(length)))["request_id"]
-                    if not isinstance(request_id, str) or not 0 < len(request_id) <= 200:
-                        raise TypeError
-                except (ValueError, KeyError, TypeError, OSError):
-                    self.send_response(400)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                receiver.notify(request_id)
-                receiver.mark(urlsplit(self.path).query, request_id)
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args):  # keep worker logs clean
-                pass
-
+        self.refused = 0  # deliveries refused (for the logs and tests)
         try:
-            self.server = _Server((host, port), Handler)
+            sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
         except OSError as exc:
             raise RuntimeError(
                 f"cannot listen for fal webhooks on {host}:{port} ({exc}); "
                 "set WANSWEEP_WEBHOOK_LISTEN=HOST:PORT"
             ) from exc
-        bound = self.server.server_address[1]
+        bound = sock.getsockname()[1]
         self.address = f"{host}:{bound}"
         # a URL with port 0 (fal on this machine, e.g. the local server) takes the bound port
         self.url = (
             url if parts.port != 0 else parts._replace(netloc=f"{parts.hostname}:{bound}").geturl()
         )
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self._server = _serve(self, sock, parts.path or "/")
 
+    # ------------------------------------------------------------------ deliveries
+    def url_for(self, job_key: str, attempt: int) -> str:
+        """The webhook URL of one submit: it names the job and attempt (with a token only
+        this process can make), so fal's call names the request even when the submit's own
+        answer was lost."""
+        sep = "&" if "?" in self.url else "?"
+        query = {"job": job_key, "attempt": attempt, "token": self._token(job_key, attempt)}
+        return f"{self.url}{sep}{urlencode(query)}"
+
+    def _token(self, job_key: str, attempt: int) -> str:
+        digest = hmac.new(self._secret, f"{job_key}:{attempt}".encode(), hashlib.sha256)
+        return digest.hexdigest()[:32]
+
+    def receive(self, headers: dict[str, str], query: dict[str, str], body: bytes) -> Delivery:
+        """Check one delivery and act on it; :class:`Unverified` says why it was refused."""
+        if len(body) > MAX_BODY:
+            raise Unverified("the body is over 1 MB", 413)
+        keys = self.jwks.keys()
+        try:
+            signed_id = verify(headers, body, keys, self.fal_now())
+        except Unverified as exc:
+            if "no key" not in str(exc):
+                raise
+            signed_id = verify(headers, body, self.jwks.keys(refresh=True), self.fal_now())
+        try:
+            request_id = json.loads(body)["request_id"]
+        except (ValueError, KeyError, TypeError):
+            raise Unverified("the body names no request", 400) from None
+        if not isinstance(request_id, str) or not REQUEST_ID.fullmatch(request_id):
+            raise Unverified("the request id is not of fal's form (a UUID)", 400)
+        if request_id != signed_id:
+            raise Unverified("the body's request id is not the signed one")
+        delivery = Delivery(request_id)
+        job, attempt, token = (query.get(k, "") for k in ("job", "attempt", "token"))
+        if JOB_KEY.fullmatch(job) and attempt.isdigit() and len(attempt) < 4:
+            if hmac.compare_digest(token, self._token(job, int(attempt))):
+                delivery = Delivery(request_id, job, int(attempt))
+        self.notify(request_id)
+        if delivery.job is not None and self.on_marker is not None:
+            try:
+                self.on_marker(delivery.job, delivery.attempt, request_id)
+            except Exception:  # a marker is a help for settling, never a reason to fail
+                pass
+        return delivery
+
+    # ------------------------------------------------------------------ waiting jobs
     def _event(self, request_id: str, capped: bool = False) -> threading.Event | None:
         with self._lock:
             event = self._events.get(request_id)
             if event is None and (not capped or len(self._events) < MAX_PENDING):
                 event = self._events[request_id] = threading.Event()
             return event
-
-    def url_for(self, job_key: str, attempt: int) -> str:
-        """The webhook URL of one submit: it names the job and attempt, so fal's call names
-        the request even when the submit's own answer was lost."""
-        sep = "&" if "?" in self.url else "?"
-        return f"{self.url}{sep}{urlencode({'job': job_key, 'attempt': attempt})}"
-
-    def mark(self, query: str, request_id: str) -> None:
-        """Pass (job, attempt, request id) of a webhook whose URL names them to ``on_marker``."""
-        if self.on_marker is None:
-            return
-        values = parse_qs(query)
-        job, attempt = values.get("job", [""])[0], values.get("attempt", [""])[0]
-        if JOB_KEY.fullmatch(job) and attempt.isdigit() and len(request_id) <= 200:
-            try:
-                self.on_marker(job, int(attempt), request_id)
-            except Exception:  # a marker is a help for settling, never a reason to fail
-                pass
 
     def notify(self, request_id: str) -> None:
         event = self._event(request_id, capped=True)  # may come before its waiter
@@ -159,8 +271,65 @@ class WebhookReceiver:
             event.set()
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self._server.should_exit = True
+
+
+def _serve(receiver: WebhookReceiver, sock: socket.socket, path: str):
+    """The receiver's ASGI app on uvicorn, in a thread of its own."""
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.concurrency import run_in_threadpool
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    async def deliver(request: Request) -> Response:
+        length = request.headers.get("content-length", "")
+        if length.isdigit() and int(length) > MAX_BODY:
+            receiver.refused += 1
+            return Response(status_code=413)
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_BODY:
+                receiver.refused += 1
+                return Response(status_code=413)
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        try:  # in a worker thread: fetching keys or writing a marker must not stall the loop
+            await run_in_threadpool(
+                receiver.receive, headers, dict(request.query_params), bytes(body)
+            )
+        except Unverified as exc:
+            receiver.refused += 1
+            return Response(status_code=exc.status)
+        return Response(status_code=200)
+
+    app = Starlette(routes=[Route(path, deliver, methods=["POST"])])
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            limit_concurrency=MAX_CONNECTIONS,
+            timeout_keep_alive=10,
+            backlog=1024,  # fal calls back for many jobs at once
+        )
+    )
+    threading.Thread(
+        target=server.run, kwargs={"sockets": [sock]}, name="wansweep-webhooks", daemon=True
+    ).start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return server
+
+
+def jwks_urls() -> tuple[str, ...]:
+    """Where fal's webhook keys are: ``WANSWEEP_FAL_JWKS_URL`` (comma-separated; the local fal
+    server sets it to its own) or fal's published URLs."""
+    configured = os.environ.get("WANSWEEP_FAL_JWKS_URL", "")
+    return tuple(u.strip() for u in configured.split(",") if u.strip()) or JWKS_URLS
 
 
 def parse_listen(text: str) -> tuple[str, int]:
