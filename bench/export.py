@@ -13,17 +13,17 @@ from harness import make_case, record
 
 def _archive(work: Path, n: int, mb: float) -> tuple[Path, int]:
     """A finished sweep's archive: plan, and per job a video of ``mb`` MB, thumbnail, sidecar."""
-    from wansweep.plan.manifest import plan
+    from wansweep.plan.planner import plan
     from wansweep.plan.spec import load_spec
     from wansweep.results.report import save_plan
     from wansweep.store import open_store
     from wansweep.store.layout import job_file
 
     spec = make_case(work / "export", rows=n, name="export")
-    cfg = load_spec(spec)
-    jobs = plan(cfg, cfg.manifest).jobs
-    store = open_store(cfg.store)
-    save_plan(store, cfg.name, jobs)
+    sweep_spec = load_spec(spec)
+    jobs = plan(sweep_spec, sweep_spec.manifest).jobs
+    store = open_store(sweep_spec.store)
+    save_plan(store, sweep_spec.name, jobs)
     total = 0
     for j in jobs:
         video = os.urandom(int(mb * 2**20))
@@ -40,7 +40,7 @@ def _archive(work: Path, n: int, mb: float) -> tuple[Path, int]:
                 "timings": {"wall_seconds": 5.0},
             },
         )
-    return Path(cfg.store), total
+    return Path(sweep_spec.store), total
 
 
 def bench_export(work: Path, n: int, mb: float) -> None:

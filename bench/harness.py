@@ -160,14 +160,14 @@ async def bare_loop(jobs: list[dict], concurrency: int, poll: dict, out: Path) -
 
 def populate_archive(spec: Path) -> list:
     """Write sidecars for every planned job, as a finished sweep leaves them (no fal involved)."""
-    from wansweep.plan.manifest import plan
+    from wansweep.plan.planner import plan
     from wansweep.plan.spec import load_spec
     from wansweep.store import open_store
     from wansweep.store.layout import job_file
 
-    cfg = load_spec(spec)
-    jobs = plan(cfg, cfg.manifest).jobs
-    store = open_store(cfg.store)
+    sweep_spec = load_spec(spec)
+    jobs = plan(sweep_spec, sweep_spec.manifest).jobs
+    store = open_store(sweep_spec.store)
     for i, j in enumerate(jobs):
         store.put_json(
             job_file(j.job_key, "meta.json"),

@@ -91,7 +91,7 @@ def bare(uris: list[str], concurrency: int) -> float:
 
 
 def _plan(work: Path, manifest: str, store: str, trust: bool = False):
-    from wansweep.plan.manifest import plan
+    from wansweep.plan.planner import plan
     from wansweep.plan.spec import load_spec
     from wansweep.store import open_store
 
@@ -113,7 +113,7 @@ def _plan(work: Path, manifest: str, store: str, trust: bool = False):
 
 
 def _compare(label: str, work: Path, uris: list[str], manifest: str, store: str, change) -> None:
-    from wansweep.plan.manifest import PLAN_CONCURRENCY
+    from wansweep.plan.planner import PLAN_CONCURRENCY
 
     base = bare(uris, PLAN_CONCURRENCY)
     cold, cold_plan = _plan(work, manifest, store)

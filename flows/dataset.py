@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import flow, get_run_logger
+from prefect.states import Failed, State
 
 from flows.sweep import sweep
 from tasks.export import export_dataset
@@ -25,17 +26,21 @@ def dataset(
     skip_invalid: bool = True,
     export_to: str | None = None,
     export_format: str = "webdataset",
-) -> dict[str, Any]:
+) -> dict[str, Any] | State:
     """Generate the rows of ``manifest`` not yet in the archive at ``store``; update the index;
     with ``export_to``, add the new jobs to that export (new shards only)."""
-    result = sweep(
+    state = sweep(
         spec,
         manifest=manifest,
         store=store,
         concurrency=concurrency,
         budget_usd=budget_usd,
         skip_invalid=skip_invalid,
+        return_state=True,
     )
+    result = state.result(raise_on_failure=False)
+    if isinstance(result, BaseException):  # nothing ran (a bad spec, a refused key)
+        return state
     get_run_logger().info(
         "dataset %s: %d new jobs run (%s), %d already archived, %d invalid rows skipped; index: %s",
         result["sweep"],
@@ -45,8 +50,8 @@ def dataset(
         result["skipped_rows"],
         result["index"],
     )
-    if export_to:
+    if export_to:  # what was archived is exported, whatever failed beside it
         result["export"] = export_dataset(
             result["store"], export_to, export_format, [result["sweep"]]
         )
-    return result
+    return Failed(message=state.message, data=result) if state.is_failed() else result

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from prefect import get_run_logger
+from prefect import get_run_logger, tags
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
 
@@ -21,14 +21,15 @@ from tasks.generate import generate, limit_name
 from wansweep.errors import PlanInvalid
 from wansweep.fal.webhooks import receiver_from_env
 from wansweep.plan.spec import Job
-from wansweep.run.lifecycle import FAILURES, JobResult, Outcome
+from wansweep.run.lifecycle import JobResult, Outcome
 from wansweep.run.runtime import Run, close_services, stop_event
 
 
-def run_jobs(jobs: list[Job], run: Run, sweep: str) -> dict[str, int]:
-    """Run every job, one task each, at most ``concurrency`` at once; returns outcome counts.
-    Ctrl-C, a flow-run cancel or a crash stop every waiting job, which cancels its fal request
-    and records that in its ledger."""
+def run_jobs(jobs: list[Job], run: Run, sweep: str) -> tuple[dict[str, int], str | None]:
+    """Run every job, one task each, at most ``concurrency`` at once (each task run tagged with
+    its arm and endpoint); returns the outcome counts, and why the run stopped submitting if a
+    cause every job would meet stopped it. Ctrl-C, a flow-run cancel or a crash stop every
+    waiting job, which cancels its fal request and records that in its ledger."""
     log = get_run_logger()
     if run.settings.global_limits:
         check_global_limits({j.endpoint for j in jobs})
@@ -36,11 +37,9 @@ def run_jobs(jobs: list[Job], run: Run, sweep: str) -> dict[str, int]:
         log.info("waiting on fal webhooks (listening on %s)", webhooks.address)
     counts: dict[str, int] = {}
 
-    def count(result: Any) -> None:
+    def count(result: Any) -> None:  # a failed job's task run logged its own line
         outcome = result.outcome if isinstance(result, JobResult) else Outcome.CRASHED
         counts[outcome] = counts.get(outcome, 0) + 1
-        if outcome in FAILURES:
-            log.warning("job failed: %r", result)
         progress.advance(counts)
 
     try:
@@ -49,14 +48,14 @@ def run_jobs(jobs: list[Job], run: Run, sweep: str) -> dict[str, int]:
                 generate,
                 # quoted: Prefect would walk every field of both twice a task run, looking for
                 # futures and states that cannot be there (~1 ms of CPU a job, measured)
-                ({"job": quote(job), "run": quote(run)} for job in jobs),
+                (({"job": quote(job), "run": quote(run)}, (job.arm, job.endpoint)) for job in jobs),
                 workers=run.settings.concurrency,
                 on_result=count,
                 on_stop=stop_event(run.run_id).set,
             )
     finally:
-        close_services(run.run_id)
-    return counts
+        halted = close_services(run.run_id)
+    return counts, halted
 
 
 def _not_a_task_success(record: logging.LogRecord) -> bool:
@@ -82,13 +81,13 @@ def quiet_task_successes() -> Iterator[None]:
 
 def fan_out(
     task: Any,
-    parameters: Iterator[dict[str, Any]],
+    parameters: Iterator[tuple[dict[str, Any], tuple[str, ...]]],
     *,
     workers: int,
     on_result: Callable[[Any], None],
     on_stop: Callable[[], None] = lambda: None,
 ) -> None:
-    """Run ``task`` once per parameter set on a thread pool of ``workers``, calling
+    """Run ``task`` once per (parameters, tags) on a thread pool of ``workers``, calling
     ``on_result`` with each result (an exception object for a crashed run) in the order
     they finish. On Ctrl-C, flow-run cancellation or a crash, ``on_stop`` is called before
     the pool waits for its threads (so they can stop), then the exception goes on.
@@ -113,10 +112,12 @@ def fan_out(
         def fill() -> None:
             nonlocal in_flight
             while in_flight < 2 * workers + 16:
-                params = next(parameters, None)
-                if params is None:
+                item = next(parameters, None)
+                if item is None:
                     return
-                runner.submit(task, params).add_done_callback(finished.put)
+                params, labels = item
+                with tags(*labels):  # the task run's tags: its arm and endpoint, in the UI
+                    runner.submit(task, params).add_done_callback(finished.put)
                 in_flight += 1
 
         try:

@@ -21,7 +21,7 @@ from prefect import flow, get_run_logger
 from flows.fanout import run_jobs
 from tasks.secrets import load_secrets
 from wansweep.errors import LedgerDamaged
-from wansweep.plan.manifest import plan
+from wansweep.plan.planner import plan
 from wansweep.plan.spec import Job, load_spec
 from wansweep.run.ledger import Ledger
 from wansweep.run.lifecycle import Outcome
@@ -43,10 +43,10 @@ def shard(
     is the parent's :class:`Run` (its settings as the parent read them, its budget this
     shard's share)."""
     load_secrets()
-    cfg = load_spec(spec, manifest=manifest, store=store)
+    sweep_spec = load_spec(spec, manifest=manifest, store=store)
     wanted = set(job_keys)
     archive = open_store(store)  # its media index spares the shard the sweep's downloads
-    planned = plan(cfg, cfg.manifest, skip_invalid=True, index_store=archive)
+    planned = plan(sweep_spec, sweep_spec.manifest, skip_invalid=True, index_store=archive)
     jobs = [j for j in planned.jobs if j.job_key in wanted]
     if len(jobs) != len(wanted):
         raise RuntimeError(
@@ -54,7 +54,7 @@ def shard(
             "did the manifest or spec change since the sweep was planned?"
         )
     archive.put_json(
-        sweep_file(cfg.name, "shards", f"{shard}.json"),
+        sweep_file(sweep_spec.name, "shards", f"{shard}.json"),
         {
             "shard": shard,
             "jobs": len(jobs),
@@ -64,8 +64,8 @@ def shard(
             "started_at": time.time(),
         },
     )
-    counts = run_jobs(jobs, Run.model_validate(run), cfg.name)
-    return {"shard": shard, "outcomes": counts}
+    counts, halted = run_jobs(jobs, Run.model_validate(run), sweep_spec.name)
+    return {"shard": shard, "outcomes": counts, "halted": halted}
 
 
 def dispatch_shards(

@@ -12,11 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
+from prefect.states import Failed, State
 
 from flows.fanout import run_jobs
 from flows.shard import dispatch_shards
 from tasks.report import build_report
 from tasks.secrets import load_secrets
+from wansweep.errors import CannotRun, InputError
 from wansweep.plan.preflight import Preflight, preflight
 from wansweep.plan.spec import DEFAULT_STORE, load_spec
 from wansweep.results.notify import notify
@@ -37,8 +39,28 @@ def notify_failure(flow, flow_run, state) -> None:
     )
 
 
+def run_name() -> str:
+    """A flow run is named after its sweep (the spec's ``name``) and when it started."""
+    import re
+    import time
+
+    import yaml
+    from prefect.runtime import flow_run
+
+    try:
+        name = yaml.safe_load(Path(flow_run.parameters["spec"]).read_text()).get("name")
+    except Exception:  # noqa: BLE001 (a name for the UI; the flow reports a bad spec itself)
+        name = None
+    name = name if isinstance(name, str) and re.fullmatch(r"[a-z0-9-]{1,100}", name) else "sweep"
+    return f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
 @flow(
-    name="wansweep-sweep", log_prints=True, on_failure=[notify_failure], on_crashed=[notify_failure]
+    name="wansweep-sweep",
+    flow_run_name=run_name,
+    log_prints=True,
+    on_failure=[notify_failure],
+    on_crashed=[notify_failure],
 )
 def sweep(
     spec: str,
@@ -53,8 +75,10 @@ def sweep(
     shards: int = 0,
     shard_deployment: str = "wansweep-shard/shard",
     global_limits: bool | None = None,
-) -> dict[str, Any]:
-    """Run a sweep spec (configs/*.yaml) over a manifest and archive every video.
+) -> dict[str, Any] | State:
+    """Run a sweep spec (configs/*.yaml) over a manifest and archive every video. The flow run
+    ends Failed when any job is not archived (its result still attached) or the run stopped
+    submitting; a bad spec, manifest or budget, or a key fal refuses, ends it before any submit.
 
     Every option left unset keeps the spec's value (``None``: the spec decides).
 
@@ -80,32 +104,36 @@ def sweep(
             ``prefect gcl create``), so every worker of the fleet stays within the fal account's limit.
     """
     log = get_run_logger()
-    load_secrets()
-    cfg = load_spec(
-        spec,
-        manifest=manifest,
-        store=store,
-        concurrency=concurrency,
-        budget_usd=budget_usd,
-        resubmit_expired=resubmit_expired,
-        resubmit_ambiguous=resubmit_ambiguous,
-        global_limits=global_limits,
-    )
-    archive = open_store(cfg.store or DEFAULT_STORE)
-    checked = preflight(cfg, archive, skip_invalid=skip_invalid)
-    _log_plan(log, checked)
-    checked.raise_if_blocked()
-    save_plan(archive, cfg.name, checked.plan.jobs, checked.plan.skipped)
+    try:  # what the user must fix ends the run as one line (no traceback), nothing submitted
+        load_secrets()
+        sweep_spec = load_spec(
+            spec,
+            manifest=manifest,
+            store=store,
+            concurrency=concurrency,
+            budget_usd=budget_usd,
+            resubmit_expired=resubmit_expired,
+            resubmit_ambiguous=resubmit_ambiguous,
+            global_limits=global_limits,
+        )
+        archive = open_store(sweep_spec.store or DEFAULT_STORE)
+        check_store(archive)  # before it is read: a wrong bucket or no permission ends here
+        checked = preflight(sweep_spec, archive, skip_invalid=skip_invalid)
+        _log_plan(log, checked)
+        checked.raise_if_blocked()
+        save_plan(archive, sweep_spec.name, checked.plan.jobs, checked.plan.skipped)
+        run = Run.new(archive.uri, sweep_spec.run_settings())
+        todo = checked.todo
+        if todo:  # before the first submit, once: every job would meet what fails here
+            check_fal(archive, {j.endpoint for j in todo}, warn=log.warning)
+    except (InputError, CannotRun) as exc:
+        return Failed(message=str(exc), data=exc)
 
-    run = Run.new(archive.uri, cfg.run_settings())
-    todo = checked.todo
-    if todo:  # before the first submit, once: every job would meet what fails here
-        check_store(archive)
-        check_fal(archive, {j.endpoint for j in todo}, warn=log.warning)
+    halted = None
     if shards > 1 and len(todo) > 1:
-        counts = dispatch_shards(spec, cfg.manifest, todo, run, shards, shard_deployment)
+        counts = dispatch_shards(spec, sweep_spec.manifest, todo, run, shards, shard_deployment)
     else:
-        counts = run_jobs(todo, run, cfg.name)
+        counts, halted = run_jobs(todo, run, sweep_spec.name)
 
     planned, ran = len(checked.plan.jobs), len(todo)
     skipped_rows = len({p.row for p in checked.plan.skipped})
@@ -113,27 +141,44 @@ def sweep(
     # before it is built, so a 100,000-job run does not hold both
     del checked, todo
     out = Path(report_dir) if report_dir else None
-    reused = None if ran else reuse_report(archive, cfg.name, out)
+    reused = None if ran else reuse_report(archive, sweep_spec.name, out)
     if reused is not None:
         log.info("report unchanged: every job was archived before this run")
         files = reused.__dict__
     else:
-        files = build_report(archive.uri, cfg.name, report_dir)
-    notify((archive.get_bytes(report_file(cfg.name, "summary.md")) or b"").decode())
-    return {
-        "sweep": cfg.name,
-        "store": archive.uri,
-        "planned": planned,
-        "already_archived": planned - ran,
-        "ran": ran,
-        "outcomes": counts,
-        "failed": sum(v for k, v in counts.items() if k not in SUCCEEDED),
-        "skipped_rows": skipped_rows,
-        "report": files,
-        "report_rebuilt": reused is None,
-        "videos": archive.url(JOBS),
-        "index": archive.url(sweep_file(cfg.name, SWEEP_INDEX)),
-    }
+        files = build_report(archive.uri, sweep_spec.name, report_dir)
+    notify((archive.get_bytes(report_file(sweep_spec.name, "summary.md")) or b"").decode())
+    return ended(
+        {
+            "sweep": sweep_spec.name,
+            "store": archive.uri,
+            "planned": planned,
+            "already_archived": planned - ran,
+            "ran": ran,
+            "outcomes": counts,
+            "failed": sum(v for k, v in counts.items() if k not in SUCCEEDED),
+            "skipped_rows": skipped_rows,
+            "report": files,
+            "report_rebuilt": reused is None,
+            "videos": archive.url(JOBS),
+            "index": archive.url(sweep_file(sweep_spec.name, SWEEP_INDEX)),
+            "halted": halted,
+        }
+    )
+
+
+def ended(result: dict[str, Any]) -> dict[str, Any] | State:
+    """The flow run's end: Completed with the result when every job is archived; else Failed,
+    its message one line (why the run stopped submitting, or how many jobs are not archived),
+    the result still its data (``state.result(raise_on_failure=False)``)."""
+    if result["halted"]:
+        why = f"stopped submitting: {result['halted']}; nothing more was sent"
+        return Failed(message=why, data=result)
+    if result["failed"]:
+        counts = ", ".join(f"{n} {k}" for k, n in sorted(result["outcomes"].items()))
+        why = f"{result['failed']} of {result['ran']} jobs not archived ({counts})"
+        return Failed(message=why, data=result)
+    return result
 
 
 def _log_plan(log: Any, checked: Preflight) -> None:

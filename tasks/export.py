@@ -24,11 +24,20 @@ def export_dataset(
 ) -> dict:
     filters = Filters(sweeps, arms or [], minimum or {}, maximum or {})
     result = export(open_store(store_uri), out, fmt, filters, shard_mb)
-    get_run_logger().info(
-        "export to %s: %d new rows in %d new shard(s); %d rows in all",
-        result.out,
-        result.new_rows,
-        len(result.new_shards),
-        result.total_rows,
+    line = (
+        f"export to {result.out}: {result.new_rows} new rows in {len(result.new_shards)} new "
+        f"shard(s); {result.total_rows} rows in all"
     )
+    get_run_logger().info(line)
+    try:
+        from prefect.artifacts import create_markdown_artifact
+
+        create_markdown_artifact(
+            key="wansweep-export",
+            markdown=f"{line}\n\nformat `{fmt}`; shards: "
+            + (", ".join(f"`{s}`" for s in result.new_shards) or "none new"),
+            description=f"Export to {result.out}",
+        )
+    except Exception as exc:  # an artifact is a view; the export itself is written
+        get_run_logger().warning("could not publish the export's artifact: %s", exc)
     return asdict(result)

@@ -8,8 +8,10 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from wansweep.results.report import write_report
-from wansweep.store import open_store
+from wansweep.store import open_store, presign
 from wansweep.store.layout import report_file
+
+LINK_EXPIRES_S = 7 * 24 * 3600  # the longest S3 allows a presigned link
 
 
 @task(name="report", cache_policy=NO_CACHE, persist_result=False)
@@ -34,8 +36,20 @@ def build_report(store_uri: str, sweep: str, out_dir: str | None = None) -> dict
             markdown=markdown,
             description=f"Sweep {sweep}: headline comparison",
         )
-        link = files.html if files.html.startswith("s3://") else Path(files.html).resolve().as_uri()
-        create_link_artifact(key=f"{sweep}-report", link=link, link_text=f"HTML report of {sweep}")
+        if files.html.startswith("s3://"):  # a browser opens a presigned link, for a week
+            link = presign(files.html, expires_s=LINK_EXPIRES_S)
+            create_link_artifact(
+                key=f"{sweep}-report",
+                link=link,
+                link_text=f"HTML report of {sweep} (this link expires in 7 days; "
+                "`wansweep report` makes the report again)",
+            )
+        else:  # a browser will not open a file:// link from the UI: the path, to copy
+            create_markdown_artifact(
+                key=f"{sweep}-report",
+                markdown=f"HTML report of {sweep}: `{Path(files.html).resolve()}`",
+                description=f"Sweep {sweep}: where the report is",
+            )
     except Exception as exc:  # artifacts are a view; the report itself is in the archive
         get_run_logger().warning("could not publish Prefect artifacts: %s", exc)
     return files.__dict__

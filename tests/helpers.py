@@ -32,6 +32,7 @@ __all__ = [
     "make_wav",
     "descendants_alive",
     "run_log",
+    "run_sweep",
     "seaweedfs_server",
     "skewed_clock",
     "start_run",
@@ -48,6 +49,18 @@ FAST_RECONCILE = {"grace": 5, "start_timeout": 600, "settle_after": 900}
 FAST_LEASES = {"ttl": 5, "poll": 0.2}
 
 
+def run_sweep(spec: Path | str, **kwargs) -> dict:
+    """The sweep flow's result, whether its run ended Completed or Failed (a run with jobs not
+    archived ends Failed, its result the state's data); an error the flow ended with is raised."""
+    from flows.sweep import sweep
+
+    state = sweep(str(spec), return_state=True, **kwargs)
+    result = state.result(raise_on_failure=False)
+    if isinstance(result, BaseException):
+        raise result
+    return result
+
+
 def write_case(tmp: Path, rows: int = 3, tag: str | None = None, **spec) -> Path:
     """A manifest of ``rows`` generated images and a spec beside it. Prompts carry ``tag``
     (default: the folder's name), so the session's one fal server never holds the same
@@ -60,7 +73,7 @@ def write_case(tmp: Path, rows: int = 3, tag: str | None = None, **spec) -> Path
         )
         lines.append(f"r{i},img{i}.png,prompt number {i} of {tag},g{i % 2}")
     (tmp / "manifest.csv").write_text("\n".join(lines) + "\n")
-    cfg = {
+    sweep_spec = {
         "name": "t",
         "manifest": "manifest.csv",
         "store": str(tmp / "archive"),
@@ -74,7 +87,7 @@ def write_case(tmp: Path, rows: int = 3, tag: str | None = None, **spec) -> Path
         "leases": FAST_LEASES,
         **spec,
     }
-    (tmp / "spec.yaml").write_text(yaml.safe_dump(cfg))
+    (tmp / "spec.yaml").write_text(yaml.safe_dump(sweep_spec))
     return tmp / "spec.yaml"
 
 
@@ -170,15 +183,15 @@ def accepted_per_job(fal, spec: Path) -> dict[str, int]:
     """Submits the local server accepted for each planned job of a spec (keyed by job key)."""
     # imported here: fal-client must not be imported before the server's environment is set
     from wansweep.localfal.queue import input_key
-    from wansweep.plan.manifest import plan
+    from wansweep.plan.planner import plan
     from wansweep.plan.spec import load_spec
-    from wansweep.run.execute import request_body
+    from wansweep.run.steps import request_body
 
-    cfg = load_spec(spec)
+    sweep_spec = load_spec(spec)
     stats = fal.stats()["submits_by_input"]
     return {
         j.job_key: stats.get(input_key(j.endpoint, request_body(j)), 0)
-        for j in plan(cfg, cfg.manifest).jobs
+        for j in plan(sweep_spec, sweep_spec.manifest).jobs
     }
 
 

@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.sweep import sweep
-from tests.helpers import write_case
+from tests.helpers import run_sweep, write_case
 from wansweep.results.export import Filters, export, local_copy
 from wansweep.store import open_store
 from wansweep.store.layout import archived_keys
@@ -26,7 +25,7 @@ def archive(local_fal, prefect_harness, tmp_path_factory):
     local_fal.configure(media="tiny")
     tmp = tmp_path_factory.mktemp("export")
     spec = write_case(tmp, rows=2, grid={"resolution": ["720p"]}, seeds=[1])
-    assert sweep(str(spec))["outcomes"] == {"archived": 4}
+    assert run_sweep(str(spec))["outcomes"] == {"archived": 4}
     local_fal.configure(media="full")
     return tmp, spec
 
@@ -43,9 +42,12 @@ def load_webdataset(folder: str) -> dict[str, dict]:
 
 
 def load_hf(folder: str) -> list[dict]:
+    """As the README says to load it: the Parquet files, not the folder (``datasets`` caches a
+    folder by its name, and gives an earlier export's rows after an incremental one)."""
     import datasets
 
-    return list(datasets.load_dataset(folder, split="train"))
+    files = {"train": f"{folder}/data/*.parquet"}
+    return list(datasets.load_dataset("parquet", data_files=files, split="train"))
 
 
 def copy_to_s3(local_archive: Path, bucket: str) -> str:
@@ -99,18 +101,22 @@ def test_both_formats_load_back_with_their_libraries(archive, tmp_path, where, r
 def test_a_second_export_adds_only_new_jobs_as_new_shards(archive, tmp_path):
     tmp, spec = archive
     store = open_store(str(tmp / "archive"))
-    out = str(tmp_path / "wds")
-    first = export(store, out, "webdataset")
-    assert len(first.new_shards) == 1
-    assert export(store, out, "webdataset").new_rows == 0  # nothing new: nothing written
+    outs = {"webdataset": str(tmp_path / "wds"), "hf": str(tmp_path / "hf")}
+    for fmt, out in outs.items():
+        first = export(store, out, fmt)
+        assert len(first.new_shards) == 1
+        assert export(store, out, fmt).new_rows == 0  # nothing new: nothing written
+    assert len(load_hf(outs["hf"])) == 4
 
     manifest = tmp / "manifest.csv"  # the nightly manifest grows by one row
     manifest.write_text(manifest.read_text() + f"r9,img1.png,a new prompt of {tmp.name},g1\n")
-    assert sweep(str(spec))["outcomes"] == {"archived": 2}
-    second = export(store, out, "webdataset")
-    assert second.new_rows == 2 and second.total_rows == 6
-    assert second.new_shards == ["shard-000001.tar"]
-    assert len(load_webdataset(out)) == 6  # first shard untouched, new one beside it
+    assert run_sweep(str(spec))["outcomes"] == {"archived": 2}
+    for fmt, out in outs.items():
+        second = export(store, out, fmt)
+        assert second.new_rows == 2 and second.total_rows == 6 and len(second.new_shards) == 1
+    assert second.new_shards != first.new_shards
+    assert len(load_webdataset(outs["webdataset"])) == 6  # first shard untouched, new beside
+    assert len(load_hf(outs["hf"])) == 6  # loaded again as documented: every row, not 4
 
 
 def test_filters_keep_what_one_would_train_on(archive, tmp_path):

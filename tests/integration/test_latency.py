@@ -6,8 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from flows.sweep import sweep
-from tests.helpers import accepted_per_job, data_uri, make_image, write_case
+from tests.helpers import accepted_per_job, data_uri, make_image, run_sweep, write_case
 from wansweep.fal import FalConfig, FalQueue
 from wansweep.fal.types import PollSpec
 from wansweep.plan import schema
@@ -25,7 +24,7 @@ def test_streams_that_drop_lose_no_completion_and_pay_nothing_twice(fal, prefect
         latency="fixed=2", media="tiny", concurrency=8, faults="stream_drop=0.4", fault_seed=3
     )
     spec = write_case(tmp_path, rows=2, endpoints=["flash"], seeds=[1, 2, 3])  # 12 jobs
-    result = sweep(str(spec))
+    result = run_sweep(str(spec))
     assert result["outcomes"] == {"archived": 12} and result["failed"] == 0
     stats = fal.stats()
     assert stats["faults"]["stream_drop"] >= 3
@@ -60,7 +59,7 @@ def test_streams_read_to_their_end_share_kept_alive_connections(fal, latency):
 def test_a_server_without_streams_is_polled(fal, prefect_harness, tmp_path, answer):
     fal.configure(status_stream=answer, latency="fixed=1", media="tiny")
     spec = write_case(tmp_path, rows=1, endpoints=["flash"], seeds=[1, 2, 3])
-    result = sweep(str(spec))
+    result = run_sweep(str(spec))
     assert result["outcomes"] == {"archived": 6}
     stats = fal.stats()
     assert stats["stream_connects"] == 0 and stats["status_polls"] >= 6
@@ -75,7 +74,7 @@ def test_report_latencies_match_the_servers_records(fal, prefect_harness, tmp_pa
     spec = write_case(
         tmp_path, rows=2, endpoints=["flash"], grid={"resolution": ["720p"]}, seeds=[1, 2, 3]
     )
-    result = sweep(str(spec))
+    result = run_sweep(str(spec))
     assert result["outcomes"] == {"archived": 6}
     server = fal.requests()
     report = pd.read_csv(result["report"]["jobs_csv"])

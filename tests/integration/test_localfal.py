@@ -259,3 +259,36 @@ def test_image_served_by_the_server_itself(fal):
         FLASH, arguments={"prompt": "x", "image_url": url, "resolution": "720p"}
     )
     assert r["video"]["width"] == 1280
+
+
+def test_the_local_server_serves_no_file_outside_its_folder(fal):
+    secret = fal.workdir / "state" / "secret.txt"
+    secret.parent.mkdir(exist_ok=True)
+    secret.write_text("top secret")
+    for name in ("../../state/secret.txt", "..%2F..%2Fstate%2Fsecret.txt", "../../../etc/passwd"):
+        url = f"{fal.url}/_local/files/{name}"
+        handle = fal_client.submit(FLASH, arguments={"prompt": "p", "image_url": url})
+        with pytest.raises(fal_client.client.FalClientHTTPError) as err:
+            handle.get(interval=0.05)
+        assert err.value.status_code == 422
+        text = str(err.value.response.text)
+        assert "top secret" not in text and str(fal.workdir) not in text and "root:" not in text
+
+
+def test_with_a_key_every_route_wants_it(tmp_path):
+    from wansweep.localfal.runner import start_local_fal
+
+    with start_local_fal(workdir=tmp_path, key="only-this-key") as server:
+        import ssl
+
+        trust = ssl.create_default_context(cafile=server.env["SSL_CERT_FILE"])
+        plain = httpx.Client(verify=trust, base_url=server.url)
+        for method, path in (
+            ("GET", "/_local/stats"),
+            ("POST", "/_local/reset"),
+            ("POST", "/_local/config"),
+            ("GET", "/_local/files/x.png"),
+            ("GET", "/v1/models/requests/by-endpoint"),
+        ):
+            assert plain.request(method, path).status_code == 401, path
+        assert server.stats()["submits_accepted"] == 0  # with the key: fine

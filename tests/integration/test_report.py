@@ -15,8 +15,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from flows.sweep import sweep
-from tests.helpers import write_case
+from tests.helpers import run_sweep, write_case
 from wansweep.results.report import summary, write_report
 from wansweep.store import open_store
 
@@ -30,7 +29,7 @@ def archive(local_fal, prefect_harness, tmp_path_factory):
     local_fal.reset()
     tmp = tmp_path_factory.mktemp("report")
     spec = write_case(tmp, rows=3, grid={"resolution": ["720p"]})
-    result = sweep(str(spec))
+    result = run_sweep(str(spec))
     local_fal.configure(latency="zero", faults="")
     return tmp, result, local_fal.stats()["faults"].get("flagged", 0)
 

@@ -11,11 +11,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from flows.sweep import sweep
 from tests.helpers import (
     accepted_per_job,
     kill_everything,
     ledger_statuses,
+    run_sweep,
     start_run,
     wait_for,
     write_case,
@@ -41,7 +41,7 @@ def test_sigkill_mid_run_then_rerun_pays_once_and_loses_nothing(fal, prefect_har
     assert in_flight["submitted"] >= 4 and len(archived_keys(open_store(str(store_dir)))) < 24
 
     fal.configure(latency="zero")
-    result = sweep(str(spec))
+    result = run_sweep(str(spec))
     entries = Ledger(open_store(str(store_dir))).all()
     assert result["failed"] == 0, (result["outcomes"], [e for e in entries.values() if e.error])
     assert result["outcomes"].get("resumed", 0) >= 4  # picked up at fal, not paid again
@@ -71,7 +71,7 @@ def test_killed_between_upload_and_sidecar_resumes_without_fal(fal, prefect_harn
     before = fal.stats()
     assert before["submits_accepted"] == 1 and before["downloads"] == 1
 
-    result = sweep(str(spec))
+    result = run_sweep(str(spec))
     after = fal.stats()
     assert result["outcomes"] == {"resumed": 1}
     assert after["submits_accepted"] == 1 and after["downloads"] == 1  # nothing asked of fal again
@@ -103,7 +103,7 @@ def test_ctrl_c_cancels_in_flight_requests_and_records_them(
         wait_for(lambda: fal.stats()["streams_open"] == 0, what="the server to see them closed")
 
     fal.configure(latency="zero")
-    result = sweep(str(spec))  # the cancelled jobs are submitted again, once each
+    result = run_sweep(str(spec))  # the cancelled jobs are submitted again, once each
     assert result["failed"] == 0 and len(archived_keys(open_store(str(store_dir)))) == 4
     assert set(accepted_per_job(fal, spec).values()) == {2}
 
@@ -118,7 +118,7 @@ def test_refused_input_fails_only_its_job_and_is_not_retried(fal, prefect_harnes
         seeds=[1, 2],
         max_attempts=3,
     )
-    result = sweep(str(spec))
+    result = run_sweep(str(spec))
     flagged = fal.stats()["faults"]["flagged"]
     assert 0 < flagged < 8 and result["failed"] == flagged
     report = pd.read_csv(result["report"]["jobs_csv"])
@@ -139,7 +139,7 @@ def test_status_polls_stay_under_one_per_two_seconds_of_latency(fal, prefect_har
         seeds=[1, 2, 3],
         poll={"stream": False, "first": 2.0, "factor": 1.5, "max": 15.0},
     )
-    result = sweep(str(spec))
+    result = run_sweep(str(spec))
     assert result["outcomes"] == {"archived": 6}
     polls = fal.stats()["status_polls_by_request"]
     assert len(polls) == 6
@@ -154,18 +154,18 @@ def test_status_polls_stay_under_one_per_two_seconds_of_latency(fal, prefect_har
 
 def test_a_video_gone_from_fal_is_generated_again_only_when_allowed(fal, prefect_harness, tmp_path):
     spec = write_case(tmp_path, rows=2, endpoints=["flash"], grid={"resolution": ["720p"]})
-    assert sweep(str(spec))["outcomes"] == {"archived": 4}
+    assert run_sweep(str(spec))["outcomes"] == {"archived": 4}
     store_dir = tmp_path / "archive"
     shutil.rmtree(store_dir / "jobs")  # our copies lost (the ledger still holds fal's results)
     assert fal.expire_media() >= 4  # and fal's CDN copies expired
     fal.reset()
 
-    result = sweep(str(spec))
+    result = run_sweep(str(spec))
     assert result["outcomes"] == {"expired": 4} and result["failed"] == 4
     assert fal.stats()["submits_accepted"] == 0  # not allowed: nothing paid
     assert ledger_statuses(store_dir) == {"expired": 4}
 
-    result = sweep(str(spec), resubmit_expired=True)
+    result = run_sweep(str(spec), resubmit_expired=True)
     assert result["outcomes"] == {"archived": 4} and result["failed"] == 0
     assert set(accepted_per_job(fal, spec).values()) == {1}  # once each, as allowed
     assert len(archived_keys(open_store(str(store_dir)))) == 4

@@ -17,10 +17,10 @@ import httpx
 import pandas as pd
 import pytest
 
-from flows.sweep import sweep
-from tests.helpers import write_case
+from tests.helpers import run_sweep, write_case
 from wansweep.results.report import jobs_frame, write_report
-from wansweep.results.review import Review, read_votes, review_pairs, serve
+from wansweep.results.review import Review, read_votes, review_pairs
+from wansweep.results.review_server import serve
 from wansweep.store import open_store
 from wansweep.store.layout import vote_keys
 
@@ -33,7 +33,7 @@ def ab_archive(local_fal, prefect_harness, tmp_path_factory):
     local_fal.configure(media="tiny")
     tmp = tmp_path_factory.mktemp("review")
     spec = write_case(tmp, rows=2, grid={"resolution": ["720p"]})
-    assert sweep(str(spec))["outcomes"] == {"archived": 8}
+    assert run_sweep(str(spec))["outcomes"] == {"archived": 8}
     local_fal.configure(media="full")
     return tmp / "archive"
 
@@ -141,7 +141,7 @@ def test_the_review_server_streams_videos_from_an_s3_archive(
     spec = write_case(
         tmp_path, rows=1, grid={"resolution": ["720p"]}, seeds=[3], store=f"s3://{bucket}/a"
     )
-    assert sweep(str(spec))["outcomes"] == {"archived": 2}
+    assert run_sweep(str(spec))["outcomes"] == {"archived": 2}
     store = open_store(f"s3://{bucket}/a")
     review = Review(store, "t", review_pairs(jobs_frame(store, "t")), "bob", seed=1)
     server = serve(review)

@@ -19,7 +19,7 @@ from prefect.context import FlowRunContext
 
 from flows.fanout import fan_out, quiet_task_successes
 from tests.helpers import make_image
-from wansweep.plan.manifest import plan
+from wansweep.plan.planner import plan
 from wansweep.plan.spec import load_spec
 from wansweep.store import open_store
 from wansweep.store.layout import archived_keys
@@ -234,7 +234,7 @@ def web_case(tmp_path, site, n: int, **spec):
 
 
 def test_heads_share_connections(tmp_path, site):
-    from wansweep.plan.manifest import PLAN_CONCURRENCY
+    from wansweep.plan.planner import PLAN_CONCURRENCY
 
     cfg, manifest = web_case(tmp_path, site, 3 * PLAN_CONCURRENCY)
     assert replan(cfg, manifest).media_fetched == 3 * PLAN_CONCURRENCY
@@ -340,8 +340,7 @@ class S3Proxy:
 def test_videos_are_archived_without_reading_them_back_and_a_refused_upload_is_retried(
     fal, prefect_harness, tmp_path, bucket, s3_server, monkeypatch
 ):
-    from flows.sweep import sweep
-    from tests.helpers import accepted_per_job, write_case
+    from tests.helpers import accepted_per_job, run_sweep, write_case
 
     proxy = S3Proxy(s3_server["AWS_ENDPOINT_URL"], refuse=1, misreport=1)
     monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
@@ -353,7 +352,7 @@ def test_videos_are_archived_without_reading_them_back_and_a_refused_upload_is_r
         grid={"resolution": ["720p"]},
         store=f"s3://{bucket}/archive",
     )
-    result = sweep(str(spec))
+    result = run_sweep(str(spec))
     # the retried uploads resume their jobs from the ledger (fal's result is kept there)
     assert sum(result["outcomes"].values()) == 4 and result["failed"] == 0
     assert result["outcomes"].get("resumed", 0) >= 1
@@ -370,8 +369,7 @@ def test_videos_are_archived_without_reading_them_back_and_a_refused_upload_is_r
 def test_a_run_reads_each_web_input_once(fal, prefect_harness, tmp_path, site):
     """Planning reads each image; the submit passes its URL to fal, and the first-frame check
     uses the reference planning kept: one read per input for the whole run."""
-    from flows.sweep import sweep
-    from tests.helpers import write_case
+    from tests.helpers import run_sweep, write_case
 
     root, base, ours = site.root, site.base, site.ours
     spec = write_case(tmp_path, rows=2, endpoints=["flash"], grid={"resolution": ["720p"]})
@@ -379,7 +377,7 @@ def test_a_run_reads_each_web_input_once(fal, prefect_harness, tmp_path, site):
         write_old(root / f"img{i}.png", (tmp_path / f"img{i}.png").read_bytes())
     manifest = tmp_path / "manifest.csv"
     manifest.write_text(manifest.read_text().replace(",img", f",{base}/img"))
-    result = sweep(str(spec))
+    result = run_sweep(str(spec))
     assert result["outcomes"] == {"archived": 4}  # 2 images x 2 seeds
     assert ours == {("GET", "/img0.png"): 1, ("GET", "/img1.png"): 1}
     store = open_store(str(tmp_path / "archive"))
@@ -413,7 +411,7 @@ def test_fan_out_forgets_each_counted_run(prefect_harness):
             seen.append(result.n)
             kept.append(max(len(context.run_results), len(context.task_run_assets)))
 
-        fan_out(trivial, ({"n": n} for n in range(total)), workers=4, on_result=on_result)
+        fan_out(trivial, (({"n": n}, ()) for n in range(total)), workers=4, on_result=on_result)
 
     many(300)
     assert sorted(seen) == list(range(300))
@@ -441,7 +439,9 @@ def test_only_task_successes_are_not_logged_a_line_each(prefect_harness):
     @flow
     def some() -> None:
         with quiet_task_successes():
-            fan_out(odd_fails, ({"n": n} for n in range(4)), workers=2, on_result=lambda r: None)
+            fan_out(
+                odd_fails, (({"n": n}, ()) for n in range(4)), workers=2, on_result=lambda r: None
+            )
         odd_fails(0)  # outside: logged as usual
 
     logger = logging.getLogger("prefect.task_runs")

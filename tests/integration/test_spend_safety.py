@@ -13,11 +13,11 @@ import httpx
 import pandas as pd
 import pytest
 
-from flows.sweep import sweep
 from tests.helpers import (
     accepted_per_job,
     kill_everything,
     ledger_statuses,
+    run_sweep,
     start_run,
     wait_for,
     write_case,
@@ -62,7 +62,7 @@ def test_lost_answers_and_a_lagging_listing_never_pay_twice(fal, prefect_harness
         seeds={"range": [0, 5]},  # 10 x 4 arms x 5 seeds = 200 jobs
         reconcile={"grace": 1, "settle_after": 600, "start_timeout": 60},
     )
-    first = sweep(str(spec))
+    first = run_sweep(str(spec))
     assert first["outcomes"].get("ambiguous", 0) >= 10  # the listing lags: cannot settle yet
     assert set(first["outcomes"]) <= {"archived", "ambiguous"}
     accepted = accepted_per_job(fal, spec)
@@ -75,7 +75,7 @@ def test_lost_answers_and_a_lagging_listing_never_pay_twice(fal, prefect_harness
 
     total = fal.stats()["submits_accepted"]
     wait_for(lambda: listed(fal) - listed_before >= total, timeout=120, what="the listing")
-    second = sweep(str(spec))  # settles every ambiguous job through fal's records
+    second = run_sweep(str(spec))  # settles every ambiguous job through fal's records
     assert second["outcomes"] == {"resumed": first["outcomes"]["ambiguous"]}  # no new submit
     assert set(accepted_per_job(fal, spec).values()) == {1}
     ledger = Ledger(open_store(load_spec(spec).store)).all()
@@ -91,7 +91,7 @@ def test_without_stored_payloads_webhooks_name_the_lost_requests(
         faults="drop_after_accept=0.3,listing_lag=3600,listing_payloads=1.0",
     )
     spec = write_case(tmp_path, rows=5, seeds=[1, 2], reconcile={"grace": 30})  # 40 jobs
-    result = sweep(str(spec))
+    result = run_sweep(str(spec))
     assert result["outcomes"] == {"archived": 40}
     assert fal.stats()["faults"]["drop_after_accept"] >= 5
     assert set(accepted_per_job(fal, spec).values()) == {1}
@@ -102,7 +102,7 @@ def test_a_fast_client_clock_with_every_answer_lost_settles_by_fals_time(
 ):
     fal.configure(media="tiny", clock_offset=-300, faults="drop_after_accept=1.0")
     spec = write_case(tmp_path, rows=2, endpoints=["flash"], seeds=[1], budget_usd=1.25)
-    result = sweep(str(spec))
+    result = run_sweep(str(spec))
     assert result["outcomes"] == {"archived": 4}
     assert set(accepted_per_job(fal, spec).values()) == {1}
 
@@ -156,7 +156,7 @@ def test_two_ctrl_c_then_a_rerun_archive_every_job(fal, prefect_harness, tmp_pat
         kill_everything(proc)
     assert ledger_statuses(store_dir)["cancelled"] >= 2
     fal.configure(latency="zero")
-    result = sweep(str(spec))  # max_attempts=1: a cancel must not have used it up
+    result = run_sweep(str(spec))  # max_attempts=1: a cancel must not have used it up
     assert result["failed"] == 0 and len(archived_keys(open_store(str(store_dir)))) == 8
 
 
@@ -171,7 +171,7 @@ def test_sigkill_while_holding_leases_then_rerun_takes_them_over(fal, prefect_ha
         kill_everything(proc)
     assert list((store_dir / "leases").glob("*.json"))  # left behind by the dead run
     fal.configure(latency="zero")
-    result = sweep(str(spec))
+    result = run_sweep(str(spec))
     assert result["failed"] == 0 and len(archived_keys(open_store(str(store_dir)))) == 8
     assert set(accepted_per_job(fal, spec).values()) == {1}
     assert not list((store_dir / "leases").glob("*.json"))
@@ -201,7 +201,7 @@ def test_report_and_fals_usage_agree_on_what_was_billed(fal, prefect_harness, tm
     assert check["fal_usd"] == pytest.approx(check["likely_usd"])  # 2 cancelled-running
 
     fal.configure(latency="zero", faults="failed=0.3,flagged=0.3", fault_seed=4)
-    result = sweep(str(spec))  # resumes 2, submits 6 again: some fail (5xx), some 422
+    result = run_sweep(str(spec))  # resumes 2, submits 6 again: some fail (5xx), some 422
     report = pd.read_csv(result["report"]["jobs_csv"])
     assert {"succeeded", "failed"} <= set(report["status"])
     assert (report["error_kind"] == "invalid").any() and (report["error_kind"] == "failed").any()

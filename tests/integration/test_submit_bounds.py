@@ -14,13 +14,13 @@ import time
 import pandas as pd
 import pytest
 
-from flows.sweep import sweep
 from tests.helpers import (
     accepted_per_job,
     descendants_alive,
     kill_everything,
     ledger_statuses,
     run_log,
+    run_sweep,
     skewed_clock,
     start_run,
     wait_for,
@@ -68,8 +68,8 @@ def test_paying_again_for_lost_answers_happens_once_within_the_budget(fal, tmp_p
 @pytest.mark.parametrize("state", ["waiting on fal", "settling a lost answer"])
 def test_a_stop_signal_ends_a_run_in_any_state(fal, tmp_path, sig, state):
     """To the run's process alone (as a supervisor sends it), not its process group."""
-    if state == "waiting on fal":
-        fal.configure(media="tiny", latency="fixed=600")
+    if state == "waiting on fal":  # cancelled requests stop (else they would bill in 10 min)
+        fal.configure(media="tiny", latency="fixed=600", cancel_running="stop")
         reconcile = {"grace": 5}
     else:
         fal.configure(media="tiny", faults="drop_after_accept=1.0,listing_lag=600")
@@ -95,7 +95,7 @@ def test_fals_documented_headers_go_with_every_submit_and_fallbacks_stay_off(
     fal.configure(media="tiny", faults="fallback=1.0")  # fal would reroute every request
     spec = write_case(tmp_path, rows=1, seeds=[1], reconcile={"start_timeout": 1800})
     started = time.time()
-    result = sweep(str(spec))
+    result = run_sweep(str(spec))
     assert result["outcomes"] == {"archived": 4}
     mine = [r for r in fal.requests().values() if r["sent_at"] >= started]
     assert len(mine) == 4
@@ -113,7 +113,7 @@ def test_an_arm_served_by_another_model_says_so(fal, prefect_harness, tmp_path):
     fal.configure(media="tiny", faults="fallback=1.0")
     spec = write_case(tmp_path, rows=1, seeds=[1], allow_fallbacks=True)
     started = time.time()
-    result = sweep(str(spec))
+    result = run_sweep(str(spec))
     report = pd.read_csv(result["report"]["jobs_csv"])
     assert len(report) == 4 and (report["served_by"] != report["endpoint"]).all()
     for _, row in report.iterrows():
@@ -151,9 +151,11 @@ def test_billed_cost_comes_from_fals_units_not_the_price_table(fal, prefect_harn
     from wansweep.fal import FalConfig, FalQueue
     from wansweep.results.spend import compare_spend
 
+    # fal's usage is account-wide: nothing else may end while this sweep's window is open
+    wait_for(lambda: fal.stats()["in_progress"] + fal.stats()["queued"] == 0, what="idle")
     fal.configure(media="tiny", price_factor=1.2)
     spec = write_case(tmp_path, rows=1, seeds=[1])  # standard and flash, 720p and 1080p
-    result = sweep(str(spec))
+    result = run_sweep(str(spec))
     report = pd.read_csv(result["report"]["jobs_csv"])
     assert set(report["cost_source"]) == {"fal"}
     assert report["cost_usd"].to_numpy() == pytest.approx(1.2 * report["estimated_usd"].to_numpy())

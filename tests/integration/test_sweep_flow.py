@@ -4,27 +4,29 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 from collections import Counter
+from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import boto3
 import pandas as pd
 import pytest
 
-from flows.sweep import sweep
-from tests.helpers import make_image, write_case
+from tests.fal_examples import FAL_EXAMPLE_PROMPT
+from tests.helpers import make_image, run_sweep, write_case
 from wansweep.errors import OverBudget, PlanInvalid
 from wansweep.localfal.queue import input_key
-from wansweep.plan.manifest import plan
+from wansweep.plan.planner import plan
 from wansweep.plan.spec import load_spec
-from wansweep.run.execute import request_body
 from wansweep.run.ledger import Ledger
+from wansweep.run.steps import request_body
 from wansweep.store import open_store
 from wansweep.store.layout import archived_keys, report_file, vote_key
 
 
 def test_sweep_archives_every_job_and_a_rerun_pays_nothing(fal, prefect_harness, tmp_path):
     spec = write_case(tmp_path)
-    result = sweep(str(spec))
+    result = run_sweep(str(spec))
     assert (
         result["planned"] == 24 and result["outcomes"] == {"archived": 24} and result["failed"] == 0
     )
@@ -61,17 +63,17 @@ def test_sweep_archives_every_job_and_a_rerun_pays_nothing(fal, prefect_harness,
     ]
 
     fal.reset()
-    again = sweep(str(spec))
+    again = run_sweep(str(spec))
     assert again["already_archived"] == 24 and again["ran"] == 0
     assert fal.stats()["submits_accepted"] == 0 and fal.stats()["status_polls"] == 0
     # nothing changed: the report stands as built; a new vote or a lost file rebuilds it
     assert again["report_rebuilt"] is False and again["report"] == result["report"]
     sweep_name = load_spec(spec).name
     store.put_json(vote_key(sweep_name, "ann", "v1"), {"pair_id": "x"})
-    assert sweep(str(spec))["report_rebuilt"] is True
-    assert sweep(str(spec))["report_rebuilt"] is False
+    assert run_sweep(str(spec))["report_rebuilt"] is True
+    assert run_sweep(str(spec))["report_rebuilt"] is False
     store.delete(report_file(sweep_name, "seeds.csv"))
-    assert sweep(str(spec))["report_rebuilt"] is True
+    assert run_sweep(str(spec))["report_rebuilt"] is True
     assert store.exists(report_file(sweep_name, "seeds.csv"))
 
 
@@ -91,7 +93,7 @@ def test_sweep_with_manifest_images_and_archive_on_s3(fal, prefect_harness, tmp_
         grid={"resolution": ["720p"]},
         seeds=[3],
     )
-    result = sweep(str(spec))
+    result = run_sweep(str(spec))
     assert result["outcomes"] == {"archived": 2}
     listed = {
         o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="archive/jobs/")["Contents"]
@@ -117,13 +119,13 @@ def test_invalid_rows_stop_the_run_before_any_submit(fal, prefect_harness, tmp_p
         manifest.read_text() + f"bad,img0.png,{'x' * 10_001},g0\nmissing,nope.png,hello,g1\n"
     )
     with pytest.raises(PlanInvalid) as err:
-        sweep(str(spec))
+        run_sweep(str(spec))
     text = str(err.value)
     assert "row 3 (id bad): prompt" in text and "string_too_long" in text
     assert "row 4 (id missing): image" in text and "file_missing" in text
     assert fal.stats()["submits_accepted"] == 0
 
-    result = sweep(str(spec), skip_invalid=True)
+    result = run_sweep(str(spec), skip_invalid=True)
     assert result["skipped_rows"] == 2 and result["ran"] == 16
     report = pd.read_csv(result["report"]["jobs_csv"])
     skipped = report[report["status"] == "skipped"]
@@ -134,7 +136,7 @@ def test_invalid_rows_stop_the_run_before_any_submit(fal, prefect_harness, tmp_p
 def test_a_sweep_over_its_budget_does_not_start(fal, prefect_harness, tmp_path):
     spec = write_case(tmp_path, rows=1, budget_usd=1.0)  # 8 jobs, $3.75
     with pytest.raises(OverBudget):
-        sweep(str(spec))
+        run_sweep(str(spec))
     assert fal.stats()["submits_accepted"] == 0
 
 
@@ -155,7 +157,7 @@ def test_faults_never_pay_twice(fal, prefect_harness, tmp_path):
         ),
     )
     spec = write_case(tmp_path, rows=10, seeds={"range": [0, 5]}, max_attempts=3)  # 10x4x5 = 200
-    result = sweep(str(spec))
+    result = run_sweep(str(spec))
     stats = fal.stats()
     cfg = load_spec(spec)
     jobs = plan(cfg, cfg.manifest).jobs
@@ -205,7 +207,7 @@ def test_each_invalid_row_stops_the_flow_before_fal_sees_anything(
     frame = pd.read_csv(tmp_path / "manifest.csv", dtype=str)
     pd.concat([frame, pd.DataFrame([row])]).to_csv(tmp_path / "manifest.csv", index=False)
     with pytest.raises(PlanInvalid) as err:
-        sweep(str(spec))
+        run_sweep(str(spec))
     assert f"row 2 (id bad): {field}:" in str(err.value) and code in str(err.value)
     stats = fal.stats()
     assert stats["submits_accepted"] == 0 and stats["submits_rejected"] == 0
@@ -213,8 +215,6 @@ def test_each_invalid_row_stops_the_flow_before_fal_sees_anything(
 
 
 def test_notifications_carry_the_summary_and_failures(fal, prefect_harness, tmp_path, monkeypatch):
-    import threading
-    from http.server import BaseHTTPRequestHandler, HTTPServer
 
     received: list[dict] = []
 
@@ -234,10 +234,26 @@ def test_notifications_carry_the_summary_and_failures(fal, prefect_harness, tmp_
         spec = write_case(
             tmp_path, rows=1, endpoints=["flash"], grid={"resolution": ["720p"]}, seeds=[1]
         )
-        sweep(str(spec))
+        run_sweep(str(spec))
         assert "## Sweep `t`" in received[-1]["text"] and "1 succeeded" in received[-1]["text"]
         with pytest.raises(OverBudget):
-            sweep(str(spec), budget_usd=0.01, store=str(tmp_path / "other"))
+            run_sweep(str(spec), budget_usd=0.01, store=str(tmp_path / "other"))
         assert "Failed" in received[-1]["text"] and "over the budget" in received[-1]["text"]
     finally:
         server.shutdown()
+
+
+def test_fals_own_example_prompt_plans_and_runs(fal, prefect_harness, tmp_path):
+    (tmp_path / "i.png").write_bytes(make_image())
+    pd.DataFrame([{"id": "fal", "image": "i.png", "prompt": FAL_EXAMPLE_PROMPT}]).to_csv(
+        tmp_path / "m.csv", index=False
+    )
+    spec = write_case(
+        tmp_path,
+        rows=0,
+        manifest=str(tmp_path / "m.csv"),
+        endpoints=["flash"],
+        grid={"resolution": ["720p"]},
+        seeds=[1],
+    )
+    assert run_sweep(str(spec))["outcomes"] == {"archived": 1}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import socket
 import threading
 import time
 import uuid
@@ -12,17 +13,19 @@ from pathlib import Path
 
 import httpx
 
-from flows.sweep import sweep
 from tests.helpers import (
     free_port,
     kill_everything,
     ledger_statuses,
     run_log,
+    run_sweep,
     start_run,
     wait_for,
     write_case,
 )
 from wansweep.fal.webhooks import MAX_BODY, WebhookReceiver
+from wansweep.plan.planner import plan
+from wansweep.plan.spec import load_spec
 from wansweep.run.ledger import Ledger
 from wansweep.store import open_store
 
@@ -42,7 +45,7 @@ def flash_case(tmp_path, fallback: float):
 
 def test_webhooks_replace_polling(fal, prefect_harness, tmp_path, webhook_env):
     fal.configure(latency=f"fixed={LATENCY}", media="tiny", concurrency=10)
-    result = sweep(str(flash_case(tmp_path, fallback=600)))
+    result = run_sweep(str(flash_case(tmp_path, fallback=600)))
     stats = fal.stats()
     assert result["outcomes"] == {"archived": 6}
     assert stats["webhooks_sent"] == 6 and stats["webhooks_failed"] == 0
@@ -54,7 +57,7 @@ def test_lost_webhooks_fall_back_to_polling(fal, prefect_harness, tmp_path, webh
     fal.configure(
         latency=f"fixed={LATENCY}", media="tiny", concurrency=10, faults="webhook_drop=1.0"
     )
-    result = sweep(str(flash_case(tmp_path, fallback=2.0)))
+    result = run_sweep(str(flash_case(tmp_path, fallback=2.0)))
     stats = fal.stats()
     assert result["outcomes"] == {"archived": 6}
     assert stats["faults"]["webhook_drop"] == 6 and stats["webhooks_sent"] == 0
@@ -73,7 +76,7 @@ def test_requests_taken_over_after_a_kill_are_checked_at_once(
     kill_everything(proc)
     wait_for(lambda: fal.stats()["completed"] == 6, what="fal to finish them")
     fal.reset()
-    result = sweep(str(spec))
+    result = run_sweep(str(spec))
     stats = fal.stats()
     assert result["outcomes"] == {"resumed": 6} and stats["submits_accepted"] == 0
     assert set(stats["status_polls_by_request"].values()) == {1}
@@ -248,7 +251,7 @@ def test_a_verified_webhook_naming_a_request_fal_does_not_confirm_settles_nothin
 
     thread = threading.Thread(target=forge_when_submitted)
     thread.start()
-    result = sweep(str(spec))
+    result = run_sweep(str(spec))
     thread.join()
     assert result["outcomes"] == {"ambiguous": 1}
     archive = tmp_path / "archive"
@@ -260,8 +263,27 @@ def test_a_verified_webhook_naming_a_request_fal_does_not_confirm_settles_nothin
 
 
 def accepted_keys(spec) -> list[str]:
-    from wansweep.plan.manifest import plan
-    from wansweep.plan.spec import load_spec
 
-    cfg = load_spec(spec)
-    return [j.job_key for j in plan(cfg, cfg.manifest).jobs]
+    sweep_spec = load_spec(spec)
+    return [j.job_key for j in plan(sweep_spec, sweep_spec.manifest).jobs]
+
+
+def test_the_webhook_receiver_has_limits():
+    receiver = WebhookReceiver("http://127.0.0.1:0/hook")
+    port = int(receiver.address.rsplit(":", 1)[1])
+    assert port not in (0, 80)
+    url = f"http://127.0.0.1:{port}/hook"
+    try:
+        raw = socket.create_connection(("127.0.0.1", port))
+        raw.sendall(b"POST /hook HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n{}")
+        assert b" 400 " in raw.recv(64)  # an answer, not a traceback
+        raw.close()
+        assert httpx.post(url, json={"request_id": "x" * 10_000}).status_code == 401
+        big = json.dumps({"request_id": "r", "pad": "x" * (2 << 20)})
+        assert httpx.post(url, content=big).status_code == 413
+        idle = socket.create_connection(("127.0.0.1", port))
+        idle.settimeout(30)
+        assert idle.recv(1) == b""  # an idle connection is closed, not held forever
+        assert receiver.refused == 2  # the malformed request never reached the receiver
+    finally:
+        receiver.close()

@@ -17,6 +17,8 @@ from wansweep.cli import run as cli_run
 
 TIMEOUT = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
 DATABASE = "PREFECT_SERVER_DATABASE_CONNECTION_URL"
+ANALYTICS = "PREFECT_SERVER_ANALYTICS_ENABLED"
+SERVER_LOG = "PREFECT_SERVER_LOGGING_LEVEL"
 BATCH = "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE"
 READ_BATCH = "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_READ_BATCH_SIZE"
 
@@ -26,7 +28,7 @@ def machine(monkeypatch, tmp_path):
     """A machine with no Prefect server configured and a Prefect home of its own."""
     saved = {
         name: os.environ.pop(name, None)
-        for name in ("PREFECT_API_URL", TIMEOUT, DATABASE, BATCH, READ_BATCH)
+        for name in ("PREFECT_API_URL", TIMEOUT, DATABASE, BATCH, READ_BATCH, ANALYTICS, SERVER_LOG)
     }
     monkeypatch.setenv("PREFECT_HOME", str(tmp_path))
     held = len(cli_run._held)
@@ -111,3 +113,16 @@ def test_larger_batches_of_the_users_are_kept(machine):
 def test_a_configured_server_keeps_its_recorder_settings(machine):
     os.environ["PREFECT_API_URL"] = "http://127.0.0.1:4200/api"
     assert prepared()[2] == {"batch_size": 1, "read_batch_size": 1}  # Prefect's defaults
+
+
+def test_the_ephemeral_server_sends_no_telemetry_unless_the_user_says(machine):
+    """Its heartbeat writes to the server's SQLite beside the run: 'database is locked'."""
+    prepared()
+    assert os.environ[ANALYTICS] == "false"  # the server, a child process, reads it there
+    assert os.environ[SERVER_LOG] == "CRITICAL"  # its bookkeeping's log is not the run's
+
+
+def test_a_users_telemetry_setting_is_kept(machine):
+    os.environ[ANALYTICS] = "true"
+    prepared()
+    assert os.environ[ANALYTICS] == "true"

@@ -53,6 +53,7 @@ class FakeQueue:
         self.submit_script, self.result_script = list(submits), list(results)
         self.found, self.stop_on_wait = found, stop_on_wait
         self.stop = threading.Event()
+        self.halted = threading.Event()
         self.calls: list[str] = []
         self.accepted = 0
         self.searched_without: list[tuple[str, ...]] = []  # ``earlier`` of each lookup
@@ -435,6 +436,7 @@ def test_a_submit_that_never_reached_fal_uses_no_attempt_and_stays_resumable(tmp
     entry = ledger(rt)
     assert entry.status is LedgerStatus.RETRYING and entry.attempts == 0
     assert rt.budget.committed == 0 and rt.halted  # every other job would meet it: halted
+    assert fal.halted.is_set()  # and submits still retrying stop at their next try
     second = runtime(tmp_path, fal, max_attempts=1)  # the cause fixed: the next run pays once
     assert run_job(job, second).outcome is Outcome.UNSENT  # (still down: nothing sent)
     assert run_job(job, runtime(tmp_path, fal, max_attempts=1)).outcome is Outcome.ARCHIVED
@@ -469,3 +471,45 @@ def test_a_lease_taken_over_while_stalled_submits_nothing(tmp_path, job):
     result = run_job(job, rt)
     assert result.outcome is Outcome.BUSY and "taken over" in result.error
     assert "submit" not in fal.calls and rt.budget.committed == 0 and ledger(rt) is None
+
+
+def test_a_refused_key_is_met_by_one_submit_of_an_endpoint_not_by_every_job(tmp_path, image):
+    """Jobs in flight at once: the endpoint's first submit goes alone; refused (401), it halts
+    the run before the next one passes the gate."""
+    refused = NotSent("refused (401)", FailureKind.REJECTED, 401, run_wide=True)
+    fal = FakeQueue(submits=[refused] * 8)
+    gate_open = threading.Event()
+    submit = fal.submit
+
+    def slow_submit(*args, **kwargs):  # the others queue at the gate meanwhile
+        gate_open.wait(5)
+        return submit(*args, **kwargs)
+
+    fal.submit = slow_submit
+    rt = runtime(tmp_path, fal)
+    jobs = [
+        Job(
+            job_key=f"k{n}",
+            arm="flash-720p",
+            endpoint="wan/v2.6/image-to-video/flash",
+            row_index=n,
+            row_id=f"r{n}",
+            prompt="a harbour",
+            settings={"resolution": "720p", "duration": "5"},
+            seed=n,
+            image_uri=str(image),
+            image_sha256="x",
+            estimated_usd=0.25,
+        )
+        for n in range(6)
+    ]
+    results = []
+    threads = [threading.Thread(target=lambda j=j: results.append(run_job(j, rt))) for j in jobs]
+    for t in threads:
+        t.start()
+    gate_open.set()
+    for t in threads:
+        t.join()
+    assert fal.calls.count("submit") == 1 and rt.halted
+    assert {r.outcome for r in results} == {Outcome.UNSENT}
+    assert rt.budget.committed == 0

@@ -7,6 +7,7 @@ that breaks a rule fails here, whoever adds it."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -14,13 +15,14 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 CORE = REPO / "wansweep"
 
-BASE = {"wansweep", "errors", "scrub", "_face"}
+BASE = {"wansweep", "errors", "scrub", "_face", "serve"}
 # what each package of the core may import besides itself (tests/unit/test_house.py is the
 # only copy of this table; each package's docstring says the same in words)
 ALLOWED: dict[str, set[str]] = {
     "errors": BASE,
     "scrub": BASE,
     "_face": BASE,
+    "serve": BASE,
     "store": BASE,
     "fal": BASE,
     "media": BASE | {"store"},
@@ -141,3 +143,46 @@ def test_every_archive_key_is_built_in_the_layout_module():
                 if text and text.startswith(KEY_PREFIXES):
                     wrong.append(f"{rel}:{node.lineno} {text!r}")
     assert not wrong, "\n".join(wrong)
+
+
+def test_no_source_file_is_over_400_lines():
+    """A file that long holds more than one idea (split it along them)."""
+    long = {
+        str(path.relative_to(REPO)): n
+        for folder in (CORE, REPO / "flows", REPO / "tasks")
+        for path in _files(folder)
+        if (n := len(path.read_text().splitlines())) > 400
+    }
+    assert not long, long
+
+
+PREFECT_INTERNALS = ("_cancel_events", "task_run_assets", "run_results", "visit_collection")
+
+
+def test_prefect_internals_are_used_in_the_fan_out_module_only():
+    users = {
+        str(path.relative_to(REPO))
+        for folder in (CORE, REPO / "flows", REPO / "tasks")
+        for path in _files(folder)
+        if any(name in path.read_text() for name in PREFECT_INTERNALS)
+    }
+    assert users == {"flows/fanout.py"}, users
+
+
+def test_retry_numbers_live_in_the_policy_module():
+    """No module of fal's or of a run's keeps its own count of tries or its own backoff: a
+    module-level number whose name says so, anywhere but fal/policy.py, is a second home."""
+    pattern = re.compile(r"(?i)(tries|attempts|retr|backoff|breaks)")
+    wrong = []
+    for path in _files(CORE / "fal") + _files(CORE / "run") + _files(REPO / "tasks"):
+        if path.name == "policy.py":
+            continue
+        for node in ast.parse(path.read_text()).body:
+            targets = node.targets if isinstance(node, ast.Assign) else []
+            number = isinstance(getattr(node, "value", None), ast.Constant) and isinstance(
+                node.value.value, (int, float)
+            )
+            for target in targets:
+                if number and isinstance(target, ast.Name) and pattern.search(target.id):
+                    wrong.append(f"{path.relative_to(REPO)}:{node.lineno} {target.id}")
+    assert not wrong, wrong

@@ -9,7 +9,9 @@ import pytest
 import yaml
 
 from tests.helpers import data_uri, make_image, make_wav
-from wansweep.plan.manifest import ManifestError, plan
+from wansweep.errors import ManifestError
+from wansweep.plan.manifest import parse_seed
+from wansweep.plan.planner import plan
 from wansweep.plan.spec import load_spec
 
 
@@ -165,3 +167,80 @@ def test_unreadable_manifest_is_one_clear_error(case):
         plan(load_spec(case / "spec.yaml"), str(case / "missing.csv"))
     with pytest.raises(ManifestError, match="unknown format"):
         plan(load_spec(case / "spec.yaml"), str(case / "spec.yaml"))
+
+
+def test_seeds_are_whole_numbers_in_fals_range_never_truncated():
+    assert [parse_seed(v) for v in ("7", 7, 7.0, " 42 ", 0, 4294967295)] == [
+        7,
+        7,
+        7,
+        42,
+        0,
+        4294967295,
+    ]
+    for bad in ("7.9", 7.9, -1, "-1", 1e30, "1e30", True, "true", "seven", 2**32, None, [7]):
+        assert parse_seed(bad) is None, bad
+
+
+def write(tmp_path, text: str, name="m.csv"):
+    (tmp_path / "i.png").write_bytes(make_image())
+    (tmp_path / name).write_text(text)
+    spec = tmp_path / "s.yaml"
+    spec.write_text(yaml.safe_dump({"name": "s", "manifest": name, "endpoints": ["flash"]}))
+    cfg = load_spec(spec)
+    return cfg
+
+
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ("image,prompt,prompt\ni.png,a,b\n", "line 1: column(s) ['prompt'] appear more than once"),
+        ("image,prompt\ni.png,a,extra\n", "line 2: 3 cells for 2 columns"),
+        ("image,prompt,id\ni.png,a\n", "line 2: 2 cells for 3 columns"),
+    ],
+)
+def test_csv_header_and_row_shape_problems_name_the_line(tmp_path, text, needle):
+    cfg = write(tmp_path, text)
+    with pytest.raises(ManifestError) as err:
+        plan(cfg, cfg.manifest)
+    assert needle in str(err.value)
+
+
+def test_typed_columns_are_checked_not_stringified(tmp_path):
+    (tmp_path / "i.png").write_bytes(make_image())
+    rows = [
+        {"image": "i.png", "prompt": 12345},
+        {"image": "i.png", "prompt": "ok", "seed": True},
+        {"image": "i.png", "prompt": "ok", "seed": 7.9},
+    ]
+    (tmp_path / "m.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    cfg = write(tmp_path, "", name="unused.csv").model_copy(
+        update={"manifest": str(tmp_path / "m.jsonl")}
+    )
+    problems = {(p.row, p.field, p.rule) for p in plan(cfg, cfg.manifest).errors}
+    assert problems == {
+        (1, "prompt", "string_type"),
+        (2, "seed", "seed_range"),
+        (3, "seed", "seed_range"),
+    }
+
+
+def test_a_truncated_jpeg_is_refused(tmp_path):
+    jpeg = make_image(640, 360, fmt="JPEG")
+    (tmp_path / "cut.jpg").write_bytes(jpeg[: len(jpeg) // 2])
+    cfg = write(tmp_path, "image,prompt\ncut.jpg,a\n")
+    assert [(p.field, p.rule) for p in plan(cfg, cfg.manifest).errors] == [
+        ("image", "image_truncated")
+    ]
+
+
+def test_fals_own_example_prompt_plans_with_a_warning_only(tmp_path):
+    from tests.fal_examples import FAL_EXAMPLE_PROMPT
+
+    cfg = write(
+        tmp_path,
+        pd.DataFrame([{"image": "i.png", "prompt": FAL_EXAMPLE_PROMPT}]).to_csv(index=False),
+    )
+    result = plan(cfg, cfg.manifest)
+    assert not result.errors and len(result.jobs) == 1
+    assert [p.rule for p in result.warnings] == ["string_long"]

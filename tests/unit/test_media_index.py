@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from tests.helpers import make_image
-from wansweep.plan.manifest import plan
+from wansweep.plan.planner import plan
 from wansweep.plan.spec import load_spec
 from wansweep.store import LocalStore
 from wansweep.store.layout import MEDIA_INDEX_KEY as INDEX_KEY

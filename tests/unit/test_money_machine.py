@@ -39,7 +39,7 @@ from wansweep.fal.types import FalResult, Handle
 from wansweep.localfal.video import render_clip
 from wansweep.plan.pricing import Budget
 from wansweep.plan.spec import Job, LeaseSpec, ReconcileSpec, RunSettings
-from wansweep.run import execute
+from wansweep.run import execute, steps
 from wansweep.run.execute import run_job
 from wansweep.run.ledger import Ledger
 from wansweep.run.runtime import Services
@@ -95,6 +95,7 @@ class TruthfulFal:
     data: st.DataObject
     skew: float  # fal's clock minus ours
     stop: threading.Event = field(default_factory=threading.Event)
+    halted: threading.Event = field(default_factory=threading.Event)
     requests: dict[str, Request] = field(default_factory=dict)
     advanced: float = 0.0  # time that passed between runs (fal's and ours alike)
     run: int = 0
@@ -261,7 +262,7 @@ def test_no_history_pays_twice_passes_a_budget_or_loops(tmp_path_factory, data):
     store = LocalStore(tmp / "archive")
     archived_twice: list[str] = []
     clock = types.SimpleNamespace(time=fal.local_time)  # the time that passes between runs
-    with mock.patch.object(execute, "time", clock):
+    with mock.patch.object(execute, "time", clock), mock.patch.object(steps, "time", clock):
         archived_twice += _runs(
             data, fal, store, jobs, max_attempts, pay_again_ambiguous, pay_again_expired
         )

@@ -11,8 +11,8 @@ import pytest
 from wansweep.errors import FailureKind, IllegalMove
 from wansweep.fal.types import Handle
 from wansweep.plan.spec import RunSettings
-from wansweep.run.execute import Step, next_step
 from wansweep.run.lifecycle import Cause, LedgerEntry, LedgerStatus
+from wansweep.run.steps import Step, next_step
 from wansweep.run.transitions import TABLE, Move, apply
 
 STATUSES = [None, *LedgerStatus]

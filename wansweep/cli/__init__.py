@@ -1,6 +1,7 @@
 """The `wansweep` command: the outside face, one module per group of commands.
 
-- :mod:`.run`      ``run`` and ``plan`` (a sweep; Prefect imported only when a flow runs)
+- :mod:`.run`      ``run`` (a sweep; Prefect imported only when a flow runs)
+- :mod:`.plan`     ``plan`` (every row checked and priced; ``--check``: the store and fal too)
 - :mod:`.archive`  ``report``, ``index``, ``review``, ``export``
 - :mod:`.money`    ``pricing``, ``spend``, ``reconcile``; the one mapping of errors to exit codes
 - :mod:`.server`   ``fal-server``
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import typer
 
-from wansweep.cli import archive, money, run, server
+from wansweep.cli import archive, money, plan, run, server
 
 app = typer.Typer(
     add_completion=False,
@@ -27,7 +28,7 @@ def _root() -> None:
 
 
 app.command("run")(run.run)
-app.command("plan")(run.plan)
+app.command("plan")(plan.plan)
 app.command("report")(archive.report)
 app.command("index")(archive.index)
 app.command("review")(archive.review)

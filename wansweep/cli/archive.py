@@ -8,6 +8,8 @@ import typer
 
 from wansweep.cli.money import _fail
 
+SHOWN = ["arm", "jobs", "succeeded", "failed", "cost_usd", "wall_p50", "first_frame_similarity"]
+
 
 def report(
     store: str = typer.Argument(..., help="Archive URI (s3://bucket/prefix or a folder)."),
@@ -25,7 +27,7 @@ def report(
     from wansweep.store import open_store
     from wansweep.store.layout import check_sweep_name
 
-    console = Console()
+    console = Console(soft_wrap=True)
     archive = open_store(store)
     try:
         names = [check_sweep_name(sweep)] if sweep else sweeps(archive)
@@ -36,8 +38,15 @@ def report(
         raise typer.Exit(2)
     for name in names:
         _, summ, files = write_report(archive, name, (out / name) if out else None, by or None)
-        console.print(summ.to_string(index=False), markup=False, highlight=False)
-        console.print(f"report of {name}: {files.jobs_csv}", markup=False)
+        shown = [c for c in [*(by or ["arm"]), *SHOWN[1:]] if c in summ.columns]
+        console.print(f"sweep {name}", style="bold", markup=False)
+        console.print(summ[shown].to_string(index=False), markup=False, highlight=False)
+        console.print(
+            f"report: {files.html}\ntables: {files.jobs_csv} (one row per job), "
+            f"{files.summary_csv} (every column above and more)",
+            markup=False,
+            highlight=False,
+        )
 
 
 def index(
@@ -75,7 +84,8 @@ def review(
 
     from wansweep.errors import InputError
     from wansweep.results.report import jobs_frame
-    from wansweep.results.review import Review, review_pairs, serve
+    from wansweep.results.review import Review, review_pairs
+    from wansweep.results.review_server import serve
     from wansweep.store import open_store
     from wansweep.store.layout import check_sweep_name
 

@@ -52,8 +52,9 @@ def _prepare_ephemeral_prefect(console) -> None:
     """Two runs in ephemeral Prefect mode would share one SQLite file and fail with 'database
     is locked'. The first run on the machine holds a lock and uses the usual database; another
     run at the same time gets a database of its own for its lifetime (and says so). Either way
-    the ephemeral server gets at least EPHEMERAL_STARTUP_TIMEOUT_S to start and records task
-    runs in batches of at least RECORDER_BATCHES."""
+    the ephemeral server gets at least EPHEMERAL_STARTUP_TIMEOUT_S to start, records task runs
+    in batches of at least RECORDER_BATCHES, sends no telemetry and keeps its own log quiet (unless
+    the user says otherwise)."""
     import atexit
     import fcntl
     import os
@@ -79,6 +80,14 @@ def _prepare_ephemeral_prefect(console) -> None:
     for name, size in RECORDER_BATCHES.items():
         if getattr(recorder, name) < size:
             raised[f"PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_{name.upper()}"] = size
+    # its telemetry heartbeat writes to the server's SQLite while the run does and fails with a
+    # 40-line "database is locked" traceback; a setting of the user's wins
+    if "PREFECT_SERVER_ANALYTICS_ENABLED" not in os.environ:
+        raised["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    # the server's own log (its bookkeeping, e.g. a recorder flush cut short when a run that
+    # ends in seconds stops it) is not the run's: quiet unless the user asks for it
+    if "PREFECT_SERVER_LOGGING_LEVEL" not in os.environ:
+        raised["PREFECT_SERVER_LOGGING_LEVEL"] = "CRITICAL"
     if raised:
         os.environ.update({name: str(value) for name, value in raised.items()})
         refresh_global_settings_context()
@@ -173,7 +182,12 @@ def run(
     manifest: str | None = typer.Option(None, help="Manifest URI; overrides the spec's."),
     store: str | None = typer.Option(None, help="Archive: s3://bucket/prefix or a folder."),
     concurrency: int | None = typer.Option(None, min=1, help="Jobs in flight at once."),
-    budget: float | None = typer.Option(None, help="Most USD this run may commit."),
+    budget_usd: float | None = typer.Option(
+        None,
+        "--budget-usd",
+        "--budget",
+        help="Most USD this run may commit (the spec's budget_usd).",
+    ),
     skip_invalid: bool = typer.Option(False, help="Leave invalid rows out instead of stopping."),
     report_dir: Path | None = typer.Option(None, help="Also write the report files here."),
     resubmit_expired: bool = typer.Option(
@@ -189,6 +203,7 @@ def run(
         min=0,
         help="Run the jobs as this many child flow runs on the shard deployment's work pool.",
     ),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON (for scripts)."),
     global_limits: bool = typer.Option(
         False,
         help="Hold Prefect global concurrency limits wansweep-standard / wansweep-flash per request.",
@@ -199,21 +214,27 @@ def run(
 
     from rich.console import Console
 
-    console = Console()
+    console = Console(soft_wrap=True)  # paths and URLs are never wrapped: they are copied
+    from wansweep.errors import CannotRun, InputError
+    from wansweep.plan.spec import load_spec
+
+    try:  # a spec that cannot be used ends here, as `wansweep plan` says it: no server started
+        load_spec(spec, manifest=manifest, store=store, concurrency=concurrency)
+    except InputError as exc:
+        raise _fail(console, exc) from None
     server = _use_fal(console)
     _prepare_ephemeral_prefect(console)
     interrupted = _stop_on_signals(console)
     try:
         from flows.sweep import sweep
-        from wansweep.errors import InputError
 
         try:
-            result = sweep(
+            state = sweep(
                 str(spec),
                 manifest=manifest,
                 store=store,
                 concurrency=concurrency,
-                budget_usd=budget,
+                budget_usd=budget_usd,
                 skip_invalid=skip_invalid,
                 report_dir=str(report_dir) if report_dir else None,
                 # an option not given keeps the spec's setting
@@ -221,22 +242,24 @@ def run(
                 resubmit_ambiguous=resubmit_ambiguous or None,
                 shards=shards,
                 global_limits=global_limits or None,
+                return_state=True,
             )
-        except InputError as exc:
+            result = state.result(raise_on_failure=False)
+            if isinstance(result, BaseException):
+                raise result
+        except (InputError, CannotRun) as exc:
             raise _fail(console, exc) from None
         except (KeyboardInterrupt, Exception):
             if not interrupted:
                 raise
             console.print(INTERRUPTED)
             raise typer.Exit(EXIT_SIGNALLED[interrupted[0]]) from None
-        console.print(json.dumps(result, indent=2, default=str), highlight=False, markup=False)
-        console.print(
-            f"videos:  {result['videos']}\n"
-            f"report:  {result['report']['html']}\n"
-            f"tables:  {result['report']['jobs_csv']} (one row per job), {result['report']['summary_csv']}\n"
-            f"index:   {result['index']}",
-            markup=False,
-        )
+        if as_json:
+            print(json.dumps(result, indent=2, default=str))
+        else:
+            _summary(console, result)
+        if result["halted"]:
+            raise typer.Exit(3)
         if result["failed"]:
             raise typer.Exit(1)
     finally:
@@ -245,78 +268,26 @@ def run(
             console.print(
                 f"local fal server: {stats['submits_accepted']} submits accepted, "
                 f"{stats['stream_connects']} status streams, {stats['status_polls']} status polls, "
-                f"{stats['result_fetches']} result fetches"
+                f"{stats['result_fetches']} result fetches",
+                markup=False,
+                highlight=False,
             )
             server.stop()
 
 
-def plan(
-    spec: Path = typer.Argument(..., help="Sweep spec (YAML)."),
-    manifest: str | None = typer.Option(None, help="Manifest URI; overrides the spec's."),
-    store: str | None = typer.Option(None, help="Archive to compare with (what it already holds)."),
-) -> None:
-    """Validate every row and price the sweep; nothing is submitted."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from wansweep.errors import InputError, OverBudget
-    from wansweep.plan.preflight import preflight
-    from wansweep.plan.spec import DEFAULT_STORE, load_spec
-    from wansweep.store import open_store
-
-    console = Console()
-    try:
-        cfg = load_spec(spec, manifest=manifest, store=store)
-        checked = preflight(cfg, open_store(cfg.store or DEFAULT_STORE))
-    except InputError as exc:
-        raise _fail(console, exc) from None
-    result, done = checked.plan, checked.archived
-    table = Table(title=f"sweep {cfg.name}: {result.rows} rows, {len(result.jobs)} jobs")
-    for col in ("arm", "jobs", "video s", "estimated $", "archived", "to run", "to run $"):
-        table.add_column(col, justify="left" if col == "arm" else "right")
-    arms: dict[str, list] = {}
-    for j in result.jobs:
-        arms.setdefault(j.arm, []).append(j)
-    for arm, jobs in arms.items():
-        todo = [j for j in jobs if j.job_key not in done]
-        table.add_row(
-            arm,
-            str(len(jobs)),
-            str(sum(j.video_seconds for j in jobs)),
-            f"{sum(j.estimated_usd for j in jobs):.2f}",
-            str(len(jobs) - len(todo)),
-            str(len(todo)),
-            f"{sum(j.estimated_usd for j in todo):.2f}",
-        )
-    todo_all = [j for j in result.jobs if j.job_key not in done]
-    table.add_row(
-        "total",
-        str(len(result.jobs)),
-        str(sum(j.video_seconds for j in result.jobs)),
-        f"{result.estimated_usd:.2f}",
-        str(len(result.jobs) - len(todo_all)),
-        str(len(todo_all)),
-        f"{sum(j.estimated_usd for j in todo_all):.2f}",
-        style="bold",
-    )
-    console.print(table)
-    console.print(
-        f"inputs: {result.media_fetched} downloaded and checked, {result.media_reused} "
-        "unchanged since an earlier plan checked them (media index)"
-    )
-    if cfg.budget_usd is not None:
-        console.print(f"budget: ${cfg.budget_usd:.2f}")
-    for p in result.problems:
-        console.print(
-            f"{p.severity}: {p}",
-            style="red" if p.severity == "error" else "yellow",
-            markup=False,
-            highlight=False,
-        )
-    if result.errors:
-        console.print(f"[red]{len(result.errors)} error(s): a run would submit nothing[/red]")
-    for blocked in checked.blocking:
-        if isinstance(blocked, OverBudget):  # row problems are listed above
-            console.print(str(blocked), style="red", markup=False, highlight=False)
-    if checked.blocking:
-        raise typer.Exit(2)
+def _summary(console, result: dict) -> None:
+    """What a run did, and where its files are, in a few lines."""
+    outcomes = ", ".join(f"{n} {k}" for k, n in sorted(result["outcomes"].items())) or "nothing"
+    lines = [
+        f"sweep {result['sweep']}: {result['planned']} jobs planned, {result['already_archived']}"
+        f" already archived, {result['ran']} run: {outcomes}",
+        f"videos:  {result['videos']}",
+        f"report:  {result['report']['html']}",
+        f"tables:  {result['report']['jobs_csv']} (one row per job)",
+        f"index:   {result['index']}",
+    ]
+    if result["halted"]:
+        lines.insert(1, f"stopped submitting: {result['halted']}")
+    elif result["failed"]:
+        lines.insert(1, f"{result['failed']} jobs not archived: each has a line above saying why")
+    console.print("\n".join(lines), markup=False, highlight=False)

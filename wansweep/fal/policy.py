@@ -1,6 +1,7 @@
 """Every "send again?" decision, as pure functions and one table of numbers (:data:`RETRIES`).
 
-Three levels ask it, and all read from here (tests/unit/test_house.py finds no other):
+Three levels ask it, and all read from here (tests/unit/test_house.py finds no other module
+of fal's, a run's or the tasks' keeping a count of tries or a backoff of its own):
 
 - an HTTP call to fal (:class:`wansweep.fal.connection.Connection`): how often, how long to wait,
   which answers are worth repeating; a submit only while fal surely did not take it;
@@ -53,6 +54,8 @@ class Retries:
     max_backoff_s: float = 30.0
     task_retry_delays_s: tuple[float, ...] = (2.0, 10.0, 30.0)  # Prefect re-runs of a job
     command_tries: int = 3  # HTTP tries of a command a person waits on (pricing, spend, ...)
+    stream_breaks: int = 5  # status-stream breaks in a row (no event between) before polling
+    jwks_refetch_s: float = 60.0  # fal's webhook keys fetched again at most this often
 
 
 RETRIES = Retries()

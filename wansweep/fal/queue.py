@@ -35,7 +35,6 @@ from wansweep.fal.webhooks import WebhookReceiver
 
 log = logging.getLogger(__name__)
 
-STREAM_BREAKS = 5  # breaks in a row (no event between them) before a job polls instead
 
 # fal's documented start deadline (docs: model-apis common-parameters; both official clients
 # send this name). wansweep once sent X-Fal-Request-Start-Timeout, which no fal source names:
@@ -82,6 +81,9 @@ class FalQueue(PlatformMixin, DownloadMixin, Connection):
         self.webhooks = webhooks
         self.streams = StatusStreams(dict(self.http.headers), self.stop, stream_idle)
         self.streams_off = False  # the server offers no status stream: every job polls
+        # set when the run sends nothing more (a cause every job would meet): submits still
+        # retrying stop at their next try instead of meeting it again
+        self.halted = threading.Event()
         self._closed = threading.Event()
         threading.Thread(target=self._wake_waiters_on_stop, daemon=True).start()
 
@@ -141,6 +143,8 @@ class FalQueue(PlatformMixin, DownloadMixin, Connection):
         headers = submit_headers(deadline_s, allow_fallbacks)
         last, last_exc, last_code = "", None, None
         for attempt in range(self.attempts):
+            if self.halted.is_set():  # only tries fal did not take came before: none sent
+                raise NotSent("not sent: the run stopped submitting", run_wide=True)
             try:
                 response = self.http.post(url, json=body, params=params, headers=headers)
             except httpx.TransportError as exc:
@@ -231,7 +235,7 @@ class FalQueue(PlatformMixin, DownloadMixin, Connection):
     ) -> Completion | None:
         """Follow the stream; after each break, one status check, then reconnect (at once
         after a stream that delivered events, with backoff while breaks repeat). None: poll
-        from here (no stream offered, or ``STREAM_BREAKS`` breaks in a row)."""
+        from here (no stream offered, or ``policy.RETRIES.stream_breaks`` breaks in a row)."""
         breaks = 0
         while True:
             try:  # events parsed by fal-client's own parser of its status format
@@ -250,7 +254,7 @@ class FalQueue(PlatformMixin, DownloadMixin, Connection):
                     log.info("fal's status stream is not offered here: polling instead")
                 self.streams_off = True
                 return None
-            if breaks >= STREAM_BREAKS:
+            if breaks >= policy.RETRIES.stream_breaks:
                 return None
             if breaks > 1:
                 self.pause_before_retry(breaks - 2)

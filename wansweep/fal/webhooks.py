@@ -45,6 +45,9 @@ from urllib.parse import urlencode, urlsplit
 
 import httpx
 
+from wansweep.fal.policy import RETRIES
+from wansweep.serve import bind, serve_in_thread
+
 JOB_KEY = re.compile(r"[0-9a-f]{24}")
 REQUEST_ID = re.compile(
     r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
@@ -58,7 +61,6 @@ JWKS_URLS = (  # fal's current docs, then the older page's: keys from both are a
     "https://rest.alpha.fal.ai/.well-known/jwks.json",
 )
 JWKS_MAX_AGE = 24 * 3600.0  # fal's docs: do not cache longer than 24 hours
-JWKS_RETRY = 60.0  # a signature that does not verify fetches the keys again, at most this often
 HEADERS = ("x-fal-webhook-request-id", "x-fal-webhook-user-id", "x-fal-webhook-timestamp")
 
 
@@ -86,7 +88,7 @@ class Jwks:
         now = self.clock()
         with self._lock:
             stale = self._fetched is None or now - self._fetched > JWKS_MAX_AGE
-            allowed = self._tried is None or now - self._tried > JWKS_RETRY
+            allowed = self._tried is None or now - self._tried > RETRIES.jwks_refetch_s
             if (stale or refresh) and allowed:
                 self._tried = now
                 keys = self._fetch()
@@ -177,9 +179,7 @@ class WebhookReceiver:
         self.on_marker: Callable[[str, int, str], None] | None = None
         self.refused = 0  # deliveries refused (for the logs and tests)
         try:
-            sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((host, port))
+            sock = bind(host, port)
         except OSError as exc:
             raise RuntimeError(
                 f"cannot listen for fal webhooks on {host}:{port} ({exc}); "
@@ -276,7 +276,6 @@ class WebhookReceiver:
 
 def _serve(receiver: WebhookReceiver, sock: socket.socket, path: str):
     """The receiver's ASGI app on uvicorn, in a thread of its own."""
-    import uvicorn
     from starlette.applications import Starlette
     from starlette.concurrency import run_in_threadpool
     from starlette.requests import Request
@@ -305,24 +304,10 @@ def _serve(receiver: WebhookReceiver, sock: socket.socket, path: str):
         return Response(status_code=200)
 
     app = Starlette(routes=[Route(path, deliver, methods=["POST"])])
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            log_level="warning",
-            access_log=False,
-            lifespan="off",
-            limit_concurrency=MAX_CONNECTIONS,
-            timeout_keep_alive=10,
-            backlog=1024,  # fal calls back for many jobs at once
-        )
+    # fal calls back for many jobs at once: a deep backlog, and many connections at once
+    return serve_in_thread(
+        app, sock, "wansweep-webhooks", limit_concurrency=MAX_CONNECTIONS, backlog=1024
     )
-    threading.Thread(
-        target=server.run, kwargs={"sockets": [sock]}, name="wansweep-webhooks", daemon=True
-    ).start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return server
 
 
 def jwks_urls() -> tuple[str, ...]:

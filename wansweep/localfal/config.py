@@ -6,6 +6,7 @@ from dataclasses import dataclass, field, fields, replace
 
 FAULTS = {
     "submit_429": "submit answered 429 (not accepted)",
+    "submit_401": "submit answered 401: the key is refused (as a revoked key or a locked account)",
     "submit_5xx": "submit answered a JSON 500 (not accepted)",
     "submit_ingress_5xx": "submit answered an nginx-style 502 (not accepted)",
     "drop_after_accept": "submit accepted, then the connection dropped before the answer",

@@ -11,7 +11,6 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
@@ -85,6 +84,9 @@ class QueueRoutes:
             return JSONResponse({"detail": "Request body is not valid JSON"}, 400)
         if not isinstance(payload, dict):
             return JSONResponse({"detail": "Request body must be a JSON object"}, 422)
+        if self._fault("submit_401"):
+            self.stats["submits_rejected"] += 1
+            return self._unauthorized()
         if self._fault("submit_429"):
             self.stats["submits_rejected"] += 1
             return JSONResponse(
@@ -291,142 +293,7 @@ class QueueRoutes:
             job.task.cancel()
         return JSONResponse({"status": "CANCELLATION_REQUESTED"}, 202)
 
-    async def _run(self, job: FalRequest, base_url: str) -> None:
-        video_seconds = (
-            float(job.payload.get("duration", "5"))
-            if job.payload.get("duration") in schema.DURATIONS
-            else 5.0
-        )
-        queue_s, infer_s = self.config.latency.split(job.endpoint, video_seconds)
-        loop = asyncio.get_running_loop()
-        try:
-            if queue_s:
-                await asyncio.sleep(queue_s)
-            await self._take_slot(job)
-            try:
-                self._started += 1
-                job.set_status("IN_PROGRESS", self.now())
-                self.stats["in_progress"] += 1
-                self.stats["peak_in_progress"] = max(
-                    self.stats["peak_in_progress"], self.stats["in_progress"]
-                )
-                job.logs.append(
-                    {
-                        "message": "Generating video",
-                        "level": "INFO",
-                        "timestamp": iso(job.started_at),
-                    }
-                )
-                t0 = loop.time()
-                await self._generate(job, base_url)
-                left = infer_s - (loop.time() - t0)
-                if left > 0:
-                    await asyncio.sleep(left)
-            finally:
-                self.stats["in_progress"] -= 1
-                await self._free_slot()
-        except _StartTimeout:
-            self._started += 1  # keeps queue positions of later jobs right
-            job.error = {
-                "status_code": 504,
-                "body": {
-                    "detail": "Request timed out before it started",
-                    "error_type": "request_timeout",
-                },
-                "headers": {"X-Fal-Request-Timeout-Type": "user"},
-            }
-        except asyncio.CancelledError:
-            if job.status == "IN_QUEUE":
-                self._started += 1
-            job.error = {
-                "status_code": 400,
-                "body": {"detail": "Request was cancelled", "error_type": "request_cancelled"},
-            }
-        except Exception as exc:  # a bug here must still end the request
-            job.error = {
-                "status_code": 500,
-                "body": {
-                    "detail": f"Internal error: {type(exc).__name__}",
-                    "error_type": "internal_server_error",
-                },
-            }
-        job.status_code = job.error["status_code"] if job.error else 200
-        job.set_status("COMPLETED", self.now())
-        self._bill(job, video_seconds)
-        self.stats[
-            "completed" if not job.error else "invalid" if job.status_code == 422 else "failed"
-        ] += 1
-        if job.webhook and not self._fault("webhook_drop"):
-            loop.create_task(self._deliver_webhook(job))
 
-    async def _take_slot(self, job: FalRequest) -> None:
-        """Wait for one of the account's ``concurrency`` slots (read at every change, so a new
-        limit applies at once); past the request's start timeout, give up (fal: 504)."""
-        if self._slot_free is None:
-            self._slot_free = asyncio.Condition()
-        async with self._slot_free:
-            wait = self._slot_free.wait_for(lambda: self._running < self.config.concurrency)
-            if job.start_timeout is None:
-                await wait
-            else:
-                left = job.sent_at + job.start_timeout - self.now()
-                try:
-                    await asyncio.wait_for(wait, timeout=max(0.0, left))
-                except TimeoutError:
-                    raise _StartTimeout from None
-            self._running += 1
-
-    async def _free_slot(self) -> None:
-        async with self._slot_free:
-            self._running -= 1
-            self._slot_free.notify_all()
-
-    def _bill(self, job: FalRequest, video_seconds: float) -> None:
-        """fal bills a produced video, and a 422 after GPU time (the flagged case); never a 5xx,
-        a start timeout or a request cancelled before it ran. As fal does, in units of the
-        pricing API's one price per endpoint (the 720p price per second here), a dearer tier
-        counting more units: 5 s at 1080p of a 0.10/0.15 endpoint is 7.5 units of 0.10. A
-        rerouted request is billed as the endpoint that served it."""
-        flagged = job.error and job.error.get("gpu_time")
-        if job.status_code == 200 or flagged:
-            billed_as = job.served_by or job.endpoint
-            resolution = job.payload.get("resolution", "1080p")
-            try:
-                job.unit_price = self.unit_price(billed_as)
-                tier = self.prices().unit_price(billed_as, resolution) * self.config.price_factor
-                cost = tier * video_seconds
-                job.billed_units = round(cost / job.unit_price, 8) if job.unit_price else 0.0
-            except KeyError:
-                job.unit_price, job.billed_units = 0.0, 0.0
-
-    async def _deliver_webhook(self, job: FalRequest) -> None:
-        """POST the webhook; retried as fal does when it fails (fal: 10 times over ~2 hours;
-        here the same count over seconds, so tests see it)."""
-        body = {
-            "request_id": job.request_id,
-            "gateway_request_id": job.request_id,
-            "status": "ERROR" if job.error else "OK",
-            "payload": job.output if not job.error else job.error["body"],
-            "error": None if not job.error else f"Request failed ({job.status_code})",
-        }
-        if self._webhook_client is None:  # one client: a TLS context per call costs ms of CPU
-            self._webhook_client = httpx.AsyncClient(verify=self._ssl(), timeout=10)
-        content = json.dumps(body).encode()
-        for attempt in range(WEBHOOK_ATTEMPTS):
-            try:
-                headers = self.sign_webhook(job.request_id, content)  # fresh timestamp per try
-                answer = await self._webhook_client.post(
-                    job.webhook, content=content, headers=headers
-                )
-                answer.raise_for_status()
-                self.stats["webhooks_sent"] += 1
-                return
-            except Exception:
-                self.stats["webhooks_failed"] += 1
-                await asyncio.sleep(min(10.0, 0.5 * 2**attempt))
-
-
-WEBHOOK_ATTEMPTS = 10
 # the headers that turn fal's model fallbacks off (docs, old and new names)
 FALLBACKS_OFF = ("x-app-fal-disable-fallback", "x-fal-disable-fallbacks")
 
@@ -439,10 +306,6 @@ def fallback_for(endpoint: str) -> str:
 
 
 STREAM_KEEPALIVE = 10.0  # seconds between events on a quiet stream
-
-
-class _StartTimeout(Exception):
-    """The request did not start within its X-Fal-Request-Timeout."""
 
 
 def _seconds(text: str | None) -> float | None:

@@ -9,8 +9,6 @@ demand, and counts everything at ``GET /_local/stats``.
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
 import random
 import secrets
 import ssl
@@ -32,11 +30,15 @@ from wansweep.localfal.config import ServerConfig
 from wansweep.localfal.generate import GenerateMixin
 from wansweep.localfal.platform import PlatformRoutes
 from wansweep.localfal.queue import FalRequest, QueueRoutes, input_key
+from wansweep.localfal.scheduler import SchedulerMixin
+from wansweep.localfal.webhooks import WebhookMixin
 
 __all__ = ["LocalFal", "input_key"]
 
 
-class LocalFal(QueueRoutes, GenerateMixin, PlatformRoutes, AdminRoutes):
+class LocalFal(
+    QueueRoutes, SchedulerMixin, GenerateMixin, PlatformRoutes, AdminRoutes, WebhookMixin
+):
     """State, routes and auth. ``app`` is the ASGI application."""
 
     def __init__(self, config: ServerConfig, media_dir: Path, ssl_bundle: str | None = None):
@@ -77,32 +79,6 @@ class LocalFal(QueueRoutes, GenerateMixin, PlatformRoutes, AdminRoutes):
         tiers = self.prices().prices[endpoint]
         cheapest = min(float(v) for k, v in tiers.items() if k.endswith("p"))
         return round(cheapest * self.config.price_factor, 6)
-
-    WEBHOOK_USER = "local-user"
-
-    def sign_webhook(
-        self, request_id: str, body: bytes, timestamp: float | None = None
-    ) -> dict[str, str]:
-        """fal's webhook headers: ED25519 over request id, user id, timestamp (now, by default)
-        and the body's SHA-256, with the key its JWKS publishes."""
-        timestamp = str(int(self.now() if timestamp is None else timestamp))
-        digest = hashlib.sha256(body).hexdigest()
-        message = "\n".join([request_id, self.WEBHOOK_USER, timestamp, digest]).encode()
-        return {
-            "Content-Type": "application/json",
-            "X-Fal-Webhook-Request-Id": request_id,
-            "X-Fal-Webhook-User-Id": self.WEBHOOK_USER,
-            "X-Fal-Webhook-Timestamp": timestamp,
-            "X-Fal-Webhook-Signature": self._webhook_key.sign(message).hex(),
-        }
-
-    async def jwks(self, request: Request) -> JSONResponse:
-        """The public key of its webhooks, as fal publishes its own (public, no key needed)."""
-        from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-
-        raw = self._webhook_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-        x = base64.urlsafe_b64encode(raw).decode().rstrip("=")
-        return JSONResponse({"keys": [{"kty": "OKP", "crv": "Ed25519", "x": x, "kid": "local"}]})
 
     def _ssl(self) -> ssl.SSLContext | bool:
         return ssl.create_default_context(cafile=self.ssl_bundle) if self.ssl_bundle else True

@@ -2,7 +2,8 @@
 
 - :mod:`.spec`         sweep specs (YAML): arms, seeds, settings; :class:`Job` and its key
 - :mod:`.schema`       the endpoints' input rules (shared with the local fal server)
-- :mod:`.manifest`     manifests (CSV, Parquet, JSONL) and the plan: every row checked and priced
+- :mod:`.manifest`     manifests (CSV, Parquet, JSONL) read, cell by cell
+- :mod:`.planner`      the plan: every row checked as fal would, expanded into jobs, priced
 - :mod:`.media_index`  what planning found in each input, remembered in the archive
 - :mod:`.pricing`      prices, estimates and the budget
 - :mod:`.preflight`    what must hold before a run starts (rows, budget), for ``plan`` and ``run``
@@ -19,8 +20,8 @@ _EXPORTS = {
     "Job": "spec",
     "load_spec": "spec",
     "job_key": "spec",
-    "Plan": "manifest",
-    "plan": "manifest",
+    "Plan": "planner",
+    "plan": "planner",
     "read_manifest": "manifest",
     "PriceTable": "pricing",
     "Budget": "pricing",

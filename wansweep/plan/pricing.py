@@ -73,12 +73,12 @@ def load_prices(store: Store) -> FalPrices | None:
         return None
 
 
-def check_budget(jobs: int, todo_usd: float, limit_usd: float | None) -> None:
+def check_budget(jobs: int, todo_usd: float, budget_usd: float | None) -> None:
     """Before any submit: the jobs left to run must fit the budget (:class:`OverBudget`)."""
-    if limit_usd is not None and todo_usd > limit_usd + 1e-9:
+    if budget_usd is not None and todo_usd > budget_usd + 1e-9:
         raise OverBudget(
             f"the {jobs} jobs to run are estimated at ${todo_usd:.2f}, over the "
-            f"budget of ${limit_usd:.2f}; nothing was submitted"
+            f"budget of ${budget_usd:.2f}; nothing was submitted"
         )
 
 

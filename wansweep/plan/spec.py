@@ -306,6 +306,10 @@ def endpoint_alias(endpoint: str) -> str:
     return {v: k for k, v in schema.ENDPOINT_ALIASES.items()}[endpoint]
 
 
+def _is_uri_or_absolute(value: str) -> bool:
+    return "://" in value or value.startswith(("/", "~"))
+
+
 def load_spec(path: str | Path, **overrides: Any) -> SweepSpec:
     """Read and validate a spec; errors name the key and what was expected."""
     path = Path(path)
@@ -317,9 +321,13 @@ def load_spec(path: str | Path, **overrides: Any) -> SweepSpec:
         raise SpecError(f"sweep spec {path} is not valid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise SpecError(f"sweep spec {path}: expected a mapping at the top level")
+    # the spec's own paths are read from the spec's folder, wherever it is run from; the
+    # command's (overrides) from where it runs, as a shell reads them
+    for key in ("manifest", "store"):
+        value = data.get(key)
+        if isinstance(value, str) and value and not _is_uri_or_absolute(value):
+            data[key] = str((path.parent / value).resolve())
     data.update({k: v for k, v in overrides.items() if v is not None})
-    if data.get("manifest") and not str(data["manifest"]).startswith(("s3://", "/", "http")):
-        data["manifest"] = str((path.parent / data["manifest"]).resolve())
     try:
         return SweepSpec.model_validate(data)
     except ValidationError as exc:

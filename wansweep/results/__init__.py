@@ -4,7 +4,9 @@
 - :mod:`.report`   the sweep report (tables, Markdown, HTML) from the archive alone
 - :mod:`.html`     the report's self-contained page
 - :mod:`.stats`    paired statistics, votes, Bradley-Terry
-- :mod:`.review`   the blind side-by-side review server
+- :mod:`.markdown` the report's Markdown summary; CSV cells safe for spreadsheets
+- :mod:`.review`   the blind side-by-side review: pairs, votes, a rater's session
+- :mod:`.review_server` the review page, which only its user can drive
 - :mod:`.export`   WebDataset and Hugging Face exports
 - :mod:`.spend`    what was billed, beside fal's usage API
 - :mod:`.notify`   the chat notification of a finished sweep
@@ -22,6 +24,7 @@ _EXPORTS = {
     "export": "export",
     "compare_spend": "spend",
     "Review": "review",
+    "serve": "review_server",
     "notify": "notify",
 }
 __all__ = sorted(_EXPORTS)

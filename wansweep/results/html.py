@@ -1,7 +1,9 @@
 """A self-contained HTML report: tables, plots and a contact sheet, with every image inline.
 
 Opens with no network: plots are PNGs (matplotlib, Agg) and frames are JPEGs, all embedded
-as data URIs. Each contact-sheet cell links to its video in the archive.
+as data URIs. Each contact-sheet cell and player links to its video in the archive by a path
+relative to the report (:data:`ARCHIVE_ROOT`, from ``sweeps/<name>/report/``), so the archive
+can move. It fits a laptop's window and a phone's: wide tables scroll in their own box.
 """
 
 from __future__ import annotations
@@ -17,18 +19,24 @@ from wansweep.store import Store
 from wansweep.store.layout import STRIP, VIDEO, job_file
 
 MAX_CELLS = 400  # contact-sheet cells embedded; past that the page would grow unwieldy
+ARCHIVE_ROOT = "../../../"  # the archive's root, from the report's place in it
 
 CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:24px;color:#1d2330;background:#fafbfc}
+*{box-sizing:border-box}
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:16px;color:#1d2330;background:#fafbfc;overflow-wrap:anywhere}
 h1{font-size:22px;margin:0 0 4px} h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid #dde1e6;padding-bottom:4px}
 p.meta{color:#5b6472;margin:0 0 12px}
 table{border-collapse:collapse;font-size:13px;background:white}
 th,td{border:1px solid #dde1e6;padding:4px 8px;text-align:right} th{background:#eef1f5}
 td:first-child,th:first-child{text-align:left}
-.plots{display:flex;flex-wrap:wrap;gap:12px} .plots img{border:1px solid #dde1e6;background:white;max-width:480px}
+.plots{display:flex;flex-wrap:wrap;gap:12px} .plots img{border:1px solid #dde1e6;background:white;max-width:min(480px,100%);height:auto}
 .sheet td{padding:4px;vertical-align:top;text-align:center} .sheet img{height:72px;display:block}
 .sheet .cap{font-size:11px;color:#5b6472} .sheet td:first-child{min-width:200px;text-align:left}
 .wide{overflow-x:auto;max-width:100%} .fail{color:#b3261e;font-size:11px;max-width:220px}
+pre{white-space:pre-wrap;max-width:100%}
+table.pairs td{vertical-align:top;padding:4px} table.pairs caption{text-align:left;font-size:12px;color:#5b6472;padding:8px 0 2px}
+video.paired{max-width:min(360px,44vw);max-height:min(320px,60vh);width:auto;height:auto;background:#000}
+td.cap-row{text-align:left;font-size:12px;color:#5b6472;border:0;padding-top:10px}
 """
 
 
@@ -62,6 +70,10 @@ def plots(frame: pd.DataFrame, summ: pd.DataFrame) -> list[tuple[str, str]]:
                 xytext=(4, 4),
                 textcoords="offset points",
             )
+        # from 0, with room beside the furthest point: arms of nearly equal latency are then
+        # seen to be near each other, not spread over a tenth of a second
+        ax.set_xlim(0, max(1.0, float(summ["wall_p50"].max() or 0)) * 1.3)
+        ax.set_ylim(0, max(0.01, float(per_job.max() or 0)) * 1.3)
         ax.set_xlabel("end-to-end latency p50 (s)")
         ax.set_ylabel("cost per video (USD)")
         ax.set_title("Cost vs latency per arm")
@@ -140,7 +152,8 @@ def render_html(
         + "</tr>"
     )
     more = (
-        f"<p class='meta'>Showing the first {MAX_CELLS} of {len(planned)} jobs.</p>"
+        f"<p class='meta'>Showing the first {MAX_CELLS} of {len(planned)} jobs (every job is in "
+        "jobs.csv).</p>"
         if len(planned) > MAX_CELLS
         else ""
     )
@@ -151,19 +164,20 @@ def render_html(
         f"<img alt='{html.escape(t)}' src='{uri}'>" for t, uri in plots(frame, summ)
     )
     seeds_table = seed_comparison(frame)
-    return f"""<!doctype html><html><head><meta charset="utf-8"><title>wansweep: {html.escape(sweep)}</title>
+    return f"""<!doctype html><html><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1"><title>wansweep: {html.escape(sweep)}</title>
 <style>{CSS}</style></head><body>
 <h1>Sweep <code>{html.escape(sweep)}</code></h1>
 <p class="meta">{len(frame)} jobs: {headline}. Cost ${frame["cost_usd"].sum():.2f} of ${frame["estimated_usd"].sum():.2f}
 estimated. Archive: {html.escape(store.uri)}</p>
 <h2>Summary by arm</h2><div class="wide">{summ.to_html(index=False, float_format=lambda v: f"{v:.3g}", na_rep="")}</div>
 <h2>Plots</h2><div class="plots">{plot_html}</div>
-<h2>Contact sheet (first, middle, last frame)</h2>{more}<table class="sheet">{head}{"".join(rows_html)}</table>
+<h2>Contact sheet (first, middle, last frame)</h2>{more}<div class="wide"><table class="sheet">{head}{"".join(rows_html)}</table></div>
 <h2>Which arm is better (paired: same image, prompt and seed)</h2>{_ab_html(ab)}
 <h2>Pairs side by side</h2>{_players(store, frame)}
 <h2>Stability across seeds (per arm: mean SD across seeds of the same input)</h2>{_spread_html(frame)}
 <h2>Seed comparison: first-frame similarity to the input image</h2>
-{seeds_table.to_html(na_rep="") if len(seeds_table) else "<p>(no archived jobs)</p>"}
+{f'<div class="wide">{seeds_table.to_html(na_rep="")}</div>' if len(seeds_table) else "<p>(no archived jobs)</p>"}
 <h2>Markdown summary</h2><pre>{html.escape(markdown)}</pre>
 </body></html>"""
 
@@ -171,12 +185,10 @@ estimated. Archive: {html.escape(store.uri)}</p>
 MAX_PAIRS = 8
 
 
-def _video_src(store: Store, job_key: str) -> str:
-    """Where the page finds a video: the file itself for a local archive; for S3, the path
-    relative to the report's place in the archive (no credentials ever go into a report)."""
-    if store.uri.startswith("s3://"):
-        return f"../../../{job_file(job_key, VIDEO)}"
-    return html.escape(store.url(job_file(job_key, VIDEO)))
+def _video_src(job_key: str) -> str:
+    """Where the page finds a video: its path relative to the report's place in the archive
+    (the archive may move; no credentials ever go into a report)."""
+    return html.escape(ARCHIVE_ROOT + job_file(job_key, VIDEO))
 
 
 def _players(store: Store, frame: pd.DataFrame) -> str:
@@ -188,20 +200,28 @@ def _players(store: Store, frame: pd.DataFrame) -> str:
         return "<p>(no pairs yet)</p>"
     rows = []
     for pair in pairs[:MAX_PAIRS]:
+        seed = f", seed {pair.seed}" if pair.seed is not None else ""
+        about = html.escape(f"row {pair.row_id}{seed}: {(pair.prompt or '')[:160]}")
         cells = "".join(
             f"<td><div class='cap'>{html.escape(arm)}</div><video class='paired' controls muted "
-            f"loop preload='metadata' width='360' src='{_video_src(store, key)}'></video></td>"
+            f"loop preload='metadata' src='{_video_src(key)}'></video></td>"
             for key, arm in zip(pair.jobs, pair.arms)
         )
-        rows.append(f"<tr>{cells}</tr>")
-    more = f"<p class='meta'>{len(pairs)} pairs in all; `wansweep review` shows them blind.</p>"
+        rows.append(
+            f"<tbody><tr><td class='cap-row' colspan='2'>{about}</td></tr><tr>{cells}</tr></tbody>"
+        )
+    shown = f"the first {MAX_PAIRS} of " if len(pairs) > MAX_PAIRS else ""
+    more = (
+        f"<p class='meta'>Showing {shown}{len(pairs)} pairs; <code>wansweep review</code> "
+        "shows them all, blind.</p>"
+    )
     sync = (
         "<script>for (const row of document.querySelectorAll('table.pairs tr')) {"
         "const vs = row.querySelectorAll('video');"
         "vs.forEach(v => { v.onplay = () => vs.forEach(o => { if (o !== v) { o.currentTime = v.currentTime; o.play(); } });"
         "v.onpause = () => vs.forEach(o => o.pause()); }); }</script>"
     )
-    return f"{more}<table class='pairs'>{''.join(rows)}</table>{sync}"
+    return f"{more}<div class='wide'><table class='pairs'>{''.join(rows)}</table></div>{sync}"
 
 
 def _spread_html(frame: pd.DataFrame) -> str:
@@ -241,6 +261,6 @@ def _cell(match: pd.DataFrame, strips: dict[str, bytes | None]) -> str:
     uri = "data:image/jpeg;base64," + base64.b64encode(strips[r["job_key"]]).decode()
     cap = f"seed {r['seed']:.0f} · {r['wall_seconds']:.1f}s · sim {r['first_frame_similarity']:.2f}"
     return (
-        f"<td><a href='{html.escape(str(r['archive_uri']))}'><img src='{uri}' alt='frames'></a>"
+        f"<td><a href='{_video_src(r['job_key'])}'><img src='{uri}' alt='frames'></a>"
         f"<div class='cap'>{cap}</div></td>"
     )

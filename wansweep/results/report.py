@@ -23,6 +23,7 @@ from wansweep.results.index import (
     sidecar_row,
     write_index,
 )
+from wansweep.results.markdown import ab_markdown, markdown_summary, safe_csv, votes_markdown
 from wansweep.run.ledger import Ledger
 from wansweep.run.lifecycle import Billing, billing
 from wansweep.store import Store
@@ -294,13 +295,27 @@ def write_report(
         data = make()
         store.put_bytes(report_file(sweep, name), data)
         if out_dir is not None:
-            (out_dir / name).write_bytes(data)
+            (out_dir / name).write_bytes(_elsewhere(name, data, store, out_dir))
         del data
     store.put_json(
         report_file(sweep, REPORT_STAMP),
         {"inputs": inputs, "complete": complete, "files": list(outputs)},
     )
     return frame, summ, _files(store, sweep, out_dir)
+
+
+def _elsewhere(name: str, data: bytes, store: Store, out_dir: Path) -> bytes:
+    """A report file as written outside the archive: the page's links into a local archive
+    made relative to where the copy is (an S3 archive's stay relative to the archive's own)."""
+    import os
+
+    from wansweep.results.html import ARCHIVE_ROOT
+    from wansweep.store import LocalStore
+
+    if name != "report.html" or not isinstance(store, LocalStore):
+        return data
+    root = os.path.relpath(store.root, out_dir.resolve()) + "/"
+    return data.replace(f"'{ARCHIVE_ROOT}jobs/".encode(), f"'{root}jobs/".encode())
 
 
 def _files(store: Store, sweep: str, out_dir: Path | None) -> ReportFiles:
@@ -346,127 +361,6 @@ def reuse_report(store: Store, sweep: str, out_dir: Path | None = None) -> Repor
         for name in names:
             store.download_file(report_file(sweep, name), out_dir / name)
     return _files(store, sweep, out_dir)
-
-
-FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def safe_csv(frame: pd.DataFrame) -> pd.DataFrame:
-    """A copy whose text cells cannot run as spreadsheet formulas (OWASP's advice for CSV
-    injection: a leading ', so =HYPERLINK(...) is shown, not run). Numbers are untouched."""
-    out = frame.copy()
-    for column in out.columns:
-        if out[column].dtype == object or str(out[column].dtype).startswith("str"):
-            out[column] = out[column].map(
-                lambda v: "'" + v if isinstance(v, str) and v.startswith(FORMULA_START) else v
-            )
-    if isinstance(out.columns, pd.Index):
-        out.columns = [
-            "'" + c if isinstance(c, str) and c.startswith(FORMULA_START) else c
-            for c in out.columns
-        ]
-    return out
-
-
-def markdown_summary(sweep: str, frame: pd.DataFrame, summ: pd.DataFrame) -> str:
-    counts = frame["status"].value_counts().to_dict()
-    cols = [
-        "arm",
-        "jobs",
-        "succeeded",
-        "failed",
-        "video_seconds",
-        "cost_usd",
-        "wall_p50",
-        "wall_p90",
-        "first_frame_similarity",
-    ]
-    cols = [c for c in cols if c in summ.columns]
-    table = _md_table(summ[cols]) if len(summ) else "(no jobs)"
-    billed = frame["cost_usd"] > 0
-    from_fal = int((billed & (frame.get("cost_source") == "fal")).sum())
-    source = (
-        f"{from_fal} of {int(billed.sum())} billed jobs priced from fal's billing units "
-        "(X-Fal-Billable-Units times its pricing API's unit price), the rest from the "
-        "estimates of configs/pricing.yaml. "
-    )
-    return (
-        f"## Sweep `{sweep}`\n\n"
-        f"{len(frame)} jobs: "
-        + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
-        + f".\n\nSpend: **${frame['cost_usd'].sum():.2f} billed** for the videos made; "
-        f"likely ${frame['likely_usd'].sum():.2f} (adds what fal says it may charge: 422s after "
-        f"GPU time, cancelled running requests, expired results); at most "
-        f"${frame['upper_usd'].sum():.2f} (adds requests fal may hold that this archive cannot "
-        f"settle yet); ${frame['estimated_usd'].sum():.2f} estimated for the whole plan. "
-        + source
-        + "`wansweep spend` compares with fal's usage API.\n\n"
-        f"{table}\n"
-    )
-
-
-def ab_markdown(ab: pd.DataFrame) -> str:
-    """Per pair of arms: the measures with a direction, the paired difference (B - A) and
-    its 95% interval, who is better, and how many pairs would settle what is unclear."""
-    if ab.empty:
-        return "\n### Which arm is better\n\nNo pairs yet (jobs of two arms with the same image, prompt and seed).\n"
-    out = ["\n### Which arm is better (paired: same image, prompt and seed)\n"]
-    for (a, b), group in ab.groupby(["arm_a", "arm_b"], sort=False):
-        directed = group[group["better"] != ""]
-        shown = directed.assign(
-            ci=[f"[{lo:.3g}, {hi:.3g}]" for lo, hi in zip(directed["ci_low"], directed["ci_high"])]
-        )[
-            [
-                "measure",
-                "better",
-                "pairs",
-                "mean_a",
-                "mean_b",
-                "diff",
-                "ci",
-                "verdict",
-                "b_wins",
-                "pairs_needed",
-            ]
-        ]
-        clear = directed[directed["verdict"] != "unclear"]
-        said = "; ".join(f"{m}: {v}" for m, v in zip(clear["measure"], clear["verdict"]))
-        out.append(
-            f"**{a}** vs **{b}** ({int(group['pairs'].max())} pairs). Better where the "
-            f"interval excludes 0: {said or 'nothing yet'}.\n\n{_md_table(shown)}\n"
-        )
-    return "\n".join(out)
-
-
-def votes_markdown(voted: pd.DataFrame, ranking: pd.DataFrame) -> str:
-    """The blind review's answer: win rates with Wilson intervals, and a Bradley-Terry
-    ranking when more than two arms were compared."""
-    if voted.empty:
-        return "\n### Blind review\n\nNo votes yet (`wansweep review STORE --sweep NAME`).\n"
-    out = [
-        "\n### Blind review (`wansweep review`)\n",
-        "B's win rate per pair of arms (ties count half) with a Wilson 95% interval; the "
-        "verdict names an arm only where the interval excludes 50%.\n",
-        _md_table(voted),
-    ]
-    if len(ranking) > 2:
-        out += [
-            "\nBradley-Terry ranking (strengths sum to 1; bootstrap 95% interval):\n",
-            _md_table(ranking),
-        ]
-    return "\n".join(out) + "\n"
-
-
-def _md_table(frame: pd.DataFrame) -> str:
-    def fmt(v: Any) -> str:
-        if isinstance(v, float):
-            return "" if pd.isna(v) else f"{v:.3g}"
-        return str(v)
-
-    head = "| " + " | ".join(frame.columns) + " |"
-    rule = "|" + "---|" * len(frame.columns)
-    body = ["| " + " | ".join(fmt(v) for v in row) + " |" for row in frame.itertuples(index=False)]
-    return "\n".join([head, rule, *body])
 
 
 def rebuild_indexes(store: Store) -> dict[str, int]:

@@ -8,8 +8,9 @@
   report turns each job's billing units (``X-Fal-Billable-Units``) into dollars from the
   archive alone.
 
-fal documents the pricing API for API-scope keys; its answer does not prove the queue host
-reachable or the account unlocked (a locked account is refused at submit: the run-wide
+fal's queue host is reached first (the status of a request nobody made: any answer proves a
+route; what it says of the key is not documented, so it is not read). fal documents the
+pricing API for API-scope keys; its answer does not prove the account unlocked (a locked account is refused at submit: the run-wide
 breaker in :mod:`.execute` stops there, at the first). A 403 may be a proxy's challenge
 rather than fal's word on the key, so it warns instead of stopping.
 """
@@ -50,6 +51,19 @@ def check_store(store: Store) -> None:
         )
 
 
+def _reach_queue(fal: FalQueue, config: FalConfig, endpoint: str) -> None:
+    """fal's queue host answers at all: the status of a request nobody made (any HTTP answer
+    will do; what it says of our key is not documented, so it is not read as a verdict)."""
+    handle = fal.handle_for(endpoint, str(uuid.uuid4()))
+    try:
+        fal.send("queue check", lambda: fal.http.get(handle.status_url), lambda r: False)
+    except FalError as exc:
+        raise CannotRun(
+            f"cannot reach fal's queue at {config.queue_base} ({exc}); check the network, a "
+            "proxy, or FAL_RUN_HOST / FAL_QUEUE_RUN_HOST; nothing was submitted"
+        ) from None
+
+
 def check_fal(
     store: Store, endpoints: set[str], config: FalConfig | None = None, warn=print
 ) -> FalPrices | None:
@@ -62,6 +76,7 @@ def check_fal(
         raise CannotRun(str(exc)) from None
     fal = FalQueue(config, attempts=RETRIES.command_tries)
     try:
+        _reach_queue(fal, config, sorted(endpoints)[0])
         prices = fal.prices(sorted(endpoints))
     except FalError as exc:
         code = exc.status_code

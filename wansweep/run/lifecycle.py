@@ -211,7 +211,7 @@ class LedgerEntry:
                 for h in values.get("history") or ()
             )
             return cls(**values)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, IndexError, AttributeError) as exc:
             raise LedgerDamaged(f"ledger entry of {job_key} is damaged: {exc}") from None
 
 
@@ -228,8 +228,30 @@ class JobResult:
     submits: int = 0
     error: str | None = None
     error_kind: FailureKind | None = None
+    seed: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def status(self) -> str:  # the name the run's counters use
         return str(self.outcome)
+
+    def line(self) -> str:
+        """One readable line: what happened to which job, why, and what to do about it."""
+        seed = f", seed {self.seed}" if self.seed is not None else ""
+        why = f": {self.error}" if self.error else ""
+        todo = NEXT.get(self.outcome)
+        return f"{self.outcome}: job {self.job_key} ({self.arm}, row {self.row_id}{seed}){why}" + (
+            f"; {todo}" if todo else ""
+        )
+
+
+NEXT = {  # what a user does about a job that did not end archived
+    Outcome.FAILED: "fal refused or failed it on every attempt: see the error",
+    Outcome.EXPIRED: "fal holds it no more: --resubmit-expired pays again for it",
+    Outcome.CANCELLED: "run the same command again to finish it",
+    Outcome.SKIPPED: "the budget had no room: raise budget_usd and run again",
+    Outcome.AMBIGUOUS: "a later run or `wansweep reconcile` settles it without paying again",
+    Outcome.BUSY: "another run holds it and archives it",
+    Outcome.UNSENT: "nothing was sent: fix the cause and run the same command again",
+    Outcome.CRASHED: "see the traceback above; run again to resume it",
+}

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel
 
+from wansweep.errors import NotSent
 from wansweep.fal import FalConfig, FalQueue
 from wansweep.fal.webhooks import receiver_from_env
 from wansweep.plan.pricing import Budget
@@ -61,6 +62,8 @@ class Services:
     active: int = 0  # jobs in run_job right now
     halted: str | None = None  # why this run sends nothing more (every job would meet it)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _proven: set[str] = field(default_factory=set)  # endpoints fal took a submit of, this run
+    _gates: dict[str, threading.Lock] = field(default_factory=dict)
 
     def halt(self, why: str) -> None:
         """Send no more submits in this run (requests already at fal are still collected):
@@ -68,10 +71,40 @@ class Services:
         with self._lock:
             if self.halted is None:
                 self.halted = why
+        self.fal.halted.set()
 
     @property
     def ledger(self) -> Ledger:
         return Ledger(self.store)
+
+    @contextmanager
+    def first_submit(self, endpoint: str) -> Iterator[None]:
+        """Until fal has taken one submit of an endpoint in this run, that endpoint's submits go
+        one at a time: a key fal refuses, or no route to it, is met by one submit, not by every
+        job in flight at once (the others find the run halted). Then they go freely."""
+        gate = None
+        if endpoint not in self._proven:
+            with self._lock:
+                gate = self._gates.setdefault(endpoint, threading.Lock())
+            gate.acquire()
+            if endpoint in self._proven:
+                gate.release()
+                gate = None
+        try:
+            if gate is not None and self.halted:
+                raise NotSent(
+                    f"not sent: the run stopped submitting ({self.halted})", run_wide=True
+                )
+            yield
+            if gate is not None:
+                self._proven.add(endpoint)
+        except NotSent as exc:
+            if exc.run_wide:  # halted before the next one at the gate goes through it
+                self.halt(str(exc))
+            raise
+        finally:
+            if gate is not None:
+                gate.release()
 
     @contextmanager
     def slot(self, endpoint: str) -> Iterator[None]:
@@ -146,11 +179,14 @@ def services_for(run: Run, guard: Guard | None = None) -> Services:
         return services
 
 
-def close_services(run_id: str) -> None:
+def close_services(run_id: str) -> str | None:
+    """Close this process's services of a run; returns why it stopped submitting, if it did."""
     with _lock:
         services = _services.pop(run_id, None)
         _stops.pop(run_id, None)
-    if services is not None:
-        services.fal.close()
-        if services.leases is not None:
-            services.leases.close()
+    if services is None:
+        return None
+    services.fal.close()
+    if services.leases is not None:
+        services.leases.close()
+    return services.halted

@@ -79,8 +79,10 @@ class S3Store(Store):
         if content_type:
             extra = {**extra, "ContentType": content_type}
         # Multipart above PART bytes, so a large video never sits whole in memory.
-        cfg = TransferConfig(multipart_threshold=PART, multipart_chunksize=PART)
-        self.client.upload_file(str(path), self.bucket, self._key(key), ExtraArgs=extra, Config=cfg)
+        transfer = TransferConfig(multipart_threshold=PART, multipart_chunksize=PART)
+        self.client.upload_file(
+            str(path), self.bucket, self._key(key), ExtraArgs=extra, Config=transfer
+        )
 
     def put_verified(
         self, key: str, path: Path, sha256: str, content_type: str | None = None

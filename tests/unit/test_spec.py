@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import yaml
 
+from wansweep.errors import SpecError
 from wansweep.plan import schema
-from wansweep.plan.spec import Seeds, SpecError, job_key, load_spec
+from wansweep.plan.spec import Seeds, job_key, load_spec
 
 
 def spec_file(tmp_path, **cfg):
@@ -131,3 +132,33 @@ def test_job_key_is_stable_and_content_addressed():
     assert k != job_key(schema.ENDPOINTS[0], body, "abc", None)
     assert k != job_key(schema.ENDPOINTS[1], body, "abd", None)
     assert len(k) == 24 and all(c in "0123456789abcdef" for c in k)
+
+
+@pytest.mark.parametrize(
+    "seeds",
+    [[-1], [7.9], [1e30], {"range": [0, 10**9]}, {"range": [5, 5]}, [True]],
+)
+def test_spec_seeds_are_checked(tmp_path, seeds):
+    spec = tmp_path / "s.yaml"
+    spec.write_text(yaml.safe_dump({"name": "s", "endpoints": ["flash"], "seeds": seeds}))
+    with pytest.raises(SpecError, match="seeds"):
+        load_spec(spec)
+
+
+def test_a_specs_own_paths_are_read_from_its_folder_the_commands_from_where_it_runs(
+    tmp_path, monkeypatch
+):
+    folder = tmp_path / "specs"
+    folder.mkdir()
+    spec = folder / "s.yaml"
+    spec.write_text("name: s\nmanifest: data/m.csv\nstore: ./archive\nendpoints: [flash]\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    loaded = load_spec(spec)
+    assert loaded.manifest == str(folder / "data" / "m.csv")
+    assert loaded.store == str(folder / "archive")
+    overridden = load_spec(spec, store="mine", manifest="s3://b/m.csv")
+    assert overridden.store == "mine" and overridden.manifest == "s3://b/m.csv"
+    spec.write_text("name: s\nmanifest: s3://b/m.csv\nstore: s3://b/p\nendpoints: [flash]\n")
+    assert load_spec(spec).store == "s3://b/p"

@@ -1,0 +1,16 @@
+"""What people open: CSV cells that a spreadsheet would run as formulas are quoted."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from wansweep.results.markdown import safe_csv
+
+
+def test_csv_cells_cannot_run_as_formulas_but_parquet_keeps_them():
+    frame = pd.DataFrame(
+        {"row_id": ['=HYPERLINK("x")', "+1", "-2", "@a", "ok"], "n": [1, 2, 3, 4, -5]}
+    )
+    out = safe_csv(frame)
+    assert list(out["row_id"]) == ['\'=HYPERLINK("x")', "'+1", "'-2", "'@a", "ok"]
+    assert list(out["n"]) == [1, 2, 3, 4, -5] and frame["row_id"][0].startswith("=")

@@ -1,0 +1,334 @@
+"""The plan: every manifest row checked as fal would check it, expanded into its arms and
+seeds, priced, one :class:`~wansweep.plan.spec.Job` each. Nothing here talks to fal: a plan
+with errors never reaches a submit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from wansweep.media.fetch import FetchRefused
+from wansweep.plan import schema
+from wansweep.plan.manifest import KNOWN_COLUMNS, cell, parse_seed, read_manifest, resolve_ref
+from wansweep.plan.media_index import (
+    Checked,
+    MediaIndex,
+    Validator,
+    read_with_validator,
+    validators,
+)
+from wansweep.plan.pricing import PriceTable
+from wansweep.plan.spec import Job, SweepSpec, job_key, normalise_settings
+from wansweep.store import Store
+
+
+@dataclass(frozen=True)
+class RowProblem:
+    row: int  # 1-based data row (the header is not counted)
+    id: str
+    field: str
+    rule: str
+    value: str
+    msg: str
+    severity: str = "error"
+
+    def __str__(self) -> str:
+        return f"row {self.row} (id {self.id}): {self.field}: {self.msg} [{self.rule}; value {self.value}]"
+
+
+@dataclass
+class Plan:
+    jobs: list[Job]
+    problems: list[RowProblem] = field(default_factory=list)
+    skipped: list[RowProblem] = field(default_factory=list)  # rows left out by --skip-invalid
+    rows: int = 0
+    media_fetched: int = 0  # inputs downloaded and checked by this plan
+    media_reused: int = 0  # inputs the media index proved unchanged (not downloaded)
+
+    @property
+    def errors(self) -> list[RowProblem]:
+        return [p for p in self.problems if p.severity == "error"]
+
+    @property
+    def warnings(self) -> list[RowProblem]:
+        return [p for p in self.problems if p.severity == "warning"]
+
+    @property
+    def estimated_usd(self) -> float:
+        return round(sum(j.estimated_usd for j in self.jobs), 6)
+
+
+class MediaCache:
+    """Each distinct image or audio reference is checked once per plan: fetched, fully
+    decoded and hashed, concurrently (:data:`PLAN_CONCURRENCY` at once), unless the media
+    index proves it unchanged since an earlier plan checked it (``trust_fresh``: also while
+    an http(s) answer is fresh, without asking). ``fetched`` and ``reused`` count both cases."""
+
+    def __init__(self, index: MediaIndex | None = None, trust_fresh: bool = False) -> None:
+        self.index = index or MediaIndex(None)
+        self.trust_fresh = trust_fresh
+        self._seen: dict[tuple[str, str], Checked] = {}
+        self.fetched = self.reused = 0
+
+    def get(self, ref: str, kind: str, base: str) -> Checked:
+        key = (ref, kind)
+        if key not in self._seen:
+            self.prefetch([key], base)
+        return self._seen[key]
+
+    def prefetch(self, refs: Iterable[tuple[str, str]], base: str) -> None:
+        """Check every (reference, kind) not yet seen, concurrently; remember the results."""
+        todo = {key: resolve_ref(key[0], base) for key in set(refs) if key not in self._seen}
+        if not todo:
+            return
+        now = time.time()
+        fresh = {
+            key: hit
+            for key, uri in todo.items()
+            if self.trust_fresh and (hit := self.index.fresh(uri, key[1], now))
+        }
+        with ThreadPoolExecutor(PLAN_CONCURRENCY, thread_name_prefix="wansweep-plan") as pool:
+            # Only inputs the index knows need a validator first (a listing or a HEAD); the
+            # others are simply fetched, and their validator comes with their bytes.
+            known = [
+                uri
+                for key, uri in todo.items()
+                if key not in fresh and self.index.knows(uri, key[1])
+            ]
+            marks = validators(known, pool)
+            results = [(key, hit, None) for key, hit in fresh.items()]
+            results += [
+                (key, hit, marks[uri])  # remembered again: the answer's new freshness
+                for key, uri in todo.items()
+                if key not in fresh and (hit := self.index.lookup(uri, key[1], marks.get(uri)))
+            ]
+            reused = {key for key, _, _ in results}
+            misses = [key for key in todo if key not in reused]
+            loaded = pool.map(lambda key: self._load(todo[key], key[1]), misses)
+            results += [(key, *found) for key, found in zip(misses, loaded)]
+        self.reused += len(reused)
+        self.fetched += len(misses)
+        for key, checked, mark in results:
+            self._seen[key] = checked
+            if mark:  # a failed fetch has none: failures are never remembered
+                self.index.remember(key[1], mark, checked)
+        self.index.save()
+
+    @staticmethod
+    def _load(uri: str, kind: str) -> tuple[Checked, Validator | None]:
+        """Fetch, fully decode and hash one input: what it is, and its validator."""
+        field = "image" if kind == "image" else "audio"
+        try:
+            data, mark = read_with_validator(uri)
+        except FileNotFoundError as exc:
+            problem = schema.Problem(field, "file_missing", f"file not found: {exc}")
+            return Checked(uri, None, (problem,)), None
+        except FetchRefused as exc:
+            return Checked(uri, None, (schema.Problem(field, "fetch_refused", str(exc)),)), None
+        except Exception as exc:
+            problem = schema.Problem(field, "file_unreadable", f"could not read it: {exc}")
+            return Checked(uri, None, (problem,)), None
+        sha = hashlib.sha256(data).hexdigest()
+        if kind == "image":
+            _, problems = schema.check_image(data, field)
+            if not any(p.severity == "error" for p in problems):
+                _remember_reference(sha, data)
+        else:
+            problems = schema.check_audio(data, field)
+        return Checked(uri, sha, tuple(problems)), mark
+
+
+def _remember_reference(sha: str, data: bytes) -> None:
+    """Keep the image's small reference for this run's first-frame checks (no second read)."""
+    from wansweep.media.frames import REFERENCES, reference_of
+
+    REFERENCES.put(sha, reference_of(data))
+
+
+PLAN_CONCURRENCY = 16  # inputs fetched and checked at once while planning
+
+
+@dataclass
+class _RowCheck:
+    """Problems of one row as they are found (each names the row, its id, field, rule, value)."""
+
+    index: int
+    row_id: str
+    problems: list[RowProblem]
+    bad: bool = False
+
+    def report(self, p: schema.Problem, value: Any) -> None:
+        text = str(value)
+        if len(text) > 60:
+            text = text[:57] + "..."
+        self.problems.append(
+            RowProblem(self.index, self.row_id, p.field, p.rule, repr(text), p.msg, p.severity)
+        )
+        self.bad = self.bad or p.severity == "error"
+
+
+class _Planner:
+    """Expands one manifest row at a time into jobs; shared state: media cache, seen ids."""
+
+    def __init__(
+        self,
+        spec: SweepSpec,
+        manifest_uri: str,
+        prices: PriceTable,
+        columns: list[str],
+        media: MediaCache,
+    ):
+        self.manifest_uri, self.prices = manifest_uri, prices
+        self.arms, self.seeds = spec.expand_arms(), spec.seed_list()
+        self.media = media
+        self.extra_cols = [c for c in columns if c not in KNOWN_COLUMNS]
+        self.setting_cols = [c for c in columns if c in schema.SETTING_FIELDS]
+        self.seen_ids: dict[str, int] = {}
+        self.problems: list[RowProblem] = []
+
+    def prefetch(self, records: list[dict[str, Any]]) -> None:
+        """Check every distinct image and audio of the manifest up front, concurrently."""
+        refs = []
+        for rec in records:
+            for column in ("image", "audio"):
+                ref = str(cell(rec.get(column, ""))).strip()
+                if ref:
+                    refs.append((ref, column))
+        self.media.prefetch(refs, self.manifest_uri)
+
+    def row(self, idx: int, rec: dict[str, Any]) -> list[Job]:
+        """The jobs of one row; none when the row has an error (its problems are recorded)."""
+        rec = {k: cell(v) for k, v in rec.items()}
+        row_id = str(rec.get("id") or "").strip() or f"row{idx}"
+        check = _RowCheck(idx, row_id, self.problems)
+        if row_id in self.seen_ids:
+            check.report(
+                schema.Problem(
+                    "id", "duplicate_id", f"id also used by row {self.seen_ids[row_id]}"
+                ),
+                row_id,
+            )
+        self.seen_ids.setdefault(row_id, idx)
+        media = self._media(rec, check)
+        seeds = self._row_seeds(rec, check)
+        if media is None or seeds is None:
+            return []
+        image, audio = media
+        overrides = normalise_settings({c: rec[c] for c in self.setting_cols if rec[c] != ""})
+        if rec.get("negative_prompt"):
+            overrides["negative_prompt"] = str(rec["negative_prompt"])
+        if not isinstance(rec["prompt"], str):  # Parquet/JSONL: never stringify a number
+            check.report(
+                schema.Problem("prompt", "string_type", "prompt must be text"), rec["prompt"]
+            )
+            return []
+        prompt = rec["prompt"]
+        jobs, checked = [], set()
+        for arm in self.arms:
+            settings = {**arm.settings, **overrides}
+            fields = {"prompt": prompt, **settings}
+            signature = repr(sorted(fields.items()))
+            if signature not in checked:  # arms that send the same fields are checked once
+                checked.add(signature)
+                for p in schema.check_input({**fields, "image_url": "x"}):
+                    check.report(p, fields.get(p.field, ""))
+            if not check.bad:  # a bad setting cannot be priced
+                jobs += [
+                    self._job(idx, row_id, arm, prompt, settings, seed, image, audio, rec)
+                    for seed in seeds
+                ]
+        return [] if check.bad else jobs
+
+    def _media(
+        self, rec: dict[str, Any], check: _RowCheck
+    ) -> tuple[Checked, Checked | None] | None:
+        image_ref = str(rec["image"]).strip()
+        if not image_ref:
+            check.report(schema.Problem("image", "missing", "no image given"), image_ref)
+            return None
+        image = self.media.get(image_ref, "image", self.manifest_uri)
+        for p in image.problems:
+            check.report(p, image_ref)
+        audio = None
+        if audio_ref := str(rec.get("audio") or "").strip():
+            audio = self.media.get(audio_ref, "audio", self.manifest_uri)
+            for p in audio.problems:
+                check.report(p, audio_ref)
+        return image, audio
+
+    def _row_seeds(self, rec: dict[str, Any], check: _RowCheck) -> list[int | None] | None:
+        row_seed = rec.get("seed", "")
+        if row_seed == "":
+            return self.seeds
+        seed = parse_seed(row_seed)
+        if seed is None:
+            check.report(
+                schema.Problem(
+                    "seed", "seed_range", f"seed must be a whole number 0-{schema.SEED_MAX}"
+                ),
+                row_seed,
+            )
+            return None
+        return [seed]
+
+    def _job(self, idx, row_id, arm, prompt, settings, seed, image, audio, rec) -> Job:
+        job = Job(
+            job_key="",
+            arm=arm.name,
+            endpoint=arm.endpoint,
+            row_index=idx,
+            row_id=row_id,
+            prompt=prompt,
+            settings=settings,
+            seed=seed,
+            image_uri=image.uri,
+            image_sha256=image.sha256 or "",
+            audio_uri=audio.uri if audio else None,
+            audio_sha256=audio.sha256 if audio else None,
+            estimated_usd=self.prices.estimate(
+                arm.endpoint, settings["resolution"], settings["duration"]
+            ),
+            extra={c: rec[c] for c in self.extra_cols},
+        )
+        job.job_key = job_key(
+            job.endpoint, job.request_fields(), job.image_sha256, job.audio_sha256
+        )
+        return job
+
+
+def plan(
+    spec: SweepSpec,
+    manifest_uri: str,
+    prices: PriceTable | None = None,
+    skip_invalid: bool = False,
+    index_store: Store | None = None,
+) -> Plan:
+    """Validate every row and expand rows x arms x seeds into priced jobs. A row with any
+    error gives no job; every problem of every row is listed. Identical jobs (same key: e.g.
+    two rows with the same image bytes and prompt) are planned, and paid for, once.
+    ``index_store``: where the media index lives (the archive), so that inputs an earlier plan
+    checked are not downloaded again (see :mod:`wansweep.plan.media_index`)."""
+    df = read_manifest(manifest_uri)
+    media = MediaCache(MediaIndex(index_store), trust_fresh=spec.trust_http_cache)
+    planner = _Planner(spec, manifest_uri, prices or PriceTable.load(), list(df.columns), media)
+    records = df.to_dict("records")
+    planner.prefetch(records)
+    unique: dict[str, Job] = {}
+    for idx, rec in enumerate(records, start=1):
+        for job in planner.row(idx, rec):
+            unique.setdefault(job.job_key, job)
+    result = Plan(
+        jobs=list(unique.values()),
+        problems=planner.problems,
+        rows=len(df),
+        media_fetched=media.fetched,
+        media_reused=media.reused,
+    )
+    if skip_invalid:
+        result.skipped = result.errors
+    return result
