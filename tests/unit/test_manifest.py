@@ -9,10 +9,10 @@ import pytest
 import yaml
 
 from tests.helpers import data_uri, make_image, make_wav
-from wansweep.errors import ManifestError
+from wansweep.errors import ManifestError, PlanInvalid
 from wansweep.plan.manifest import parse_seed
 from wansweep.plan.planner import plan
-from wansweep.plan.spec import load_spec
+from wansweep.plan.spec import SweepSpec, load_spec
 
 
 @pytest.fixture
@@ -244,3 +244,85 @@ def test_fals_own_example_prompt_plans_with_a_warning_only(tmp_path):
     result = plan(cfg, cfg.manifest)
     assert not result.errors and len(result.jobs) == 1
     assert [p.rule for p in result.warnings] == ["string_long"]
+
+
+def test_cells_of_every_shape_a_table_holds_are_used_or_refused_by_row_and_column(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "i.png").write_bytes(make_image())
+    none = [None] * 5
+    table = pa.table(
+        {
+            "id": ["list-seed", "list-res", "bytes", "nul", "fine"],
+            "image": ["i.png"] * 5,
+            "prompt": ["a", "a", "a", "a\x00b", "a"],
+            "seed": pa.array([[1, 2], *none[:4]], pa.list_(pa.int64())),
+            "resolution": pa.array([None, ["720p"], None, None, None], pa.list_(pa.string())),
+            "blob": pa.array([None, None, b"\x00\x01", None, None], pa.binary()),
+            "tags": pa.array([None, None, None, None, ["beach", "dusk"]], pa.list_(pa.string())),
+            "shot": pa.array(
+                [None, None, None, None, {"lens": 35}], pa.struct([("lens", pa.int64())])
+            ),
+        }
+    )
+    pq.write_table(table, tmp_path / "m.parquet")
+    cfg = write(tmp_path, "", name="unused.csv")
+    planned = plan(cfg, str(tmp_path / "m.parquet"))
+    assert {(p.row, p.id, p.field, p.rule) for p in planned.errors} == {
+        (1, "list-seed", "seed", "not_one_value"),
+        (2, "list-res", "resolution", "not_one_value"),
+        (3, "bytes", "blob", "bytes"),
+        (4, "nul", "prompt", "control_character"),
+    }
+    (job,) = planned.jobs
+    assert job.row_id == "fine" and json.loads(job.extra["tags"]) == ["beach", "dusk"]
+    assert json.loads(job.extra["shot"]) == {"lens": 35}
+
+    lines = [
+        {"id": "struct", "image": "i.png", "prompt": {"text": "a"}},
+        {"id": "nul\x00id", "image": "i.png", "prompt": "a"},
+        {"id": "ok", "image": "i.png", "prompt": "a", "seed": [7]},
+    ]
+    (tmp_path / "m.jsonl").write_text("\n".join(json.dumps(r) for r in lines))
+    planned = plan(cfg, str(tmp_path / "m.jsonl"))
+    assert {(p.row, p.id, p.field, p.rule) for p in planned.errors} == {
+        (1, "struct", "prompt", "not_one_value"),
+        (2, "row2", "id", "control_character"),  # a bad id is not shown as the row's id
+        (3, "ok", "seed", "not_one_value"),
+    }
+
+
+def test_csv_and_jsonl_errors_name_the_line(tmp_path):
+    cfg = write(tmp_path, 'image,prompt\ni.png,a\ni.png,"' + "x" * (5 * 2**20) + '"\n')
+    with pytest.raises(ManifestError, match=r"line 3: field larger than field limit"):
+        plan(cfg, cfg.manifest)
+    (tmp_path / "m.jsonl").write_text('{"image": "i.png", "prompt": "a"}\n\n{"image": oops}\n')
+    with pytest.raises(ManifestError, match=r"m.jsonl line 3: not JSON"):
+        plan(cfg, str(tmp_path / "m.jsonl"))
+    (tmp_path / "m.jsonl").write_text('{"image": "i.png", "prompt": "a"}\n[1, 2]\n')
+    with pytest.raises(ManifestError, match=r"line 2: a line must be a JSON object"):
+        plan(cfg, str(tmp_path / "m.jsonl"))
+
+
+def test_a_grid_too_large_is_refused_before_a_job_is_built(tmp_path):
+    import tracemalloc
+
+    rows = "\n".join(f"i.png,p{i}" for i in range(1000))
+    base = write(tmp_path, "image,prompt\n" + rows + "\n").model_dump()
+    grid = {"negative_prompt": [f"n{i}" for i in range(1000)]}
+    cfg = SweepSpec.model_validate({**base, "grid": grid, "seeds": {"range": (0, 1000)}})
+    tracemalloc.start()
+    try:
+        with pytest.raises(
+            PlanInvalid, match=r"1,000,000,000 jobs \(1,000 rows x 1,000 arms"
+        ) as err:
+            plan(cfg, cfg.manifest)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert "parts of at most 0" not in str(err.value) and "one row alone" in str(err.value)
+    assert peak < 50 * 2**20  # nothing of the billion jobs was built
+    small = SweepSpec.model_validate({**base, "grid": grid, "seeds": [1, 2], "max_jobs": 400_000})
+    with pytest.raises(PlanInvalid, match="parts of at most 200 rows"):
+        plan(small, small.manifest)

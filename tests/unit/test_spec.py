@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import yaml
 
@@ -162,3 +164,20 @@ def test_a_specs_own_paths_are_read_from_its_folder_the_commands_from_where_it_r
     assert overridden.store == "mine" and overridden.manifest == "s3://b/m.csv"
     spec.write_text("name: s\nmanifest: s3://b/m.csv\nstore: s3://b/p\nendpoints: [flash]\n")
     assert load_spec(spec).store == "s3://b/p"
+
+
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ("name: s\nbudget_usd: 0.01\nendpoints: [flash]\nbudget_usd: 1000\n", "lines 2 and 4"),
+        ("name: s\nendpoints: [flash]\npoll:\n  first: 1\n  first: 2\n", "lines 4 and 5"),
+        ("name: s\nendpoints: [flash]\nbudget_usd: .inf\n", "budget_usd"),
+        ("name: s\nendpoints: [flash]\nbudget_usd: .nan\n", "budget_usd"),
+        ("name: s\nendpoints: [flash]\nreconcile: {grace: .nan}\n", "reconcile.grace"),
+    ],
+)
+def test_a_spec_is_read_strictly(tmp_path, text, needle):
+    path = tmp_path / "s.yaml"
+    path.write_text(text)
+    with pytest.raises(SpecError, match=re.escape(needle)):
+        load_spec(path)

@@ -39,7 +39,7 @@ class PollSpec(BaseModel):
     (WANSWEEP_WEBHOOK_URL), status is checked when the webhook comes, else every
     ``webhook_fallback`` seconds in case it was lost."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     stream: bool = True
     stream_idle: float = Field(30.0, ge=1, le=600)
     first: float = Field(2.0, gt=0, le=600)

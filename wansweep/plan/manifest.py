@@ -17,6 +17,7 @@ from wansweep.errors import ManifestError
 from wansweep.plan import schema
 from wansweep.store import read_uri
 
+CELL_MAX = 4 * 2**20  # characters of one CSV cell read at most (a prompt is far shorter)
 KNOWN_COLUMNS = {
     "id",
     "image",
@@ -37,7 +38,12 @@ def _read_csv(uri: str, data: bytes) -> pd.DataFrame:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise ManifestError(f"manifest {uri} is not UTF-8 text: {exc}") from None
-    rows = list(csv.reader(io.StringIO(text)))
+    csv.field_size_limit(CELL_MAX)  # a long prompt is a row's error, not the file's
+    reader = csv.reader(io.StringIO(text))
+    try:
+        rows = list(reader)
+    except csv.Error as exc:
+        raise ManifestError(f"manifest {uri} line {reader.line_num}: {exc}") from None
     if not rows:
         raise ManifestError(f"manifest {uri} is empty")
     header = [h.strip() for h in rows[0]]
@@ -57,6 +63,30 @@ def _read_csv(uri: str, data: bytes) -> pd.DataFrame:
     return pd.DataFrame(body, columns=header, dtype=str)
 
 
+def _read_jsonl(uri: str, data: bytes) -> pd.DataFrame:
+    """JSON lines, each an object; an error names its line."""
+    import json
+
+    records = []
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ManifestError(f"manifest {uri} is not UTF-8 text: {exc}") from None
+    for line, raw in enumerate(text.splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            record = json.loads(raw)
+        except ValueError as exc:
+            raise ManifestError(f"manifest {uri} line {line}: not JSON ({exc})") from None
+        if not isinstance(record, dict):
+            raise ManifestError(f"manifest {uri} line {line}: a line must be a JSON object")
+        records.append(record)
+    if not records:
+        raise ManifestError(f"manifest {uri} is empty")
+    return pd.DataFrame.from_records(records)
+
+
 def read_manifest(uri: str) -> pd.DataFrame:
     """Read a manifest into a frame of strings (empty cells are empty strings)."""
     suffix = PurePosixPath(uri.split("?")[0]).suffix.lower()
@@ -70,7 +100,7 @@ def read_manifest(uri: str) -> pd.DataFrame:
         elif suffix in (".parquet", ".pq"):
             df = pd.read_parquet(io.BytesIO(data))
         elif suffix in (".jsonl", ".ndjson"):
-            df = pd.read_json(io.BytesIO(data), lines=True, dtype=False)
+            df = _read_jsonl(uri, data)
         else:
             raise ManifestError(
                 f"manifest {uri}: unknown format {suffix!r}; use .csv, .parquet or .jsonl"
@@ -113,10 +143,47 @@ def parse_seed(value: Any) -> int | None:
 
 
 def cell(value: Any) -> Any:
-    """Parquet/JSONL cells may be NaN/None; treat them as empty."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    """A cell as plain Python: Parquet/JSONL cells may be NaN, None or pandas' NA (empty) or a
+    NumPy scalar (its Python value); anything else as it is."""
+    if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):
+        value = value.item()  # a NumPy scalar
+    if value is None or value is pd.NA or value is pd.NaT:
+        return ""
+    if isinstance(value, float) and math.isnan(value):
         return ""
     return value
+
+
+def cell_problem(column: str, value: Any) -> schema.Problem | None:
+    """Why a cell of a column wansweep reads cannot be used (None: it can): a Parquet or JSONL
+    cell may hold a list, a mapping or bytes where one value belongs, and text may hold NUL."""
+    if isinstance(value, (list, tuple, dict, set)) or getattr(value, "ndim", 0):
+        kind = "a mapping" if isinstance(value, dict) else "a list"
+        return schema.Problem(column, "not_one_value", f"{kind} where one value belongs")
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return schema.Problem(column, "bytes", "bytes where text or a number belongs")
+    if isinstance(value, str) and (
+        "\x00" in value or any(ord(c) < 32 and c not in "\t\n\r" for c in value)
+    ):
+        return schema.Problem(column, "control_character", "holds a NUL or control character")
+    return None
+
+
+def metadata_value(column: str, value: Any) -> tuple[Any, schema.Problem | None]:
+    """An extra column's cell as the sidecar keeps it: text and numbers as they are, a list or
+    mapping as JSON; bytes refused (no metadata of a sidecar is binary)."""
+    import json
+
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return None, schema.Problem(column, "bytes", "bytes cannot be kept as metadata")
+    if hasattr(value, "tolist"):  # a numpy array or scalar, from Parquet
+        value = value.tolist()
+    if isinstance(value, (list, tuple, dict)):
+        try:
+            return json.dumps(value, default=str, ensure_ascii=False), None
+        except (TypeError, ValueError):
+            return None, schema.Problem(column, "not_json", "cannot be kept as JSON metadata")
+    return value, None
 
 
 def resolve_ref(ref: str, base: str) -> str:

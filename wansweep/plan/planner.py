@@ -12,9 +12,18 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from wansweep.errors import PlanInvalid
 from wansweep.media.fetch import FetchRefused
 from wansweep.plan import schema
-from wansweep.plan.manifest import KNOWN_COLUMNS, cell, parse_seed, read_manifest, resolve_ref
+from wansweep.plan.manifest import (
+    KNOWN_COLUMNS,
+    cell,
+    cell_problem,
+    metadata_value,
+    parse_seed,
+    read_manifest,
+    resolve_ref,
+)
 from wansweep.plan.media_index import (
     Checked,
     MediaIndex,
@@ -196,16 +205,27 @@ class _Planner:
         refs = []
         for rec in records:
             for column in ("image", "audio"):
-                ref = str(cell(rec.get(column, ""))).strip()
-                if ref:
+                value = cell(rec.get(column, ""))
+                if cell_problem(column, value) is None and (ref := str(value).strip()):
                     refs.append((ref, column))
         self.media.prefetch(refs, self.manifest_uri)
 
     def row(self, idx: int, rec: dict[str, Any]) -> list[Job]:
         """The jobs of one row; none when the row has an error (its problems are recorded)."""
         rec = {k: cell(v) for k, v in rec.items()}
-        row_id = str(rec.get("id") or "").strip() or f"row{idx}"
+        bad = {c: p for c in KNOWN_COLUMNS & set(rec) if (p := cell_problem(c, rec[c]))}
+        row_id = "" if "id" in bad else str(rec.get("id") or "").strip()
+        row_id = row_id or f"row{idx}"
         check = _RowCheck(idx, row_id, self.problems)
+        for column, problem in sorted(bad.items()):
+            check.report(problem, rec[column])
+        extra = {}
+        for column in self.extra_cols:
+            extra[column], problem = metadata_value(column, rec[column])
+            if problem is not None:
+                check.report(problem, rec[column])
+        if check.bad:
+            return []
         if row_id in self.seen_ids:
             check.report(
                 schema.Problem(
@@ -239,7 +259,7 @@ class _Planner:
                     check.report(p, fields.get(p.field, ""))
             if not check.bad:  # a bad setting cannot be priced
                 jobs += [
-                    self._job(idx, row_id, arm, prompt, settings, seed, image, audio, rec)
+                    self._job(idx, row_id, arm, prompt, settings, seed, image, audio, extra)
                     for seed in seeds
                 ]
         return [] if check.bad else jobs
@@ -276,7 +296,7 @@ class _Planner:
             return None
         return [seed]
 
-    def _job(self, idx, row_id, arm, prompt, settings, seed, image, audio, rec) -> Job:
+    def _job(self, idx, row_id, arm, prompt, settings, seed, image, audio, extra) -> Job:
         job = Job(
             job_key="",
             arm=arm.name,
@@ -293,12 +313,32 @@ class _Planner:
             estimated_usd=self.prices.estimate(
                 arm.endpoint, settings["resolution"], settings["duration"]
             ),
-            extra={c: rec[c] for c in self.extra_cols},
+            extra=extra,
         )
         job.job_key = job_key(
             job.endpoint, job.request_fields(), job.image_sha256, job.audio_sha256
         )
         return job
+
+
+def check_size(spec: SweepSpec, rows: int) -> None:
+    """Refuse a sweep of more than ``max_jobs`` jobs before one is built (or an arm expanded),
+    saying how many and how to split it: a grid of 1,000 rows x 1,000 values x 1,000 seeds is
+    10^9 jobs, which would fill memory long before any budget saw it."""
+    arms, seeds = spec.arm_count(), len(spec.seed_list())
+    per_row = arms * seeds
+    jobs = rows * per_row
+    if jobs <= spec.max_jobs:
+        return
+    if per_row > spec.max_jobs:
+        fix = f"one row alone makes {per_row:,} jobs: use fewer arms or seeds"
+    else:
+        fix = f"split the manifest into parts of at most {spec.max_jobs // per_row:,} rows"
+    raise PlanInvalid(
+        f"the sweep would make {jobs:,} jobs ({rows:,} rows x {arms:,} arms x {seeds:,} "
+        f"seeds), over max_jobs {spec.max_jobs:,}; {fix}, or raise max_jobs in the spec; "
+        "nothing was submitted"
+    )
 
 
 def plan(
@@ -314,6 +354,7 @@ def plan(
     ``index_store``: where the media index lives (the archive), so that inputs an earlier plan
     checked are not downloaded again (see :mod:`wansweep.plan.media_index`)."""
     df = read_manifest(manifest_uri)
+    check_size(spec, len(df))
     media = MediaCache(MediaIndex(index_store), trust_fresh=spec.trust_http_cache)
     planner = _Planner(spec, manifest_uri, prices or PriceTable.load(), list(df.columns), media)
     records = df.to_dict("records")

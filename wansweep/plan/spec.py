@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,12 +17,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from wansweep.errors import SpecError
 from wansweep.fal.types import PollSpec
 from wansweep.plan import schema
+from wansweep.plan.strict_yaml import strict_yaml
 
 DEFAULT_STORE = "./archive"  # the archive when neither the spec nor the command names one
 DEFAULT_MAX_ATTEMPTS = 2
 DEFAULT_CONCURRENCY = 8
+DEFAULT_MAX_JOBS = 500_000  # a plan of this many takes ~0.7 GB; 100,000 run in one process
 
 
+# unknown keys are errors, and so are infinities and NaNs (`budget_usd: .inf` is no budget)
+STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
 SeedValue = Annotated[int, Field(strict=True, ge=0, le=schema.SEED_MAX)]
 MAX_SEEDS = 10_000  # seeds per row: each one multiplies the sweep
 
@@ -30,7 +35,7 @@ class Seeds(BaseModel):
     """Seeds as a list, a range, or N random ones drawn from a fixed master seed; each a whole
     number 0-SEED_MAX (never truncated), at most MAX_SEEDS of them."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
     values: list[SeedValue] | None = Field(None, max_length=MAX_SEEDS)
     range: tuple[SeedValue, SeedValue] | None = Field(
         None, description="[start, stop) like Python's range"
@@ -56,7 +61,7 @@ class Seeds(BaseModel):
 
 
 class Arm(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     endpoint: str
     settings: dict[str, Any] = {}
@@ -70,7 +75,7 @@ class ReconcileSpec(BaseModel):
     ``settle_after`` has passed since a lost submit, a request of ours would be listed if fal
     had taken it. Before that, "not listed" proves nothing and the job stays ``ambiguous``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
     grace: float = Field(20.0, ge=0, le=600, description="look again this long after a loss")
     start_timeout: float = Field(3600.0, ge=10, le=86400)
     settle_after: float = Field(
@@ -91,7 +96,7 @@ class LeaseSpec(BaseModel):
     """One worker per job across processes: a lease not renewed for ``ttl`` s is taken over;
     a job another process holds is looked at every ``poll`` s."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
     ttl: float = Field(120.0, ge=1, le=3600)
     poll: float = Field(5.0, gt=0, le=600)
 
@@ -101,7 +106,7 @@ class RunSettings(BaseModel):
     on top by :func:`load_spec`, and carried unchanged to every job's submit (it crosses
     processes: a shard's worker gets it as a flow parameter)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
     budget_usd: float | None = Field(
         None, gt=0, allow_inf_nan=False, description="the most a run may commit (USD)"
     )
@@ -144,7 +149,7 @@ class RunSettings(BaseModel):
 class SweepSpec(RunSettings):
     """A sweep: which endpoints and settings, on which manifest, for how much."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
     name: str = Field(
         pattern=r"^[a-z0-9][a-z0-9-]*$", description="lowercase letters, digits, dashes"
     )
@@ -157,6 +162,8 @@ class SweepSpec(RunSettings):
     per_endpoint: dict[str, dict[str, Any]] = {}
     arms: list[Arm] = []
     seeds: Seeds | Annotated[list[SeedValue], Field(max_length=MAX_SEEDS)] | None = None
+    # the most jobs one plan may make (rows x arms x seeds): a larger one is refused first
+    max_jobs: int = Field(DEFAULT_MAX_JOBS, ge=1)
     trust_http_cache: bool = Field(
         False,
         description="a re-plan trusts a web input's remembered check, without asking, while "
@@ -195,6 +202,12 @@ class SweepSpec(RunSettings):
         if len(names) != len(set(names)):
             raise ValueError("arms: names must be unique")
         return self
+
+    def arm_count(self) -> int:
+        """How many arms :meth:`expand_arms` would make, without making them."""
+        zipped = len(next(iter(self.zip.values()))) if self.zip else 1
+        grid = math.prod(len(values) for values in self.grid.values()) * zipped
+        return len(self.arms) or len(self.endpoints) * grid
 
     def seed_list(self) -> list[int | None]:
         if self.seeds is None:
@@ -314,7 +327,7 @@ def load_spec(path: str | Path, **overrides: Any) -> SweepSpec:
     """Read and validate a spec; errors name the key and what was expected."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = strict_yaml(path.read_text()) or {}
     except FileNotFoundError:
         raise SpecError(f"sweep spec {path} not found") from None
     except yaml.YAMLError as exc:
