@@ -40,13 +40,7 @@ def plan(
     except (InputError, CannotRun) as exc:
         raise _fail(console, exc) from None
     result, done = checked.plan, checked.archived
-    for p in result.problems:  # what must be fixed comes first
-        console.print(
-            f"{p.severity}: {p}",
-            style="red" if p.severity == "error" else "yellow",
-            markup=False,
-            highlight=False,
-        )
+    _print_problems(console, result.problems)
     table = Table(title=f"sweep {sweep_spec.name}: {result.rows} rows, {len(result.jobs)} jobs")
     for col in ("arm", "jobs", "video s", "estimated $", "archived", "to run", "to run $"):
         table.add_column(col, justify="left" if col == "arm" else "right")
@@ -95,3 +89,31 @@ def plan(
         except CannotRun as exc:
             raise _fail(console, exc) from None
         console.print(f"checked: {archive.uri} takes writes; fal answers this key")
+
+
+SHOWN_PER_RULE = 20  # a rule broken by 10,000 rows is said 20 times and counted
+
+
+def _print_problems(console, problems) -> None:
+    """Errors first, then warnings, at most SHOWN_PER_RULE of each rule, then a count of each
+    rule (an animated input, a damaged EXIF block) so that none is lost in the scroll."""
+    problems = sorted(problems, key=lambda p: p.severity != "error")  # stable: rows in order
+    counts: dict[tuple[str, str], int] = {}
+    for p in problems:
+        seen = counts[(p.severity, p.rule)] = counts.get((p.severity, p.rule), 0) + 1
+        if seen <= SHOWN_PER_RULE:
+            console.print(
+                f"{p.severity}: {p}",
+                style="red" if p.severity == "error" else "yellow",
+                markup=False,
+                highlight=False,
+            )
+    for (severity, rule), n in counts.items():
+        if n > SHOWN_PER_RULE:
+            console.print(f"... and {n - SHOWN_PER_RULE:,} more {severity}s of rule {rule}")
+    if counts:
+        console.print(
+            "problems by rule: " + ", ".join(f"{n:,} {rule}" for (_, rule), n in counts.items()),
+            markup=False,
+            highlight=False,
+        )
