@@ -6,6 +6,8 @@ import math
 import os
 import shutil
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -23,6 +25,18 @@ from tests.helpers import (
 from wansweep.run.ledger import Ledger
 from wansweep.store import open_store
 from wansweep.store.layout import archived_keys
+
+
+def assert_archive_whole(store_dir: Path) -> None:
+    """`wansweep verify` reads every video back against its sidecar and the ledger."""
+    out = subprocess.run(
+        [sys.executable, "-m", "wansweep.cli", "verify", str(store_dir)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert " 0 problem(s)" in out.stdout
 
 
 def test_sigkill_mid_run_then_rerun_pays_once_and_loses_nothing(fal, prefect_harness, tmp_path):
@@ -50,11 +64,7 @@ def test_sigkill_mid_run_then_rerun_pays_once_and_loses_nothing(fal, prefect_har
     store = open_store(str(store_dir))
     keys = archived_keys(store)
     assert len(keys) == 24
-    for key in keys:
-        assert (
-            store.size(f"jobs/{key}/video.mp4")
-            == store.get_json(f"jobs/{key}/meta.json")["video"]["size"]
-        )
+    assert_archive_whole(store_dir)
 
 
 def test_killed_between_upload_and_sidecar_resumes_without_fal(fal, prefect_harness, tmp_path):
@@ -75,8 +85,7 @@ def test_killed_between_upload_and_sidecar_resumes_without_fal(fal, prefect_harn
     after = fal.stats()
     assert result["outcomes"] == {"resumed": 1}
     assert after["submits_accepted"] == 1 and after["downloads"] == 1  # nothing asked of fal again
-    meta = store.get_json(f"jobs/{key}/meta.json")
-    assert meta["video"]["size"] == store.size(f"jobs/{key}/video.mp4")
+    assert_archive_whole(store_dir)
 
 
 @pytest.mark.parametrize("waiting", ["streams", "webhooks"])

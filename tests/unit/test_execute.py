@@ -176,11 +176,22 @@ def test_no_entry_submits_once_and_archives(tmp_path, job):
     assert rt.store.exists(job_file("k1", "meta.json")) and rt.budget.committed == 0.25
 
 
-def test_a_sidecar_means_nothing_to_do(tmp_path, job):
+def test_a_sidecar_and_its_video_mean_nothing_to_do(tmp_path, job):
     fal = FakeQueue()
     rt = runtime(tmp_path, fal)
-    rt.store.put_json(job_file("k1", "meta.json"), {"job_key": "k1"})
+    rt.store.put_bytes(job_file("k1", "video.mp4"), b"v" * 10)
+    rt.store.put_json(job_file("k1", "meta.json"), {"job_key": "k1", "video": {"size": 10}})
     assert run_job(job, rt).outcome is Outcome.CACHED and fal.calls == []
+
+
+@pytest.mark.parametrize("video", [None, b"", b"v" * 9])
+def test_a_sidecar_whose_video_is_gone_or_wrong_is_not_archived(tmp_path, job, video):
+    fal = FakeQueue()
+    rt = runtime(tmp_path, fal)
+    if video is not None:
+        rt.store.put_bytes(job_file("k1", "video.mp4"), video)
+    rt.store.put_json(job_file("k1", "meta.json"), {"job_key": "k1", "video": {"size": 10}})
+    assert run_job(job, rt).outcome is not Outcome.CACHED
 
 
 def test_submitted_is_resumed_not_paid_again(tmp_path, job):

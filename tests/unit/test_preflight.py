@@ -25,6 +25,7 @@ def test_a_valid_plan_within_budget_may_run_and_skips_what_is_archived(tmp_path)
     spec, store = case(tmp_path, seeds=[1, 2], budget_usd=1.0)  # 4 jobs at $0.25
     checked = preflight(spec, store)
     assert not checked.blocking and len(checked.todo) == 4 and checked.todo_usd == 1.0
+    store.put_bytes(job_file(checked.todo[0].job_key, "video.mp4"), b"video")
     store.put_json(job_file(checked.todo[0].job_key, "meta.json"), {})
     again = preflight(spec, store)
     assert len(again.todo) == 3 and checked.todo[0].job_key in again.archived

@@ -2,7 +2,7 @@
 
 - :mod:`.run`      ``run`` (a sweep; Prefect imported only when a flow runs)
 - :mod:`.plan`     ``plan`` (every row checked and priced; ``--check``: the store and fal too)
-- :mod:`.archive`  ``report``, ``index``, ``review``, ``export``
+- :mod:`.archive`  ``report``, ``index``, ``review``, ``export``, ``verify``
 - :mod:`.money`    ``pricing``, ``spend``, ``reconcile``; the one mapping of errors to exit codes
 - :mod:`.server`   ``fal-server``
 
@@ -33,6 +33,7 @@ app.command("report")(archive.report)
 app.command("index")(archive.index)
 app.command("review")(archive.review)
 app.command("export")(archive.export)
+app.command("verify")(archive.verify)
 app.command("pricing")(money.pricing)
 app.command("spend")(money.spend)
 app.command("reconcile")(money.reconcile)

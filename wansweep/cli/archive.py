@@ -1,4 +1,4 @@
-"""`wansweep report`, `index`, `review` and `export`: what an archive holds, read back."""
+"""`wansweep report`, `index`, `review`, `export` and `verify`: what an archive holds, read back."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def report(
     from rich.console import Console
 
     from wansweep.errors import InputError
-    from wansweep.results.report import sweeps, write_report
+    from wansweep.results.report import LOST, sweeps, write_report
     from wansweep.store import open_store
     from wansweep.store.layout import check_sweep_name
 
@@ -37,7 +37,7 @@ def report(
         console.print(f"{archive.uri} holds no sweep", style="red", markup=False)
         raise typer.Exit(2)
     for name in names:
-        _, summ, files = write_report(archive, name, (out / name) if out else None, by or None)
+        frame, summ, files = write_report(archive, name, (out / name) if out else None, by or None)
         shown = [c for c in [*(by or ["arm"]), *SHOWN[1:]] if c in summ.columns]
         console.print(f"sweep {name}", style="bold", markup=False)
         console.print(summ[shown].to_string(index=False), markup=False, highlight=False)
@@ -47,6 +47,13 @@ def report(
             markup=False,
             highlight=False,
         )
+        if (lost := int((frame["status"] == LOST).sum())) > 0:
+            console.print(
+                f"{lost} job(s) lost their video from the archive (sidecars kept): run the "
+                "sweep again to fetch them from fal; `wansweep verify` checks every video",
+                style="yellow",
+                markup=False,
+            )
 
 
 def index(
@@ -134,6 +141,9 @@ def export(
     maximum: list[str] = typer.Option([], "--max", help="COLUMN=NUMBER: keep rows at or below."),
     shard_mb: float = typer.Option(500.0, min=1, help="Target shard size (MB)."),
     push: str | None = typer.Option(None, help="hf only: upload to this Hub dataset repo."),
+    skip_lost: bool = typer.Option(
+        False, help="Leave out jobs whose video the archive lost (default: stop, naming them)."
+    ),
 ) -> None:
     """Export archived videos and their metadata as WebDataset shards or a Hugging Face
     dataset; again later, only new jobs are added (as new shards)."""
@@ -158,7 +168,7 @@ def export(
             parse_bounds(minimum),
             parse_bounds(maximum),
         )
-        result = run_export(open_store(store), out, format, filters, shard_mb)
+        result = run_export(open_store(store), out, format, filters, shard_mb, skip_lost)
     except WansweepError as exc:
         raise _fail(console, exc) from None
     mb = result.bytes_written / 2**20
@@ -167,8 +177,92 @@ def export(
         f"({mb:.1f} MB, {mb / max(result.seconds, 1e-9):.1f} MB/s); {result.total_rows} rows in all",
         markup=False,
     )
+    if result.lost:
+        console.print(
+            f"left out: {len(result.lost)} job(s) whose video the archive lost: "
+            + ", ".join(result.lost[:10]),
+            style="yellow",
+            markup=False,
+        )
     if push:
         folder, tmp = local_copy(out)
         console.print(f"pushed: {push_to_hub(folder, push)}", markup=False)
         if tmp is not None:
             tmp.cleanup()
+
+
+def verify(
+    store: str = typer.Argument(..., help="Archive URI (s3://bucket/prefix or a folder)."),
+    sweep: str | None = typer.Option(None, help="Only this sweep's jobs (default: every job)."),
+    repair: bool = typer.Option(
+        False,
+        help="Set what is wrong aside (under jobs/<key>/damaged/, kept), so that the next run "
+        "of the sweep fetches those videos from fal again, without paying while fal holds them.",
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the findings as JSON."),
+) -> None:
+    """Check the archive against itself: every video against its sidecar (there, size,
+    SHA-256, every byte read) and every ledger entry against the sidecars. Exit 0: all whole;
+    1: problems found (each named)."""
+    import json
+
+    from rich.console import Console
+
+    from wansweep.errors import WansweepError
+    from wansweep.results.verify import verify as run_verify
+    from wansweep.store import open_store
+    from wansweep.store.layout import check_sweep_name
+
+    console = Console(soft_wrap=True, stderr=as_json)
+    last = [0.0]
+
+    def progress(done: int, total: int) -> None:
+        import time
+
+        if done == total or time.monotonic() - last[0] > 5:  # a line every 5 s at most
+            last[0] = time.monotonic()
+            console.print(f"checked {done:,} of {total:,} jobs", markup=False, highlight=False)
+
+    try:
+        archive = open_store(store)
+        result = run_verify(archive, check_sweep_name(sweep) if sweep else None, repair, progress)
+    except WansweepError as exc:
+        raise _fail(console, exc) from None
+    if as_json:
+        findings = [
+            {"job_key": f.job_key, "found": str(f.found), "detail": f.detail}
+            for f in result.findings
+        ]
+        print(
+            json.dumps(
+                {"jobs": result.jobs, "findings": findings, "set_aside": result.set_aside}, indent=2
+            )
+        )
+    else:
+        for f in result.findings:
+            style = "red" if f.is_problem else "yellow"
+            console.print(str(f), style=style, markup=False, highlight=False)
+        console.print(
+            f"{archive.uri}: {result.jobs:,} archived jobs, {result.videos_read:,} videos read "
+            f"({result.bytes_read / 2**20:,.1f} MB), {result.ledger_entries:,} ledger entries; "
+            f"{len(result.problems)} problem(s)",
+            markup=False,
+            highlight=False,
+        )
+        if result.set_aside:
+            console.print(
+                f"set aside {len(result.set_aside)} file(s) under jobs/<key>/damaged/; run the "
+                "sweep again to fetch those videos from fal (no new payment while fal holds "
+                "them; --resubmit-expired pays again for any it no longer holds)",
+                markup=False,
+                highlight=False,
+            )
+        elif result.problems:
+            console.print(
+                "run the sweep again to repair them (a missing video is fetched from fal); "
+                "--repair first sets aside videos and sidecars that are wrong",
+                markup=False,
+                highlight=False,
+            )
+    if result.problems:
+        raise typer.Exit(1)

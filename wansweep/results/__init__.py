@@ -10,6 +10,7 @@
 - :mod:`.export`   WebDataset and Hugging Face exports
 - :mod:`.spend`    what was billed, beside fal's usage API
 - :mod:`.notify`   the chat notification of a finished sweep
+- :mod:`.verify`   the archive checked against itself (`wansweep verify`)
 
 May import everything below it (:mod:`wansweep.run`, ``plan``, ``media``, ``fal``, ``store``,
 ``errors``, ``scrub``); never Prefect (tests/unit/test_house.py).

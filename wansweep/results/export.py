@@ -34,7 +34,7 @@ from typing import Any
 
 import pandas as pd
 
-from wansweep.errors import InputError, StoreMismatch
+from wansweep.errors import InputError, StoreError, StoreMismatch
 from wansweep.store import Store, open_store
 from wansweep.store.layout import THUMB, VIDEO, job_file, sweep_names
 
@@ -56,8 +56,8 @@ class Filters:
     minimum: dict[str, float] = field(default_factory=dict)
     maximum: dict[str, float] = field(default_factory=dict)
 
-    def apply(self, frame: pd.DataFrame) -> pd.DataFrame:
-        keep = frame["status"] == "succeeded"
+    def apply(self, frame: pd.DataFrame, status: str = "succeeded") -> pd.DataFrame:
+        keep = frame["status"] == status
         if self.arms:
             keep &= frame["arm"].isin(self.arms)
         for column in {**self.minimum, **self.maximum}:
@@ -68,6 +68,12 @@ class Filters:
         for column, bound in self.maximum.items():
             keep &= pd.to_numeric(frame[column], errors="coerce") <= bound
         return frame[keep]
+
+    def lost(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """The jobs these filters would export had the archive not lost their video."""
+        from wansweep.results.report import LOST
+
+        return self.apply(frame, status=LOST)
 
 
 def parse_bounds(items: list[str]) -> dict[str, float]:
@@ -92,6 +98,7 @@ class ExportResult:
     total_rows: int
     bytes_written: int
     seconds: float
+    lost: list[str] = field(default_factory=list)  # left out with skip_lost: video lost
 
 
 def export(
@@ -100,8 +107,13 @@ def export(
     fmt: str,
     filters: Filters | None = None,
     shard_mb: float = 500.0,
+    skip_lost: bool = False,
 ) -> ExportResult:
-    """Export what ``filters`` keep and ``out`` does not list yet; see the module docstring."""
+    """Export what ``filters`` keep and ``out`` does not list yet; see the module docstring.
+
+    A job whose video the archive lost (its sidecar stands) stops the export before a shard
+    is written, naming it, unless ``skip_lost`` leaves such jobs out (and they are named in
+    :attr:`ExportResult.lost`)."""
     from wansweep.results.report import jobs_frame
 
     if fmt not in FORMATS:
@@ -113,10 +125,18 @@ def export(
     if manifest.get("format") != fmt:
         raise InputError(f"{out} holds a {manifest.get('format')} export, not {fmt}")
     listed = {k for s in manifest["shards"] for k in s["keys"]}
-    frames = []
+    frames, lost = [], []
     for name in filters.sweeps or sweep_names(store):
-        frame = filters.apply(jobs_frame(store, name))
-        frames.append(frame.assign(sweep=name))
+        every = jobs_frame(store, name)
+        frames.append(filters.apply(every).assign(sweep=name))
+        lost += list(filters.lost(every)["job_key"])
+    if lost and not skip_lost:
+        named = ", ".join(lost[:10]) + (f" and {len(lost) - 10} more" if len(lost) > 10 else "")
+        raise StoreError(
+            f"{len(lost)} job(s) to export lost their video from the archive (sidecar kept): "
+            f"{named}; nothing was exported. Run the sweep again to fetch them from fal, or "
+            "export without them with --skip-lost (`wansweep verify` checks every video)"
+        )
     rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     if len(rows):
         rows = rows[~rows["job_key"].isin(listed)].drop_duplicates("job_key")
@@ -160,6 +180,7 @@ def export(
         sum(s["rows"] for s in manifest["shards"]),
         written,
         time.perf_counter() - t0,
+        lost,
     )
 
 
@@ -243,7 +264,10 @@ class _Checked(io.RawIOBase):
 
     def __init__(self, store: Store, r: pd.Series):
         self.key, self.expected = r["job_key"], r["video_sha256"]
-        self.chunks = store.iter_chunks(job_file(self.key, VIDEO)) or iter(())
+        chunks = store.iter_chunks(job_file(self.key, VIDEO))
+        if chunks is None:  # lost since the listing: named, never an empty stream
+            raise StoreMismatch(f"job {self.key}: its video is missing from the archive")
+        self.chunks = chunks
         self.chunk, self.offset, self.hash = b"", 0, hashlib.sha256()
 
     def readable(self) -> bool:

@@ -60,7 +60,23 @@ def markdown_summary(sweep: str, frame: pd.DataFrame, summ: pd.DataFrame) -> str
         f"settle yet); ${frame['estimated_usd'].sum():.2f} estimated for the whole plan. "
         + source
         + "`wansweep spend` compares with fal's usage API.\n\n"
-        f"{table}\n"
+        + _lost_note(frame)
+        + f"{table}\n"
+    )
+
+
+def _lost_note(frame: pd.DataFrame) -> str:
+    """Jobs whose sidecar stands without its video, named (a few) with what to do."""
+    lost = frame.loc[frame["status"] == "video_lost", "job_key"].tolist()
+    if not lost:
+        return ""
+    named = ", ".join(f"`{k}`" for k in lost[:5]) + (
+        f" and {len(lost) - 5} more" if len(lost) > 5 else ""
+    )
+    return (
+        f"**{len(lost)} video(s) lost by the archive** (their sidecars stand): {named}. Run "
+        "the sweep again to fetch them from fal (no new payment while fal holds them); "
+        "`wansweep verify` checks every video.\n\n"
     )
 
 

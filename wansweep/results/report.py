@@ -29,12 +29,14 @@ from wansweep.run.lifecycle import Billing, billing
 from wansweep.store import Store
 from wansweep.store.layout import (
     INDEX_KEY,
+    JOBS,
     PLAN_FILE,
     SIDECAR,
     SKIPPED_FILE,
     SWEEP_INDEX,
     VIDEO,
     job_file,
+    list_jobs,
     public_uri,
     report_file,
     sweep_file,
@@ -87,15 +89,20 @@ def save_plan(store: Store, sweep: str, jobs: list[Any], skipped: list[Any] = ()
 sweeps = sweep_names  # the report's name for it
 
 
-def load_sweep(store: Store, sweep: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """A sweep's plan and the index rows (:func:`index_row`) of its archived jobs.
+def load_sweep(store: Store, sweep: str) -> tuple[pd.DataFrame, pd.DataFrame, set[str]]:
+    """A sweep's plan, the index rows (:func:`index_row`) of its jobs archived whole, and the
+    keys of its jobs whose sidecar stands without its video (the archive lost it).
 
-    Sidecars are read 16 at a time and turned into rows a few thousand at a time; the
-    sidecars themselves are not kept (8 KB each as dicts: 800 MB at 100,000 jobs)."""
+    Only sidecars one listing shows are read, 16 at a time, and turned into rows a few
+    thousand at a time; the sidecars themselves are not kept (8 KB each as dicts: 800 MB at
+    100,000 jobs)."""
     plan = get_parquet(store, sweep_file(sweep, PLAN_FILE))
     if plan is None:
         raise FileNotFoundError(f"{store.url(sweep_file(sweep))} holds no sweep plan")
-    keys = list(plan["job_key"])
+    listing = list_jobs(store)
+    whole = listing.archived
+    keys = [k for k in plan["job_key"] if k in whole]
+    lost = {k for k in plan["job_key"] if k in listing.lost}
     chunks = []
     with ThreadPoolExecutor(16) as pool:
         for start in range(0, len(keys), 5000):
@@ -104,20 +111,28 @@ def load_sweep(store: Store, sweep: str) -> tuple[pd.DataFrame, pd.DataFrame]:
             )
             chunks.append(index_frame(store, [m for m in metas if m]))
     if len(chunks) < 2:
-        return plan, chunks[0] if chunks else index_frame(store, [])
+        return plan, chunks[0] if chunks else index_frame(store, []), lost
     # a column all None in one chunk and numbers in another: numbers, as one frame would be
-    return plan, pd.concat(chunks, ignore_index=True).infer_objects()
+    return plan, pd.concat(chunks, ignore_index=True).infer_objects(), lost
+
+
+LOST = "video_lost"  # a report status: archived once, the video since lost by the archive
+LOST_ERROR = (
+    "the archive lost this job's video (its sidecar stands); run the sweep again to fetch "
+    "it from fal (`wansweep verify` checks every video)"
+)
 
 
 def jobs_frame(store: Store, sweep: str, loaded: tuple | None = None) -> pd.DataFrame:
     """One row per planned job: its settings, what the archive holds, and its status."""
-    plan, archived = loaded or load_sweep(store, sweep)
+    plan, archived, lost = loaded or load_sweep(store, sweep)
     keys = list(plan["job_key"])
     done = set(archived["job_key"])
     frame = plan.merge(archived[list(sidecar_row({"job_key": ""}))], on="job_key", how="left")
-    missing = [k for k in keys if k not in done]
+    missing = [k for k in keys if k not in done and k not in lost]
     with ThreadPoolExecutor(16) as pool:
         entries = dict(zip(missing, pool.map(_ledger_state(store), missing)))
+    entries |= {k: (LOST, LOST_ERROR, None, None) for k in lost}
     frame["status"] = ["succeeded" if k in done else entries[k][0] for k in keys]
     frame["error"] = [None if k in done else entries[k][1] for k in keys]
     frame["error_kind"] = [None if k in done else entries[k][2] for k in keys]
@@ -251,8 +266,8 @@ def write_report(
     stamp (see :func:`reuse_report`) is removed first and written last."""
     store.delete(report_file(sweep, REPORT_STAMP))  # a build cut short is never reused
     inputs = report_inputs(store, sweep)  # before reading: a vote cast meanwhile is seen next time
-    planned, archived = load_sweep(store, sweep)
-    frame = jobs_frame(store, sweep, (planned, archived))
+    planned, archived, lost = load_sweep(store, sweep)
+    frame = jobs_frame(store, sweep, (planned, archived, lost))
     complete = len(archived) == len(planned)
     write_index(store, archived, sweep_file(sweep, SWEEP_INDEX))
     write_index(store, archived, INDEX_KEY, merge=True)
@@ -315,7 +330,7 @@ def _elsewhere(name: str, data: bytes, store: Store, out_dir: Path) -> bytes:
     if name != "report.html" or not isinstance(store, LocalStore):
         return data
     root = os.path.relpath(store.root, out_dir.resolve()) + "/"
-    return data.replace(f"'{ARCHIVE_ROOT}jobs/".encode(), f"'{root}jobs/".encode())
+    return data.replace(f"'{ARCHIVE_ROOT}{JOBS}".encode(), f"'{root}{JOBS}".encode())
 
 
 def _files(store: Store, sweep: str, out_dir: Path | None) -> ReportFiles:

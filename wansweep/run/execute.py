@@ -29,7 +29,7 @@ from wansweep.run.ledger import Ledger
 from wansweep.run.lifecycle import Cause, JobResult, LedgerEntry, LedgerStatus, Outcome
 from wansweep.run.runtime import Services
 from wansweep.run.transitions import TABLE, Move
-from wansweep.store.layout import SIDECAR, job_file
+from wansweep.store.layout import is_archived
 
 S = LedgerStatus
 IN_FLIGHT = frozenset({S.SUBMITTING, S.AMBIGUOUS, S.SUBMITTED, S.CANCELLED, S.COMPLETED})
@@ -66,7 +66,7 @@ def _result(
 
 
 def _archived(job: Job, services: Services) -> bool:
-    return services.store.exists(job_file(job.job_key, SIDECAR))
+    return is_archived(services.store, job.job_key)
 
 
 def _run_job(job: Job, services: Services) -> JobResult:
@@ -107,7 +107,7 @@ def _run_leased(job: Job, services: Services) -> JobResult:
         entry = _from_damaged(job, ledger, exc)
     if entry.status in IN_FLIGHT:  # an earlier run's request, which fal may still bill
         services.budget.take_over(job.job_key, entry.attempts, job.estimated_usd)
-    started = len(entry.history)
+    started, lost = len(entry.history), entry.status is S.ARCHIVED
     try:
         entry = _drive(job, services, ledger, entry)
     except Stopped:
@@ -123,7 +123,10 @@ def _run_leased(job: Job, services: Services) -> JobResult:
             raise  # fal unreachable: the ledger resumes the job when it is run again
         return _failed(job, ledger, exc)
     sent = any(step[0] == S.SUBMITTING for step in entry.history[started:])
-    return _result(job, Outcome.ARCHIVED if sent else Outcome.RESUMED, entry)
+    if sent:
+        return _result(job, Outcome.ARCHIVED, entry)
+    # archived once and lost by the archive: fetched from fal again, not paid again
+    return _result(job, Outcome.REPAIRED if lost else Outcome.RESUMED, entry)
 
 
 def _not_sent(job: Job, services: Services, ledger: Ledger, exc: NotSent) -> JobResult:

@@ -73,6 +73,7 @@ class Outcome(StrEnum):
     ARCHIVED = "archived"  # generated and archived by this run
     RESUMED = "resumed"  # an earlier run's request, archived by this one (no new submit)
     CACHED = "cached"  # already archived: nothing done
+    REPAIRED = "repaired"  # archived once, its video lost by the archive and fetched again
     FAILED = "failed"
     EXPIRED = "expired"
     CANCELLED = "cancelled"  # this run was cancelled while the job waited
@@ -83,7 +84,7 @@ class Outcome(StrEnum):
     CRASHED = "crashed"  # the task itself crashed (a bug or the machine): see the log
 
 
-SUCCEEDED = frozenset({Outcome.ARCHIVED, Outcome.RESUMED, Outcome.CACHED})
+SUCCEEDED = frozenset({Outcome.ARCHIVED, Outcome.RESUMED, Outcome.REPAIRED, Outcome.CACHED})
 """Outcomes whose video is in the archive."""
 
 UNFINISHED = frozenset(
@@ -111,7 +112,7 @@ def billing(status: str, error_kind: str | None, ran: bool | None = None) -> Bil
     """The one rule for "was this job billed?", from its report status, failure kind and, for
     a cancelled job, whether it had started (fal drops a queued request unbilled). The likely
     spend counts BILLED and MAYBE; the upper bound adds UNKNOWN."""
-    if status in ("succeeded", LedgerStatus.ARCHIVED, LedgerStatus.COMPLETED):
+    if status in ("succeeded", "video_lost", LedgerStatus.ARCHIVED, LedgerStatus.COMPLETED):
         return Billing.BILLED
     if status == LedgerStatus.CANCELLED:
         return Billing.NOT_BILLED if ran is False else Billing.MAYBE

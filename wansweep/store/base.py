@@ -62,6 +62,13 @@ class Store(ABC):
     def list(self, prefix: str) -> Iterator[str]:
         """Every key below ``prefix`` (temporary files excluded)."""
 
+    def list_sized(self, prefix: str) -> Iterator[tuple[str, int]]:
+        """Every key below ``prefix`` with its size, from the listing where the store gives
+        sizes there (S3, a folder), so that checking many objects' sizes costs no call each."""
+        for key in self.list(prefix):
+            if (size := self.size(key)) is not None:
+                yield key, size
+
     @abstractmethod
     def download_file(self, key: str, path: Path) -> None: ...
 

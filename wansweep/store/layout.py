@@ -4,7 +4,8 @@ code to it), so the archive reads the same with plain ``aws s3 ls``::
     jobs/<job_key>/video.mp4     the video, byte for byte as fal made it
     jobs/<job_key>/thumb.jpg     its first frame
     jobs/<job_key>/strip.jpg     first, middle and last frames side by side (contact sheets)
-    jobs/<job_key>/meta.json     the sidecar, written last: its presence means the video is whole
+    jobs/<job_key>/meta.json     the sidecar, written last: its presence means the video was whole
+    jobs/<job_key>/damaged/...   files `wansweep verify --repair` found wrong, set aside
     ledger/<job_key>.json        request ledger: written before and after every submit
     leases/<job_key>.json        who runs the job now (one process at a time)
     markers/<job_key>/<n>.json   a verified webhook's word of which request attempt n became
@@ -19,6 +20,7 @@ Jobs live by key, not by sweep, so two sweeps that share a job pay for it once.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from wansweep.errors import SpecError
 from wansweep.store.base import Store
@@ -114,11 +116,58 @@ def public_uri(uri: str | None) -> str | None:
     return uri
 
 
-def archived_keys(store: Store) -> set[str]:
-    """Job keys whose sidecar exists: one listing of the store, not one call per job."""
-    keys = set()
-    for key in store.list(JOBS):
+@dataclass(frozen=True)
+class JobListing:
+    """What one listing of ``jobs/`` shows: which jobs have a sidecar, and each video's size."""
+
+    sidecars: frozenset[str]
+    videos: dict[str, int]  # job key -> size of its video
+
+    @property
+    def archived(self) -> set[str]:
+        """Jobs archived whole, as far as a listing can tell: a sidecar and a video that is
+        not empty (a copy changed in place is found by reading it: ``wansweep verify``)."""
+        return {k for k in self.sidecars if self.videos.get(k, 0) > 0}
+
+    @property
+    def lost(self) -> set[str]:
+        """Jobs whose sidecar stands without its video, or with an empty one: the archive
+        lost a finished video (a run fetches it from fal again)."""
+        return set(self.sidecars) - self.archived
+
+
+def list_jobs(store: Store) -> JobListing:
+    """One listing of ``jobs/`` (with sizes), not a call per job."""
+    sidecars, videos = set(), {}
+    for key, size in store.list_sized(JOBS):
         parts = key.split("/")
         if len(parts) == 3 and parts[2] == SIDECAR:
-            keys.add(parts[1])
-    return keys
+            sidecars.add(parts[1])
+        elif len(parts) == 3 and parts[2] == VIDEO:
+            videos[parts[1]] = size
+    return JobListing(frozenset(sidecars), videos)
+
+
+def archived_keys(store: Store) -> set[str]:
+    """Job keys archived whole: a sidecar and its video (see :class:`JobListing`)."""
+    return list_jobs(store).archived
+
+
+def is_archived(store: Store, job_key: str) -> bool:
+    """Whether one job is archived whole: its sidecar stands and its video has the size the
+    sidecar records (the sidecar is written last, so its presence alone once meant this)."""
+    try:
+        meta = store.get_json(job_file(job_key, SIDECAR))
+    except ValueError:  # a damaged sidecar is rewritten by archiving the job again
+        return False
+    if not isinstance(meta, dict):
+        return False
+    size = store.size(job_file(job_key, VIDEO))
+    recorded = (meta.get("video") or {}).get("size")
+    return bool(size) and (recorded is None or size == recorded)
+
+
+def damaged_key(job_key: str, stamp: str, name: str) -> str:
+    """Where ``wansweep verify --repair`` sets aside a job's file found wrong (a video that
+    does not match its sidecar, a sidecar that cannot be read): kept, never deleted."""
+    return f"{JOBS}{job_key}/damaged/{stamp}-{name}"

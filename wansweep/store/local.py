@@ -145,6 +145,13 @@ class LocalStore(Store):
             return None
 
     def list(self, prefix: str) -> Iterator[str]:
+        for key, _ in self._scan(prefix, sized=False):
+            yield key
+
+    def list_sized(self, prefix: str) -> Iterator[tuple[str, int]]:
+        return self._scan(prefix, sized=True)
+
+    def _scan(self, prefix: str, sized: bool) -> Iterator[tuple[str, int]]:
         # as S3 lists: every key that starts with ``prefix`` ("jobs" takes "jobsx/..." too),
         # from the folder the prefix is in, descending only where such keys can be
         above, _, _ = prefix.rpartition("/")
@@ -171,7 +178,13 @@ class LocalStore(Store):
                             if not entry.is_symlink():
                                 folders.append((entry.path, key + "/"))
                     elif not entry.name.startswith(".tmp-") and key.startswith(prefix):
-                        yield key
+                        if not sized:
+                            yield key, -1
+                            continue
+                        try:
+                            yield key, entry.stat().st_size
+                        except FileNotFoundError:  # removed since the folder was read
+                            continue
 
     def download_file(self, key: str, path: Path) -> None:
         shutil.copyfile(self._path(key), path)

@@ -126,12 +126,16 @@ class S3Store(Store):
             raise
 
     def list(self, prefix: str) -> Iterator[str]:
+        for key, _ in self.list_sized(prefix):
+            yield key
+
+    def list_sized(self, prefix: str) -> Iterator[tuple[str, int]]:
         full = self._key(prefix, prefix=True)
         paginator = self.client.get_paginator("list_objects_v2")
         strip = len(self.prefix) + 1 if self.prefix else 0
         for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
             for obj in page.get("Contents", []):
-                yield obj["Key"][strip:]
+                yield obj["Key"][strip:], obj["Size"]
 
     def download_file(self, key: str, path: Path) -> None:
         self.client.download_file(self.bucket, self._key(key), str(path))
