@@ -144,19 +144,21 @@ class MediaCache:
             return Checked(uri, None, (problem,)), None
         sha = hashlib.sha256(data).hexdigest()
         if kind == "image":
-            _, problems = schema.check_image(data, field)
-            if not any(p.severity == "error" for p in problems):
-                _remember_reference(sha, data)
+            info, problems = schema.check_image(data, field)
+            if info is not None and not any(p.severity == "error" for p in problems):
+                _remember_reference(sha, data, info.width * info.height)
         else:
             problems = schema.check_audio(data, field)
         return Checked(uri, sha, tuple(problems)), mark
 
 
-def _remember_reference(sha: str, data: bytes) -> None:
-    """Keep the image's small reference for this run's first-frame checks (no second read)."""
+def _remember_reference(sha: str, data: bytes, pixels: int) -> None:
+    """Keep the image's small reference for this run's first-frame checks (no second read),
+    decoded within the decode budget (all but a JPEG decode whole to be made small)."""
     from wansweep.media.frames import REFERENCES, reference_of
 
-    REFERENCES.put(sha, reference_of(data))
+    with schema.DECODE_BUDGET.hold(pixels):
+        REFERENCES.put(sha, reference_of(data))
 
 
 PLAN_CONCURRENCY = 16  # inputs fetched and checked at once while planning
