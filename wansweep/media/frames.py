@@ -124,10 +124,41 @@ def reference(image: Image.Image) -> np.ndarray:
 
 
 def reference_of(data: bytes) -> np.ndarray:
-    """:func:`reference` of encoded image bytes (a JPEG is decoded at reduced size)."""
+    """:func:`reference` of encoded image bytes (a JPEG is decoded at reduced size). Memory
+    freed by a large decode goes back to the system before this returns."""
     with Image.open(io.BytesIO(data)) as img:
         img.draft("RGB", (REFERENCE_SIZE * 2, REFERENCE_SIZE * 2))
-        return reference(img)
+        large = img.width * img.height >= _LARGE_DECODE
+        try:
+            return reference(img)
+        finally:
+            if large:
+                img.close()
+                give_back_memory()
+
+
+_LARGE_DECODE = 4 * 2**20  # pixels: a 16 MB decode, the most glibc may keep per thread
+
+
+def give_back_memory() -> None:
+    """Return freed heap to the system (glibc's ``malloc_trim``; elsewhere nothing). Why:
+    glibc serves a freed 16 MB block's size from a per-thread heap from then on and keeps
+    it, so 16 planning threads each decoding one 8K PNG in turn held 3.7 GB at the end
+    although one decode at a time needs 0.3 GB (bench/inputs.py)."""
+    global _TRIM
+    if _TRIM is None:
+        import ctypes
+        import ctypes.util
+
+        try:
+            _TRIM = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+        except (OSError, AttributeError):  # not glibc
+            _TRIM = False
+    if _TRIM:
+        _TRIM(0)
+
+
+_TRIM = None
 
 
 def similarity(a: Image.Image | np.ndarray, b: Image.Image) -> float:
