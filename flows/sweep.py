@@ -145,8 +145,9 @@ def sweep(
     if reused is not None:
         log.info("report unchanged: every job was archived before this run")
         files = reused.__dict__
-    else:
+    else:  # None: the archive refused it (full, read-only), which ends the run Failed
         files = build_report(archive.uri, sweep_spec.name, report_dir)
+        halted = halted or (None if files else "the archive refused the report")
     notify((archive.get_bytes(report_file(sweep_spec.name, "summary.md")) or b"").decode())
     return ended(
         {

@@ -7,6 +7,7 @@ from pathlib import Path
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from wansweep.errors import StoreRefused
 from wansweep.results.report import write_report
 from wansweep.store import open_store, presign
 from wansweep.store.layout import report_file
@@ -15,9 +16,15 @@ LINK_EXPIRES_S = 7 * 24 * 3600  # the longest S3 allows a presigned link
 
 
 @task(name="report", cache_policy=NO_CACHE, persist_result=False)
-def build_report(store_uri: str, sweep: str, out_dir: str | None = None) -> dict:
+def build_report(store_uri: str, sweep: str, out_dir: str | None = None) -> dict | None:
+    """The report's files by kind; None, with a one-line warning and no traceback, when the
+    archive refuses writes (full, read-only): the flow ends Failed saying so."""
     store = open_store(store_uri)
-    _, summary, files = write_report(store, sweep, Path(out_dir) if out_dir else None)
+    try:
+        _, summary, files = write_report(store, sweep, Path(out_dir) if out_dir else None)
+    except StoreRefused as exc:
+        get_run_logger().warning("report not written: %s", exc)
+        return None
     markdown = (store.get_bytes(report_file(sweep, "summary.md")) or b"").decode()
     try:
         from prefect.artifacts import (

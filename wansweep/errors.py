@@ -13,8 +13,10 @@
     ├── BudgetExceeded            during a run: this submit would pass the budget (job skipped)
     ├── Stopped                   the run was cancelled (Ctrl-C, flow-run cancel) while a job waited
     ├── StoreError                the object store refused or lost something
-    │   └── StoreUnavailable      ... and trying again may help (connection, throttling)
-    │       └── StoreMismatch     the store holds other bytes than were sent (removed again)
+    │   ├── StoreUnavailable      ... and trying again may help (connection, throttling)
+    │   │   └── StoreMismatch     the store holds other bytes than were sent (removed again)
+    │   └── StoreRefused          ... for every job alike (full, over quota, read-only, no
+    │                             permission): also a CannotRun, the run stops submitting
     ├── LedgerDamaged             a ledger entry cannot be read: settled through fal, never trusted
     ├── IllegalMove               a ledger status change the state table forbids (a bug; nothing
     │                             is written)
@@ -89,6 +91,13 @@ class StoreUnavailable(StoreError):
 class StoreMismatch(StoreUnavailable):
     """What the store received differs from what was sent (its checksum says so). The object
     was removed, so nothing points at it; the upload may simply be tried again."""
+
+
+class StoreRefused(StoreError, CannotRun):
+    """The store refuses writes for a reason every job meets (a full disk, a quota, a
+    read-only mount, no permission): the run stops submitting, since each new job would be
+    paid for and then not archived. What fal already made stays recorded in the ledger and
+    is fetched, not paid again, by the next run once the store is fixed."""
 
 
 class LedgerDamaged(WansweepError):

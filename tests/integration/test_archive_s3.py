@@ -108,3 +108,17 @@ def test_full_sweep_on_seaweedfs(fal, tmp_path, seaweedfs):
     report = pd.read_csv(tmp_path / "rep" / "t" / "jobs.csv")
     assert len(report) == 4 and set(report["status"]) == {"succeeded"}
     assert report["cost_usd"].sum() == pytest.approx(2 * (0.5 + 0.25))
+
+
+def test_a_write_every_job_would_meet_is_refused_as_such_and_a_read_is_not(s3_server, bucket):
+    """A bucket gone (or no permission, no room) is every job's problem: StoreRefused, which
+    stops a run's submits; reading a missing key is nobody's problem."""
+    from wansweep.errors import CannotRun, StoreRefused
+
+    gone = open_store("s3://no-such-bucket-here/sweeps")
+    with pytest.raises(StoreRefused, match="archive s3://no-such-bucket-here/sweeps refuses"):
+        gone.put_bytes("jobs/a/meta.json", b"{}")
+    with pytest.raises(StoreRefused):
+        gone.create_exclusive("ledger/a.json", b"{}")
+    assert issubclass(StoreRefused, CannotRun)
+    assert open_store(f"s3://{bucket}/sweeps").get_bytes("jobs/a/meta.json") is None

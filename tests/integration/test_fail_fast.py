@@ -99,3 +99,48 @@ def test_plan_check_runs_the_same_checks_without_submitting(fal, tmp_path):
     )
     assert bad.returncode == 3 and "cannot reach fal" in bad.stdout + bad.stderr
     assert fal.stats()["submits_accepted"] == 0
+
+
+
+# The archive fills up mid-run: a real full file system (a tmpfs in a mount namespace of its own,
+# a filler leaving too little room for a video). Then the archive is moved to a roomier disk
+# (copied out of the namespace, whose mount goes with it) and the same command is run on it.
+FULL_DISK = r"""
+set -e
+mount -t tmpfs -o size=8m tmpfs "$ARCHIVE"
+"$PY" -c 'import os, sys; s = os.statvfs(sys.argv[1]); open(sys.argv[1] + "/filler", "wb").write(bytes(s.f_bavail * s.f_frsize - 96 * 1024))' "$ARCHIVE"
+set +e
+"$PY" -m wansweep.cli run "$SPEC" > "$LOGS/full.log" 2>&1
+echo $? > "$LOGS/full.rc"
+rm "$ARCHIVE/filler"
+cp -a "$ARCHIVE/." "$LOGS/moved"
+"""
+
+
+def test_an_archive_that_fills_up_stops_submitting_and_the_rerun_pays_each_job_once(fal, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    spec = write_case(tmp_path, rows=3, concurrency=2)  # 24 jobs, 2 at a time
+    (tmp_path / "archive").mkdir()
+    env = {
+        **os.environ,
+        "PREFECT_SERVER_ALLOW_EPHEMERAL_MODE": "true",
+        "ARCHIVE": str(tmp_path / "archive"),
+        "PY": sys.executable,
+        "SPEC": str(spec),
+        "LOGS": str(tmp_path),
+    }
+    # -r: no privilege needed; -m: the mount is this test's alone and goes with it
+    done = subprocess.run(["unshare", "-rm", "sh", "-c", FULL_DISK], env=env, cwd=tmp_path)
+    assert done.returncode == 0
+    full = (tmp_path / "full.log").read_text()
+    assert (tmp_path / "full.rc").read_text().strip() == "3", full[-3000:]
+    assert "Traceback" not in full, full[-3000:]
+    assert f"stopped submitting: the archive {tmp_path / 'archive'} is full" in full
+    assert "unarchived: fix the archive, then run the same command again" in full
+    first = sum(accepted_per_job(fal, spec).values())
+    assert 1 <= first <= 2  # the jobs in flight when it filled up; none sent after
+    ended(start_run(spec, tmp_path, "--store", str(tmp_path / "moved"), "--concurrency", "8"), 0)
+    assert set(accepted_per_job(fal, spec).values()) == {1}  # the first ones fetched, not paid

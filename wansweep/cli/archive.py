@@ -22,7 +22,7 @@ def report(
     """Build the report of a sweep from its archive alone (no Prefect server needed)."""
     from rich.console import Console
 
-    from wansweep.errors import InputError
+    from wansweep.errors import CannotRun, InputError
     from wansweep.results.report import LOST, sweeps, write_report
     from wansweep.store import open_store
     from wansweep.store.layout import check_sweep_name
@@ -37,7 +37,12 @@ def report(
         console.print(f"{archive.uri} holds no sweep", style="red", markup=False)
         raise typer.Exit(2)
     for name in names:
-        frame, summ, files = write_report(archive, name, (out / name) if out else None, by or None)
+        try:
+            frame, summ, files = write_report(
+                archive, name, (out / name) if out else None, by or None
+            )
+        except CannotRun as exc:  # an archive that refuses writes: one line, no traceback
+            raise _fail(console, exc) from None
         shown = [c for c in [*(by or ["arm"]), *SHOWN[1:]] if c in summ.columns]
         console.print(f"sweep {name}", style="bold", markup=False)
         console.print(summ[shown].to_string(index=False), markup=False, highlight=False)

@@ -282,12 +282,20 @@ def _summary(console, result: dict) -> None:
         f"sweep {result['sweep']}: {result['planned']} jobs planned, {result['already_archived']}"
         f" already archived, {result['ran']} run: {outcomes}",
         f"videos:  {result['videos']}",
-        f"report:  {result['report']['html']}",
-        f"tables:  {result['report']['jobs_csv']} (one row per job)",
-        f"index:   {result['index']}",
     ]
+    if result["report"]:  # none when the archive refused it
+        lines += [
+            f"report:  {result['report']['html']}",
+            f"tables:  {result['report']['jobs_csv']} (one row per job)",
+            f"index:   {result['index']}",
+        ]
     if result["halted"]:
-        lines.insert(1, f"stopped submitting: {result['halted']}")
+        from wansweep.run.lifecycle import NEXT, UNFINISHED
+
+        left = [(k, n) for k, n in sorted(result["outcomes"].items()) if k in UNFINISHED]
+        lines[1:1] = [f"stopped submitting: {result['halted']}"] + [
+            f"  {n} {k}: {NEXT[k]}" for k, n in left
+        ]
     elif result["failed"]:
         lines.insert(1, f"{result['failed']} jobs not archived: each has a line above saying why")
     console.print("\n".join(lines), markup=False, highlight=False)

@@ -20,6 +20,7 @@ from wansweep.errors import (
     LedgerDamaged,
     NotSent,
     Stopped,
+    StoreRefused,
 )
 from wansweep.fal import policy
 from wansweep.plan.spec import Job
@@ -39,11 +40,15 @@ DAMAGED_WINDOW = 86400.0  # a damaged entry's submit is looked for in the day be
 def run_job(job: Job, services: Services) -> JobResult:
     """Run one job to its archive. Never raises for a job-level failure (it is the outcome);
     raises only what the caller may retry as a whole (store or network trouble), leaving the
-    ledger where the next try resumes it."""
+    ledger where the next try resumes it. An archive that refuses writes (full, read-only)
+    halts the run's submits: each new job would be paid for and not archived."""
     with services._lock:
         services.active += 1
     try:
         return _run_job(job, services)
+    except StoreRefused as exc:
+        services.halt(str(exc))
+        return _result(job, Outcome.UNARCHIVED, error=str(exc))
     finally:
         with services._lock:
             services.active -= 1

@@ -81,6 +81,7 @@ class Outcome(StrEnum):
     AMBIGUOUS = "ambiguous"  # submit may have been accepted; settled by a later run
     BUSY = "busy"  # another process holds the job's lease and is running it
     UNSENT = "unsent"  # the run stopped before this job reached fal (nothing paid, no attempt)
+    UNARCHIVED = "unarchived"  # the archive refused writes (full, read-only): left for a rerun
     CRASHED = "crashed"  # the task itself crashed (a bug or the machine): see the log
 
 
@@ -88,7 +89,14 @@ SUCCEEDED = frozenset({Outcome.ARCHIVED, Outcome.RESUMED, Outcome.REPAIRED, Outc
 """Outcomes whose video is in the archive."""
 
 UNFINISHED = frozenset(
-    {Outcome.CANCELLED, Outcome.SKIPPED, Outcome.AMBIGUOUS, Outcome.BUSY, Outcome.UNSENT}
+    {
+        Outcome.CANCELLED,
+        Outcome.SKIPPED,
+        Outcome.AMBIGUOUS,
+        Outcome.BUSY,
+        Outcome.UNSENT,
+        Outcome.UNARCHIVED,
+    }
 )
 """Outcomes a later run (the same command again) can finish."""
 
@@ -254,5 +262,7 @@ NEXT = {  # what a user does about a job that did not end archived
     Outcome.AMBIGUOUS: "a later run or `wansweep reconcile` settles it without paying again",
     Outcome.BUSY: "another run holds it and archives it",
     Outcome.UNSENT: "nothing was sent: fix the cause and run the same command again",
+    Outcome.UNARCHIVED: "fix the archive, then run the same command again: what fal made is "
+    "fetched, not paid again",
     Outcome.CRASHED: "see the traceback above; run again to resume it",
 }

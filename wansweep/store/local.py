@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import functools
 import hashlib
 import os
 import shutil
@@ -9,10 +11,47 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from wansweep.errors import StoreMismatch
+from wansweep.errors import StoreMismatch, StoreRefused
 from wansweep.store.base import Store, check_key
 
+# what the folder says when no write of any job could succeed, as a user reads it
+REFUSALS = {
+    errno.ENOSPC: "is full",
+    errno.EDQUOT: "is over its disk quota",
+    errno.EROFS: "is on a read-only file system",
+    errno.EACCES: "is not writable by this user",
+    errno.EPERM: "is not writable by this user",
+}
 
+
+def _refusals_named(cls: type) -> type:
+    """Translate an OS error every job would meet (:data:`REFUSALS`) into
+    :class:`StoreRefused` naming the archive, so a run stops at the first one instead of
+    paying for each job and failing to archive it."""
+
+    def translate(method):
+        @functools.wraps(method)
+        def wrapper(self, *args, **kwargs):
+            try:
+                return method(self, *args, **kwargs)
+            except OSError as exc:
+                if exc.errno not in REFUSALS:
+                    raise
+                where = f" ({exc.filename})" if exc.filename else ""
+                raise StoreRefused(
+                    f"the archive {self.uri} {REFUSALS[exc.errno]}: {exc.strerror}{where}"
+                ) from exc
+
+        return wrapper
+
+    for name, value in list(vars(cls).items()):
+        # a download writes outside the archive: a full disk there is not the archive's
+        if callable(value) and not name.startswith("_") and name != "download_file":
+            setattr(cls, name, translate(value))
+    return cls
+
+
+@_refusals_named
 class LocalStore(Store):
     def __init__(self, root: str | Path):
         self.root = Path(root).expanduser().resolve()

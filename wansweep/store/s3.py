@@ -12,12 +12,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from wansweep.errors import StoreMismatch, StoreUnavailable
+from wansweep.errors import StoreMismatch, StoreRefused, StoreUnavailable
 from wansweep.store.base import Store, check_key
 
 log = logging.getLogger(__name__)
 # S3's answers when the bytes it received do not match the checksum sent with them
 REFUSED_DIGESTS = ("BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch")
+# S3's answers to a write that every job's write would meet: no bucket, no permission, no room
+REFUSED_WRITES = ("NoSuchBucket", "AccessDenied", "QuotaExceeded", "InsufficientStorage")
+WRITES = frozenset({"put_bytes", "put_file", "put_verified", "create_exclusive", "replace_if"})
 
 
 def _unavailable_on_network_errors(cls: type) -> type:
@@ -35,7 +38,18 @@ def _unavailable_on_network_errors(cls: type) -> type:
             return status >= 500 or status == 429 or "Throttl" in str(exc)
         return False
 
+    def refused(exc: Exception) -> bool:
+        from botocore.exceptions import ClientError
+
+        if not isinstance(exc, ClientError):
+            return False
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        return status == 507 or any(c in code for c in REFUSED_WRITES)
+
     def translate(method):
+        write = method.__name__ in WRITES
+
         @functools.wraps(method)
         def wrapper(*args, **kwargs):
             try:
@@ -43,6 +57,8 @@ def _unavailable_on_network_errors(cls: type) -> type:
             except Exception as exc:
                 if any(code in str(exc) for code in REFUSED_DIGESTS):  # S3 refused the bytes
                     raise StoreMismatch(f"the store refused an upload: {exc}") from exc
+                if write and refused(exc):
+                    raise StoreRefused(f"the archive {args[0].uri} refuses writes: {exc}") from exc
                 if unavailable(exc):
                     raise StoreUnavailable(f"object store unavailable: {exc}") from exc
                 raise
