@@ -26,3 +26,19 @@ def test_bench_smoke(tmp_path):
     assert plan and "inputs downloaded and checked: 30" in plan[0]["note"]
     cold = [r for r in json.loads(out.read_text()) if r["benchmark"].startswith("4. cold")]
     assert cold and cold[0]["ratio"] > 0
+
+
+def test_inputs_bench_smoke():
+    """bench/inputs.py at 2 images: the grid is refused, the big PNGs plan (memory is the
+    bench's to measure, not this test's)."""
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "inputs.py"), "--images", "2"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = json.loads(proc.stdout)
+    assert results["grid_1e9_refused"]["refused"] is True
+    assert "1,000,000,000 jobs" in results["grid_1e9_refused"]["message"]
+    assert results["pngs"]["plan"] == {**results["pngs"]["plan"], "jobs": 2, "errors": 0}
