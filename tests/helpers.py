@@ -41,6 +41,7 @@ __all__ = [
 ]
 
 
+STANDARD, FLASH = "wan/v2.6/image-to-video", "wan/v2.6/image-to-video/flash"
 FAST_POLL = {"first": 0.05, "factor": 1.5, "max": 0.5}
 # A lost answer of an accepted request settles within the grace (the local server lists a
 # finished request at once unless a test sets listing_lag); one fal never took stays

@@ -101,7 +101,6 @@ def test_plan_check_runs_the_same_checks_without_submitting(fal, tmp_path):
     assert fal.stats()["submits_accepted"] == 0
 
 
-
 # The archive fills up mid-run: a real full file system (a tmpfs in a mount namespace of its own,
 # a filler leaving too little room for a video). Then the archive is moved to a roomier disk
 # (copied out of the namespace, whose mount goes with it) and the same command is run on it.

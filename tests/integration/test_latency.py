@@ -6,10 +6,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from tests.helpers import accepted_per_job, data_uri, make_image, run_sweep, write_case
+from tests.helpers import FLASH, accepted_per_job, data_uri, make_image, run_sweep, write_case
 from wansweep.fal import FalConfig, FalQueue
 from wansweep.fal.types import PollSpec
-from wansweep.plan import schema
 from wansweep.store import open_store
 from wansweep.store.layout import archived_keys
 
@@ -46,7 +45,7 @@ def test_streams_read_to_their_end_share_kept_alive_connections(fal, latency):
     before = fal.stats()["connections"]
     try:
         for _ in range(8):
-            handle = queue.submit(schema.ENDPOINTS[1], body, deadline_s=600)
+            handle = queue.submit(FLASH, body, deadline_s=600)
             assert queue.wait(handle, PollSpec()).via == "stream"
     finally:
         queue.close()

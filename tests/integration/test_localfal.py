@@ -13,11 +13,9 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.helpers import data_uri, fetch, make_image, make_wav
+from tests.helpers import FLASH, STANDARD, data_uri, fetch, make_image, make_wav
 from wansweep.media import frames as media
-from wansweep.plan import schema
 
-STANDARD, FLASH = schema.ENDPOINTS
 SEED_EXAMPLE_PROMPT = (
     "A comedic cinematic demo where typed prompts physically transform reality. Photoreal, strong "
     "match cuts, coherent main character, no subtitles.\n\nShot 1 [0-4s] Continue from first frame. "

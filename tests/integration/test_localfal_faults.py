@@ -6,11 +6,9 @@ import fal_client
 import httpx
 import pytest
 
-from tests.helpers import data_uri, fetch, make_image, make_wav
+from tests.helpers import FLASH, STANDARD, data_uri, fetch, make_image, make_wav
 from wansweep.localfal.queue import input_key
 from wansweep.plan import schema
-
-STANDARD, FLASH = schema.ENDPOINTS
 
 
 def _fal_422(endpoint, args):
@@ -167,6 +165,6 @@ def test_pricing_api_through_fal_package(fal):
     from wansweep.fal import FalConfig, FalQueue
 
     q = FalQueue(FalConfig.from_env())
-    prices = q.prices(list(schema.ENDPOINTS))
+    prices = q.prices([STANDARD, FLASH])
     q.close()
     assert prices[FLASH]["unit_price"] == 0.05 and prices[FLASH]["unit"] == "units"

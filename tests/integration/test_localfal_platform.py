@@ -13,10 +13,7 @@ import fal_client
 import httpx
 import pytest
 
-from tests.helpers import data_uri, make_image, wait_for
-from wansweep.plan import schema
-
-STANDARD, FLASH = schema.ENDPOINTS
+from tests.helpers import FLASH, data_uri, make_image, wait_for
 
 
 def listing(fal, **params):

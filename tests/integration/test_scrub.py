@@ -8,12 +8,9 @@ import boto3
 import pandas as pd
 
 from tests.helpers import make_image, run_sweep, write_case
-from wansweep.plan import schema
 from wansweep.plan.spec import load_spec
 from wansweep.run.ledger import Ledger
 from wansweep.store import open_store
-
-FLASH = schema.ENDPOINTS[1]
 
 
 def test_a_presigned_url_in_fals_error_reaches_no_ledger_report_or_log(

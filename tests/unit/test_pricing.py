@@ -4,9 +4,10 @@ import threading
 
 import pytest
 
+from tests.helpers import FLASH, STANDARD
 from wansweep.errors import BudgetExceeded
-from wansweep.plan import schema
-from wansweep.plan.pricing import Budget, PriceTable
+from wansweep.plan.endpoints import profile
+from wansweep.plan.pricing import Budget
 
 
 def test_budget_refuses_the_submit_that_would_pass_it():
@@ -57,9 +58,13 @@ def test_budget_holds_under_concurrent_reservations():
     assert len(granted) == 40 and budget.committed == pytest.approx(10.0)
 
 
-def test_price_table_from_config():
-    table = PriceTable.load()
-    assert table.estimate(schema.ENDPOINTS[1], "720p", "5") == pytest.approx(0.25)
-    assert table.estimate(schema.ENDPOINTS[0], "1080p", 10) == pytest.approx(1.5)
-    with pytest.raises(KeyError, match="no price"):
-        table.unit_price(schema.ENDPOINTS[0], "4k")
+def test_prices_come_from_each_endpoints_profile():
+    """Checked by hand against the sources the profiles quote."""
+    flash, standard = profile(FLASH), profile(STANDARD)
+    assert flash.estimate(flash.complete({"resolution": "720p"})) == pytest.approx(0.25)
+    silent = flash.complete({"resolution": "1080p", "generate_audio": False, "duration": "10"})
+    assert flash.estimate(silent) == pytest.approx(0.375)  # half of 0.075/s, 10 s
+    assert standard.estimate(standard.complete({"duration": "10"})) == pytest.approx(1.5)
+    kling = profile("kling-2.5-turbo-pro")  # $0.35 for 5 s, $0.07 each second past it
+    assert kling.estimate(kling.complete({})) == pytest.approx(0.35)
+    assert kling.estimate(kling.complete({"duration": "10"})) == pytest.approx(0.70)

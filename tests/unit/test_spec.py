@@ -7,8 +7,8 @@ import re
 import pytest
 import yaml
 
+from tests.helpers import FLASH, STANDARD
 from wansweep.errors import SpecError
-from wansweep.plan import schema
 from wansweep.plan.spec import Seeds, job_key, load_spec
 
 
@@ -29,7 +29,7 @@ def test_grid_is_a_product_and_names_its_arms(tmp_path):
     arms = spec.expand_arms()
     assert len(arms) == 8
     assert arms[0].name == "standard-720p-5s" and arms[0].settings["duration"] == "5"
-    assert {a.endpoint for a in arms} == set(schema.ENDPOINTS)
+    assert {a.endpoint for a in arms} == {STANDARD, FLASH}
 
 
 def test_zip_pairs_values_instead_of_crossing_them(tmp_path):
@@ -68,7 +68,14 @@ def test_named_arms_and_explicit_defaults(tmp_path):
         "720p",
     )
     # every setting is explicit in the request: nothing is left to fal's defaults
-    assert set(schema.FAL_DEFAULTS) <= set(b.settings)
+    assert {
+        "resolution",
+        "duration",
+        "negative_prompt",
+        "enable_prompt_expansion",
+        "multi_shots",
+        "enable_safety_checker",
+    } <= set(b.settings)
 
 
 def test_default_resolution_is_stated_not_silent(tmp_path):
@@ -85,7 +92,7 @@ def test_per_endpoint_overrides(tmp_path):
         )
     )
     got = {a.endpoint: a.settings["resolution"] for a in spec.expand_arms()}
-    assert got == {schema.ENDPOINTS[0]: "1080p", schema.ENDPOINTS[1]: "720p"}
+    assert got == {STANDARD: "1080p", FLASH: "720p"}
 
 
 def test_seed_forms():
@@ -102,8 +109,8 @@ def test_seed_forms():
     [
         ({"endpoints": ["fast"]}, "endpoints: Value error, unknown endpoint 'fast'"),
         (
-            {"endpoints": ["flash"], "grid": {"fps": [1]}},
-            "grid: Value error, grid: unknown setting(s) ['fps']",
+            {"endpoints": ["flash"], "grid": {"sharpness": [1]}},
+            "grid: Value error, grid: unknown setting(s) ['sharpness']",
         ),
         (
             {"endpoints": ["flash"], "concurrency": 0},
@@ -126,13 +133,11 @@ def test_bad_specs_name_the_key(tmp_path, cfg, needle):
 
 def test_job_key_is_stable_and_content_addressed():
     body = {"prompt": "a cat", "resolution": "720p", "duration": "5", "seed": 1}
-    k = job_key(schema.ENDPOINTS[1], body, "abc", None)
-    assert k == job_key(schema.ENDPOINTS[1], dict(reversed(list(body.items()))), "abc", None)
-    assert k != job_key(
-        schema.ENDPOINTS[1], {**body, "prompt": "a cat "}, "abc", None
-    )  # whitespace counts
-    assert k != job_key(schema.ENDPOINTS[0], body, "abc", None)
-    assert k != job_key(schema.ENDPOINTS[1], body, "abd", None)
+    k = job_key(FLASH, body, "abc", None)
+    assert k == job_key(FLASH, dict(reversed(list(body.items()))), "abc", None)
+    assert k != job_key(FLASH, {**body, "prompt": "a cat "}, "abc", None)  # whitespace counts
+    assert k != job_key(STANDARD, body, "abc", None)
+    assert k != job_key(FLASH, body, "abd", None)
     assert len(k) == 24 and all(c in "0123456789abcdef" for c in k)
 
 

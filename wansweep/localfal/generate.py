@@ -16,6 +16,7 @@ from wansweep.localfal.queue import FalRequest
 from wansweep.localfal.video import render_clip
 from wansweep.media.frames import decode_data_uri
 from wansweep.plan import schema
+from wansweep.plan.endpoints import profile
 
 FETCH_LIMIT = 64 * 2**20  # bytes read of one input URL at most
 
@@ -24,13 +25,15 @@ class GenerateMixin:
     """Part of :class:`~wansweep.localfal.server.LocalFal`: what a runner would do."""
 
     async def _generate(self, job: FalRequest, base_url: str) -> None:
-        payload = job.payload
-        problems = [p for p in schema.check_input(payload) if p.severity == "error"]
+        payload, prof = job.payload, profile(job.endpoint)
+        problems = [p for p in prof.check(payload) if p.severity == "error"]
         image = audio = None
-        if not any(p.field == "image_url" for p in problems):
-            image = await self._input(payload["image_url"], "image_url", problems)
-        if payload.get("audio_url") and not any(p.field == "audio_url" for p in problems):
-            audio = await self._input(payload["audio_url"], "audio_url", problems)
+        image_field, audio_field = prof.field_of("image"), prof.field_of("audio")
+        if not any(p.field == image_field for p in problems):
+            image = await self._input(payload[image_field], image_field, "image", problems)
+        if audio_field and payload.get(audio_field):
+            if not any(p.field == audio_field for p in problems):
+                audio = await self._input(payload[audio_field], audio_field, "audio", problems)
         if problems:
             job.error = {"status_code": 422, "body": {"detail": [p.fal_detail() for p in problems]}}
             return
@@ -40,7 +43,7 @@ class GenerateMixin:
                 "body": {
                     "detail": [
                         {
-                            "loc": ["body", "image_url"],
+                            "loc": ["body", image_field],
                             "msg": "Image was flagged by the safety checker",
                             "type": "content_policy_violation",
                         }
@@ -56,11 +59,14 @@ class GenerateMixin:
             }
             return
 
-        settings = {**schema.FAL_DEFAULTS, **payload}
-        seed = payload.get("seed")
+        settings = prof.settings_of(payload)  # the endpoint's defaults filled in
+        seed = payload.get(prof.field_of("seed")) if prof.takes_seed else None
         if seed is None:
             seed = random.randrange(2**31)
-        expand = bool(settings["enable_prompt_expansion"])
+        expand = bool(settings.get("enable_prompt_expansion", False))
+        multi_shots = expand and bool(settings.get("multi_shots", False))
+        resolution, aspect = settings.get("resolution"), settings.get("aspect_ratio")
+        duration = str(prof.seconds(settings))
         tiny = self.config.media == "tiny"
         key = hashlib.sha256(
             json.dumps(
@@ -69,9 +75,10 @@ class GenerateMixin:
                     hashlib.sha256(audio or b"").hexdigest(),
                     payload["prompt"],
                     seed,
-                    settings["resolution"],
-                    settings["duration"],
-                    expand and bool(settings["multi_shots"]),
+                    resolution,
+                    aspect,
+                    duration,
+                    multi_shots,
                     tiny,
                 ],
                 sort_keys=True,
@@ -89,9 +96,10 @@ class GenerateMixin:
                     image,
                     prompt=payload["prompt"],
                     seed=seed,
-                    resolution=settings["resolution"],
-                    duration=settings["duration"],
-                    multi_shots=expand and bool(settings["multi_shots"]),
+                    resolution=resolution,
+                    duration=duration,
+                    aspect_ratio=aspect,
+                    multi_shots=multi_shots,
                     audio=audio,
                     fps=4 if tiny else 16,
                     short_side=64 if tiny else None,
@@ -110,30 +118,33 @@ class GenerateMixin:
             }
             meta_path.write_text(json.dumps(meta))
         output: dict[str, Any] = {
-            "video": {
+            prof.output: {
                 "url": f"{base_url}/_local/media/{name}",
                 "content_type": "video/mp4",
                 "file_name": name,
                 **meta,
             },
-            "seed": seed,
         }
+        if prof.takes_seed:  # an endpoint without a seed does not answer one
+            output["seed"] = seed
         if expand:
             output["actual_prompt"] = _expand(payload["prompt"], seed)
         job.output = output
 
-    async def _input(self, url: str, field: str, problems: list) -> bytes | None:
-        """An input's bytes, checked as fal checks them; what is wrong goes to ``problems``."""
+    async def _input(self, url: str, field: str, kind: str, problems: list) -> bytes | None:
+        """An input's bytes (``kind``: image or audio), checked as fal checks them; what is
+        wrong goes to ``problems`` under the endpoint's ``field``."""
         try:
             data = await self._fetch(url)
         except Exception as exc:
             why = f"Failed to download the file ({_why(exc)})"
             problems.append(schema.Problem(field, "file_download_error", why))
             return None
-        if field == "image_url":
-            found = schema.check_image(data)[1]
-        else:
-            found = schema.check_audio(data)
+        found = (
+            schema.check_image(data, field)[1]
+            if kind == "image"
+            else schema.check_audio(data, field)
+        )
         problems += [p for p in found if p.severity == "error"]
         return data
 

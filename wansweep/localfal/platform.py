@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from wansweep.localfal.queue import FalRequest, iso
-from wansweep.plan import schema
+from wansweep.plan.endpoints import registry
 
 STATUS_FILTERS = {
     "success": range(200, 300),
@@ -98,11 +98,12 @@ class PlatformRoutes:
     async def pricing(self, request: Request) -> Response:
         if not self._authorized(request):
             return self._unauthorized()
-        wanted = request.query_params.getlist("endpoint_id") or list(schema.ENDPOINTS)
+        known = registry().ids
+        wanted = request.query_params.getlist("endpoint_id") or known
         prices = [
             {"endpoint_id": e, "unit_price": self.unit_price(e), "unit": "units", "currency": "USD"}
             for e in wanted
-            if e in schema.ENDPOINTS
+            if e in known
         ]
         return JSONResponse({"prices": prices, "next_cursor": None, "has_more": False})
 

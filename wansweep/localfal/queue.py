@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from wansweep.localfal.faults import Dropped, DroppedResponse, fal_error, ingress_error
-from wansweep.plan import schema
+from wansweep.plan.endpoints import profile, registry
 
 
 def input_key(endpoint: str, payload: dict[str, Any]) -> str:
@@ -50,6 +50,16 @@ class FalRequest:
     unit_price: float = 0.0  # per unit, as the pricing API says
     changed: asyncio.Event = field(default_factory=asyncio.Event)  # set at each status change
 
+    def settings_seconds(self) -> int:
+        """Seconds of video the request asks for (5 when its fields do not say)."""
+        from wansweep.plan.endpoints import profile
+
+        try:
+            prof = profile(self.endpoint)
+            return prof.seconds(prof.settings_of(self.payload))
+        except (ValueError, TypeError, KeyError):
+            return 5
+
     def set_status(self, status: str, at: float) -> None:
         """Change status and wake its streams in one step: a stream and a status poll never
         disagree about when a request started or ended."""
@@ -74,7 +84,7 @@ class QueueRoutes:
 
     async def submit(self, request: Request) -> Response:
         endpoint = request.path_params["endpoint"].strip("/")
-        if endpoint not in schema.ENDPOINTS:
+        if endpoint not in registry().ids:
             return JSONResponse({"detail": f"Application '{endpoint}' not found"}, 404)
         if not self._authorized(request):
             return self._unauthorized()
@@ -299,9 +309,10 @@ FALLBACKS_OFF = ("x-app-fal-disable-fallback", "x-fal-disable-fallbacks")
 
 
 def fallback_for(endpoint: str) -> str:
-    """The 'equivalent alternative endpoint' fal would reroute a request to (here: the other
-    Wan 2.6 endpoint)."""
-    others = [e for e in schema.ENDPOINTS if e != endpoint]
+    """The 'equivalent alternative endpoint' fal would reroute a request to (here: another
+    endpoint of the same model family)."""
+    family = profile(endpoint).family
+    others = [p.id for p in registry().profiles if p.family == family and p.id != endpoint]
     return others[0] if others else endpoint
 
 

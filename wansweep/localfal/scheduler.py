@@ -7,18 +7,13 @@ from __future__ import annotations
 import asyncio
 
 from wansweep.localfal.queue import FalRequest, iso
-from wansweep.plan import schema
 
 
 class SchedulerMixin:
     """Part of :class:`~wansweep.localfal.server.LocalFal`: running requests under the limit."""
 
     async def _run(self, job: FalRequest, base_url: str) -> None:
-        video_seconds = (
-            float(job.payload.get("duration", "5"))
-            if job.payload.get("duration") in schema.DURATIONS
-            else 5.0
-        )
+        video_seconds = float(job.settings_seconds())
         queue_s, infer_s = self.config.latency.split(job.endpoint, video_seconds)
         loop = asyncio.get_running_loop()
         try:
@@ -106,20 +101,22 @@ class SchedulerMixin:
     def _bill(self, job: FalRequest, video_seconds: float) -> None:
         """fal bills a produced video, and a 422 after GPU time (the flagged case); never a 5xx,
         a start timeout or a request cancelled before it ran. As fal does, in units of the
-        pricing API's one price per endpoint (the 720p price per second here), a dearer tier
-        counting more units: 5 s at 1080p of a 0.10/0.15 endpoint is 7.5 units of 0.10. A
-        rerouted request is billed as the endpoint that served it."""
+        pricing API's one price per endpoint (its cheapest rate here), a dearer tier counting
+        more units: 5 s at 1080p of a 0.10/0.15 endpoint is 7.5 units of 0.10. The price is
+        the profile's (configs/endpoints). A rerouted request is billed as the endpoint that
+        served it."""
+        from wansweep.plan.endpoints import profile
+
         flagged = job.error and job.error.get("gpu_time")
         if job.status_code == 200 or flagged:
-            billed_as = job.served_by or job.endpoint
-            resolution = job.payload.get("resolution", "1080p")
+            billed_as = profile(job.served_by or job.endpoint)
             try:
-                job.unit_price = self.unit_price(billed_as)
-                tier = self.prices().unit_price(billed_as, resolution) * self.config.price_factor
-                cost = tier * video_seconds
-                job.billed_units = round(cost / job.unit_price, 8) if job.unit_price else 0.0
-            except KeyError:
-                job.unit_price, job.billed_units = 0.0, 0.0
+                job.unit_price = self.unit_price(billed_as.id)
+                settings = profile(job.endpoint).settings_of(job.payload)
+                cost = billed_as.estimate(settings) * self.config.price_factor
+            except Exception:  # a request its profile cannot price (a 422 among them)
+                job.unit_price, cost = 0.0, 0.0
+            job.billed_units = round(cost / job.unit_price, 8) if job.unit_price else 0.0
 
 
 class _StartTimeout(Exception):

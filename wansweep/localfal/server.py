@@ -55,7 +55,6 @@ class LocalFal(
         self._started = 0
         self.reset_stats()
         self._webhook_client: httpx.AsyncClient | None = None
-        self._prices = None
         from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
         self._webhook_key = Ed25519PrivateKey.generate()  # signs its webhooks, as fal's does
@@ -66,18 +65,12 @@ class LocalFal(
         it gives out, its ``Date`` headers included, is on this clock."""
         return time.time() + self.config.clock_offset
 
-    def prices(self):
-        from wansweep.plan.pricing import PriceTable
-
-        if self._prices is None:
-            self._prices = PriceTable.load()
-        return self._prices
-
     def unit_price(self, endpoint: str) -> float:
-        """The pricing API's one price of an endpoint: USD per second at its cheapest tier
-        (times ``price_factor``: fal's prices may move away from the table's)."""
-        tiers = self.prices().prices[endpoint]
-        cheapest = min(float(v) for k, v in tiers.items() if k.endswith("p"))
+        """The pricing API's one price of an endpoint: its profile's cheapest rate per unit
+        (times ``price_factor``: fal's prices may move away from the profiles')."""
+        from wansweep.plan.endpoints import profile
+
+        cheapest = min(r.usd for r in profile(endpoint).pricing.rates) or 1.0
         return round(cheapest * self.config.price_factor, 6)
 
     def _ssl(self) -> ssl.SSLContext | bool:

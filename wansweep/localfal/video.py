@@ -41,8 +41,9 @@ def render_clip(
     *,
     prompt: str,
     seed: int,
-    resolution: str,
+    resolution: str | None,
     duration: str,
+    aspect_ratio: str | None = None,
     multi_shots: bool = False,
     audio: bytes | None = None,
     fps: int = FPS,
@@ -50,7 +51,7 @@ def render_clip(
 ) -> Clip:
     """Encode an H.264 MP4. ``short_side`` overrides the resolution (cheap-media mode)."""
     img = ImageOps.exif_transpose(Image.open(io.BytesIO(image_bytes))).convert("RGB")
-    width, height = output_size(img.width, img.height, resolution)
+    width, height = output_size(img.width, img.height, resolution, aspect_ratio)
     if short_side:
         scale = short_side / min(width, height)
         width, height = int(width * scale) // 2 * 2, int(height * scale) // 2 * 2

@@ -1,11 +1,13 @@
 """Planning: what a sweep will do and what it will cost, decided before a cent is spent.
 
 - :mod:`.spec`         sweep specs (YAML): arms, seeds, settings; :class:`Job` and its key
-- :mod:`.schema`       the endpoints' input rules (shared with the local fal server)
+- :mod:`.endpoints`    fal's endpoints as data (configs/endpoints): schema, settings map, price
+- :mod:`.settings`     wansweep's one vocabulary of settings, as specs and manifests give them
+- :mod:`.schema`       the rules of the media a request points at (shared with the local server)
 - :mod:`.manifest`     manifests (CSV, Parquet, JSONL) read, cell by cell
 - :mod:`.planner`      the plan: every row checked as fal would, expanded into jobs, priced
 - :mod:`.media_index`  what planning found in each input, remembered in the archive
-- :mod:`.pricing`      prices, estimates and the budget
+- :mod:`.pricing`      the budget, and fal's unit prices as a run last read them
 - :mod:`.preflight`    what must hold before a run starts (rows, budget), for ``plan`` and ``run``
 
 May import :mod:`wansweep.media`, :mod:`wansweep.store`, :mod:`wansweep.fal` (its plain types),
@@ -23,7 +25,8 @@ _EXPORTS = {
     "Plan": "planner",
     "plan": "planner",
     "read_manifest": "manifest",
-    "PriceTable": "pricing",
+    "Profile": "endpoints",
+    "profile": "endpoints",
     "Budget": "pricing",
     "check_budget": "pricing",
     "Preflight": "preflight",

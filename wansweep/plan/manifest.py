@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 from wansweep.errors import ManifestError
-from wansweep.plan import schema
+from wansweep.plan import endpoints, schema
 from wansweep.store import read_uri
 
 CELL_MAX = 4 * 2**20  # characters of one CSV cell read at most (a prompt is far shorter)
@@ -25,7 +25,7 @@ KNOWN_COLUMNS = {
     "negative_prompt",
     "audio",
     "seed",
-} | schema.SETTING_FIELDS
+} | set(endpoints.SETTINGS)
 COLUMN_ALIASES = {"image_url": "image", "image_path": "image", "audio_url": "audio"}
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from wansweep.errors import PlanInvalid
 from wansweep.media.fetch import FetchRefused
-from wansweep.plan import schema
+from wansweep.plan import endpoints, schema
 from wansweep.plan.manifest import (
     KNOWN_COLUMNS,
     cell,
@@ -31,8 +31,8 @@ from wansweep.plan.media_index import (
     read_with_validator,
     validators,
 )
-from wansweep.plan.pricing import PriceTable
-from wansweep.plan.spec import Job, SweepSpec, job_key, normalise_settings
+from wansweep.plan.settings import normalise_settings
+from wansweep.plan.spec import Job, SweepSpec
 from wansweep.store import Store
 
 
@@ -190,15 +190,14 @@ class _Planner:
         self,
         spec: SweepSpec,
         manifest_uri: str,
-        prices: PriceTable,
         columns: list[str],
         media: MediaCache,
     ):
-        self.manifest_uri, self.prices = manifest_uri, prices
+        self.manifest_uri = manifest_uri
         self.arms, self.seeds = spec.expand_arms(), spec.seed_list()
         self.media = media
         self.extra_cols = [c for c in columns if c not in KNOWN_COLUMNS]
-        self.setting_cols = [c for c in columns if c in schema.SETTING_FIELDS]
+        self.setting_cols = [c for c in columns if c in endpoints.SETTINGS]
         self.seen_ids: dict[str, int] = {}
         self.problems: list[RowProblem] = []
 
@@ -253,11 +252,18 @@ class _Planner:
         jobs, checked = [], set()
         for arm in self.arms:
             settings = {**arm.settings, **overrides}
-            fields = {"prompt": prompt, **settings}
-            signature = repr(sorted(fields.items()))
+            prof = endpoints.profile(arm.endpoint)
+            signature = repr((arm.endpoint, sorted(settings.items())))
             if signature not in checked:  # arms that send the same fields are checked once
                 checked.add(signature)
-                for p in schema.check_input({**fields, "image_url": "x"}):
+                if overrides:  # a row's own setting this endpoint has no field for
+                    unknown = {k: v for k, v in overrides.items() if k not in prof.settable()}
+                    for p in prof.refusals(unknown):
+                        named = schema.Problem(p.field, p.rule, f"arm {arm.name}: {p.msg}")
+                        check.report(named, overrides.get(p.field, ""))
+                fields = prof.request_fields(prompt, settings, None)
+                media = {prof.field_of("image"): "x"}
+                for p in prof.check({**fields, **media}):
                     check.report(p, fields.get(p.field, ""))
             if not check.bad:  # a bad setting cannot be priced
                 jobs += [
@@ -312,14 +318,10 @@ class _Planner:
             image_sha256=image.sha256 or "",
             audio_uri=audio.uri if audio else None,
             audio_sha256=audio.sha256 if audio else None,
-            estimated_usd=self.prices.estimate(
-                arm.endpoint, settings["resolution"], settings["duration"]
-            ),
+            estimated_usd=endpoints.profile(arm.endpoint).estimate(settings),
             extra=extra,
         )
-        job.job_key = job_key(
-            job.endpoint, job.request_fields(), job.image_sha256, job.audio_sha256
-        )
+        job.job_key = job.key()
         return job
 
 
@@ -346,7 +348,6 @@ def check_size(spec: SweepSpec, rows: int) -> None:
 def plan(
     spec: SweepSpec,
     manifest_uri: str,
-    prices: PriceTable | None = None,
     skip_invalid: bool = False,
     index_store: Store | None = None,
 ) -> Plan:
@@ -358,7 +359,7 @@ def plan(
     df = read_manifest(manifest_uri)
     check_size(spec, len(df))
     media = MediaCache(MediaIndex(index_store), trust_fresh=spec.trust_http_cache)
-    planner = _Planner(spec, manifest_uri, prices or PriceTable.load(), list(df.columns), media)
+    planner = _Planner(spec, manifest_uri, list(df.columns), media)
     records = df.to_dict("records")
     planner.prefetch(records)
     unique: dict[str, Job] = {}

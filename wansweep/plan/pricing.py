@@ -1,5 +1,5 @@
-"""Prices as data (configs/pricing.yaml, USD per second of video), estimates, the budget, and
-fal's own unit prices as a run last read them (:class:`FalPrices`).
+"""The budget, and fal's own unit prices as a run last read them (:class:`FalPrices`). A job's
+estimate is its endpoint profile's price (:meth:`wansweep.plan.endpoints.Profile.estimate`).
 
 The budget is decided here and nowhere else: :func:`check_budget` before a run starts (used by
 ``wansweep plan`` and the sweep flow alike), :class:`Budget` for every submit during a run.
@@ -18,37 +18,6 @@ import yaml
 from wansweep.errors import BudgetExceeded, OverBudget
 from wansweep.store import Store
 from wansweep.store.layout import FAL_PRICES_KEY
-
-DEFAULT_PATH = Path(__file__).resolve().parents[2] / "configs" / "pricing.yaml"
-
-
-@dataclass(frozen=True)
-class PriceTable:
-    prices: dict[str, dict[str, Any]]
-    path: str
-
-    @classmethod
-    def load(cls, path: str | Path | None = None) -> PriceTable:
-        path = Path(path or os.environ.get("WANSWEEP_PRICING") or DEFAULT_PATH)
-        try:
-            data = yaml.safe_load(path.read_text())
-        except FileNotFoundError:
-            raise FileNotFoundError(
-                f"price table {path} not found; set WANSWEEP_PRICING to a pricing.yaml"
-            ) from None
-        return cls(prices=data["prices"], path=str(path))
-
-    def unit_price(self, endpoint: str, resolution: str) -> float:
-        try:
-            return float(self.prices[endpoint][resolution])
-        except KeyError:
-            raise KeyError(
-                f"{self.path} has no price for {endpoint} at {resolution}; add it before running"
-            ) from None
-
-    def estimate(self, endpoint: str, resolution: str, duration: str | int) -> float:
-        """Estimated USD for one job (billed per second of output video)."""
-        return round(self.unit_price(endpoint, resolution) * int(duration), 6)
 
 
 @dataclass(frozen=True)

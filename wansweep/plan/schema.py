@@ -1,13 +1,14 @@
-"""Wan 2.6 image-to-video input/output schema: the one place its limits live.
+"""The limits of the media a request points at (images, audio) and the shape of a problem.
 
-Both the local fal-compatible server and the planner validate through
-:func:`check_input` and :func:`check_image` / :func:`check_audio`, so a row the
-planner accepts is a row the server accepts.
+Both the local fal-compatible server and the planner check media through :func:`check_image`
+and :func:`check_audio`, and request fields through the endpoint's profile
+(:mod:`wansweep.plan.endpoints`), so a row the planner accepts is a row the server accepts.
 """
 
 from __future__ import annotations
 
 import io
+import re
 import threading
 import warnings
 from collections.abc import Iterator
@@ -15,27 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-ENDPOINTS = ("wan/v2.6/image-to-video", "wan/v2.6/image-to-video/flash")
-ENDPOINT_ALIASES = {"standard": ENDPOINTS[0], "flash": ENDPOINTS[1]}
-
-# fal states 800 characters in the prompt field's description, not as a schema constraint, and
-# its own example prompt on both model pages is 805: the 800 is advice (a warning); the hard
-# limit only stops accidents (a pasted file), far above anything fal is known to refuse.
-PROMPT_ADVISED = 800
-PROMPT_MAX = 10_000
 SEED_MAX = 2**32 - 1  # seeds are unsigned 32-bit integers
-NEGATIVE_PROMPT_MAX = 500
-DURATIONS = ("5", "10", "15")
-RESOLUTIONS = ("720p", "1080p")
-SHORT_SIDE = {"720p": 720, "1080p": 1080}
-FAL_DEFAULTS: dict[str, Any] = {
-    "resolution": "1080p",
-    "duration": "5",
-    "negative_prompt": "",
-    "enable_prompt_expansion": True,
-    "multi_shots": False,
-    "enable_safety_checker": True,
-}
 IMAGE_SIDE_MIN, IMAGE_SIDE_MAX = 240, 7680  # hard limit (schema, upstream errors)
 IMAGE_SIDE_SOFT = (360, 2000)  # the page text's range: a warning only
 IMAGE_MAX_BYTES = 25 * 1024 * 1024
@@ -43,20 +24,6 @@ IMAGE_FORMATS = ("JPEG", "PNG", "BMP", "WEBP")
 AUDIO_MAX_BYTES = 15 * 1024 * 1024
 AUDIO_SECONDS = (3.0, 30.0)
 AUDIO_FORMATS = ("wav", "mp3")
-
-INPUT_FIELDS = {
-    "prompt",
-    "image_url",
-    "audio_url",
-    "resolution",
-    "duration",
-    "negative_prompt",
-    "enable_prompt_expansion",
-    "multi_shots",
-    "seed",
-    "enable_safety_checker",
-}
-SETTING_FIELDS = INPUT_FIELDS - {"prompt", "image_url", "audio_url", "seed"}
 
 
 @dataclass(frozen=True)
@@ -72,73 +39,10 @@ class Problem:
         return {"loc": ["body", self.field], "msg": self.msg, "type": self.rule}
 
 
-def check_input(payload: dict[str, Any]) -> list[Problem]:
-    """Check a request payload's fields (not the media it points at)."""
-    problems: list[Problem] = []
-    for name in sorted(set(payload) - INPUT_FIELDS):
-        problems.append(Problem(name, "extra_forbidden", "Extra inputs are not permitted"))
-    for name in ("prompt", "image_url"):
-        if not isinstance(payload.get(name), str) or not payload.get(name):
-            problems.append(Problem(name, "missing", "Field required"))
-    prompt = payload.get("prompt")
-    if isinstance(prompt, str) and len(prompt) > PROMPT_MAX:
-        problems.append(
-            Problem(
-                "prompt",
-                "string_too_long",
-                f"String should have at most {PROMPT_MAX} characters (got {len(prompt)})",
-            )
-        )
-    elif isinstance(prompt, str) and len(prompt) > PROMPT_ADVISED:
-        problems.append(
-            Problem(
-                "prompt",
-                "string_long",
-                f"Prompt has {len(prompt)} characters; fal advises at most {PROMPT_ADVISED} "
-                "(its own example has 805)",
-                "warning",
-            )
-        )
-    neg = payload.get("negative_prompt", "")
-    if not isinstance(neg, str):
-        problems.append(Problem("negative_prompt", "string_type", "Input should be a valid string"))
-    elif len(neg) > NEGATIVE_PROMPT_MAX:
-        problems.append(
-            Problem(
-                "negative_prompt",
-                "string_too_long",
-                f"String should have at most {NEGATIVE_PROMPT_MAX} characters (got {len(neg)})",
-            )
-        )
-    for name, allowed in (("duration", DURATIONS), ("resolution", RESOLUTIONS)):
-        if name in payload and payload[name] not in allowed:
-            opts = ", ".join(f"'{a}'" for a in allowed)
-            problems.append(
-                Problem(name, "enum", f"Input should be {opts} (got {payload[name]!r})")
-            )
-    for name in ("enable_prompt_expansion", "multi_shots", "enable_safety_checker"):
-        if name in payload and not isinstance(payload[name], bool):
-            problems.append(Problem(name, "bool_type", "Input should be a valid boolean"))
-    seed = payload.get("seed")
-    if seed is not None and (
-        isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX
-    ):
-        problems.append(
-            Problem("seed", "seed_range", f"Input should be a whole number 0-{SEED_MAX}")
-        )
-    audio = payload.get("audio_url")
-    if audio is not None and not isinstance(audio, str):
-        problems.append(Problem("audio_url", "string_type", "Input should be a valid string"))
-    if payload.get("multi_shots") and not payload.get("enable_prompt_expansion", True):
-        problems.append(
-            Problem(
-                "multi_shots",
-                "inactive",
-                "multi_shots only acts when enable_prompt_expansion is true",
-                "warning",
-            )
-        )
-    return problems
+def short_side(resolution: Any) -> int | None:
+    """The short side a resolution names ("720p" -> 720), or None (an aspect ratio, say)."""
+    text = str(resolution or "").lower()  # MiniMax spells it "768P"
+    return int(text[:-1]) if text.endswith("p") and text[:-1].isdigit() else None
 
 
 @dataclass(frozen=True)
@@ -337,9 +241,14 @@ def check_audio(data: bytes, field: str = "audio_url") -> list[Problem]:
     return problems
 
 
-def output_size(image_w: int, image_h: int, resolution: str) -> tuple[int, int]:
-    """Output frame size: the resolution names the short side; the aspect follows the image."""
-    short = SHORT_SIDE[resolution]
+def output_size(
+    image_w: int, image_h: int, resolution: Any = None, aspect_ratio: Any = None
+) -> tuple[int, int]:
+    """Output frame size: the resolution names the short side (720 for an endpoint that takes
+    none); the aspect is the ``aspect_ratio`` asked for ("9:16"), else the image's."""
+    short = short_side(resolution) or 720
+    if isinstance(aspect_ratio, str) and (m := re.fullmatch(r"(\d+):(\d+)", aspect_ratio)):
+        image_w, image_h = int(m.group(1)), int(m.group(2))
     if image_w >= image_h:
         w, h = round(short * image_w / image_h), short
     else:

@@ -16,7 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from wansweep.errors import SpecError
 from wansweep.fal.types import PollSpec
-from wansweep.plan import schema
+from wansweep.plan import endpoints, schema
+from wansweep.plan.settings import check_setting_names, label, normalise_settings
 from wansweep.plan.strict_yaml import strict_yaml
 
 DEFAULT_STORE = "./archive"  # the archive when neither the spec nor the command names one
@@ -183,9 +184,9 @@ class SweepSpec(RunSettings):
         if info.field_name == "per_endpoint":
             for ep, settings in value.items():
                 resolve_endpoint(ep)
-                _check_setting_names(settings, f"per_endpoint.{ep}")
+                check_setting_names(settings, f"per_endpoint.{ep}")
             return {resolve_endpoint(k): v for k, v in value.items()}
-        _check_setting_names(dict.fromkeys(keys), info.field_name)
+        check_setting_names(dict.fromkeys(keys), info.field_name)
         return value
 
     @model_validator(mode="after")
@@ -223,7 +224,7 @@ class SweepSpec(RunSettings):
                 Arm(
                     name=a.name,
                     endpoint=resolve_endpoint(a.endpoint),
-                    settings=self._settings(resolve_endpoint(a.endpoint), a.settings),
+                    settings=self._settings(resolve_endpoint(a.endpoint), a.settings, a.name),
                 )
                 for a in self.arms
             ]
@@ -235,88 +236,41 @@ class SweepSpec(RunSettings):
                 for z in zipped:
                     varied = {**dict(zip(grid_keys, combo)), **z}
                     name = "-".join(
-                        [endpoint_alias(endpoint), *(_label(k, v) for k, v in varied.items())]
+                        [endpoint_alias(endpoint), *(label(k, v) for k, v in varied.items())]
                     )
                     arms.append(
-                        Arm(name=name, endpoint=endpoint, settings=self._settings(endpoint, varied))
+                        Arm(
+                            name=name,
+                            endpoint=endpoint,
+                            settings=self._settings(endpoint, varied, name),
+                        )
                     )
         return arms
 
-    def _settings(self, endpoint: str, varied: dict[str, Any]) -> dict[str, Any]:
-        """Explicit settings: fal defaults < spec defaults < per-endpoint < the arm's own."""
-        merged = {
-            **schema.FAL_DEFAULTS,
-            **self.defaults,
-            **self.per_endpoint.get(endpoint, {}),
-            **varied,
-        }
-        return normalise_settings(merged)
-
-
-def _check_setting_names(settings: dict[str, Any], where: str) -> None:
-    unknown = set(settings) - schema.SETTING_FIELDS
-    if unknown:
-        raise ValueError(
-            f"{where}: unknown setting(s) {sorted(unknown)}; known: {sorted(schema.SETTING_FIELDS)}"
+    def _settings(self, endpoint: str, varied: dict[str, Any], arm: str) -> dict[str, Any]:
+        """Every setting stated: the endpoint's defaults < spec defaults < per-endpoint < the
+        arm's own. A setting the endpoint cannot honour is refused (:class:`SpecError`),
+        naming the arm, the setting and what the endpoint takes: never dropped or rounded."""
+        prof = endpoints.profile(endpoint)
+        merged = normalise_settings(
+            {**self.defaults, **self.per_endpoint.get(endpoint, {}), **varied}
         )
-
-
-def normalise_settings(settings: dict[str, Any]) -> dict[str, Any]:
-    """Coerce spreadsheet-ish values (5 -> "5", "true" -> True) to the schema's types."""
-    out = dict(settings)
-    if (
-        "duration" in out
-        and isinstance(out["duration"], (int, float))
-        and not isinstance(out["duration"], bool)
-    ):
-        out["duration"] = str(int(out["duration"]))
-    if isinstance(out.get("resolution"), int):
-        out["resolution"] = f"{out['resolution']}p"
-    for key in ("enable_prompt_expansion", "multi_shots", "enable_safety_checker"):
-        value = out.get(key)
-        if isinstance(value, str) and value.strip().lower() in (
-            "true",
-            "false",
-            "1",
-            "0",
-            "yes",
-            "no",
-        ):
-            out[key] = value.strip().lower() in ("true", "1", "yes")
-    return out
-
-
-def _label(key: str, value: Any) -> str:
-    short = {
-        "resolution": "",
-        "duration": "s",
-        "enable_prompt_expansion": "expand",
-        "multi_shots": "multishot",
-        "negative_prompt": "neg",
-        "enable_safety_checker": "safety",
-    }
-    if key == "duration":
-        return f"{value}s"
-    if key == "resolution":
-        return str(value)
-    if isinstance(value, bool):
-        return f"{short.get(key, key)}-{'on' if value else 'off'}"
-    return f"{short.get(key, key)}-{hashlib.sha1(str(value).encode()).hexdigest()[:6]}"
+        refused = prof.refusals(merged)
+        if refused:
+            raise SpecError(
+                f"arm {arm} ({prof.id}) cannot be run as given:\n"
+                + "\n".join(f"  - {p.field}: {p.msg}" for p in refused)
+            )
+        return prof.complete(merged)
 
 
 def resolve_endpoint(name: str) -> str:
-    name = name.strip()
-    if name in schema.ENDPOINT_ALIASES:
-        return schema.ENDPOINT_ALIASES[name]
-    if name in schema.ENDPOINTS:
-        return name
-    raise ValueError(
-        f"unknown endpoint {name!r}; use one of {list(schema.ENDPOINTS)} or {list(schema.ENDPOINT_ALIASES)}"
-    )
+    """An endpoint id from an id or a profile's alias (ValueError naming the known ones)."""
+    return endpoints.profile(name).id
 
 
 def endpoint_alias(endpoint: str) -> str:
-    return {v: k for k, v in schema.ENDPOINT_ALIASES.items()}[endpoint]
+    return endpoints.profile(endpoint).alias
 
 
 def _is_uri_or_absolute(value: str) -> bool:
@@ -371,28 +325,44 @@ class Job:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def request_fields(self) -> dict[str, Any]:
-        """The request body without the media URLs (they are resolved at submit time)."""
-        body = {"prompt": self.prompt, **self.settings}
-        if self.seed is not None:
-            body["seed"] = self.seed
-        return body
+        """The request body without the media URLs (they are resolved at submit time), in
+        the endpoint's own field names."""
+        return endpoints.profile(self.endpoint).request_fields(
+            self.prompt, self.settings, self.seed
+        )
+
+    def key(self) -> str:
+        """This job's key (:func:`job_key`) from its request as its endpoint takes it."""
+        prof = endpoints.profile(self.endpoint)
+        fields = prof.key_fields(self.request_fields())
+        replicate = self.seed if not prof.takes_seed else None
+        return job_key(self.endpoint, fields, self.image_sha256, self.audio_sha256, replicate)
 
     @property
     def video_seconds(self) -> int:
-        return int(self.settings["duration"])
+        return endpoints.profile(self.endpoint).seconds(self.settings)
 
 
 def job_key(
-    endpoint: str, request_fields: dict[str, Any], image_sha256: str, audio_sha256: str | None
+    endpoint: str,
+    request_fields: dict[str, Any],
+    image_sha256: str,
+    audio_sha256: str | None,
+    replicate: int | None = None,
 ) -> str:
-    """Stable across runs, machines and row order; the image counts by its bytes, not its path."""
+    """Stable across runs, machines and row order; the image counts by its bytes, not its path.
+    ``replicate``: which repeat of the same request (a seed given to an endpoint that takes
+    none), so repeats stay distinct jobs rather than one cached job."""
+    parts = {
+        "endpoint": endpoint,
+        "input": request_fields,
+        "image": image_sha256,
+        "audio": audio_sha256,
+    }
+    if replicate is not None:  # absent otherwise: the keys of every archive made before
+        parts["replicate"] = replicate
     canonical = json.dumps(
-        {
-            "endpoint": endpoint,
-            "input": request_fields,
-            "image": image_sha256,
-            "audio": audio_sha256,
-        },
+        parts,
         sort_keys=True,
         separators=(",", ":"),
         ensure_ascii=False,

@@ -14,6 +14,7 @@ import pandas as pd
 from wansweep import __version__
 from wansweep.errors import LedgerDamaged
 from wansweep.plan.pricing import FalPrices, load_prices
+from wansweep.plan.spec import endpoint_alias
 from wansweep.results import stats as abstats
 from wansweep.results.index import (
     get_parquet,
@@ -55,8 +56,10 @@ def save_plan(store: Store, sweep: str, jobs: list[Any], skipped: list[Any] = ()
             "row_id": j.row_id,
             "prompt": j.prompt,
             "seed_requested": j.seed,
-            "resolution": j.settings["resolution"],
-            "duration": int(j.settings["duration"]),
+            "model": endpoint_alias(j.endpoint),
+            "resolution": j.settings.get("resolution"),
+            "aspect_ratio": j.settings.get("aspect_ratio"),
+            "duration": j.video_seconds,
             "enable_prompt_expansion": j.settings.get("enable_prompt_expansion"),
             "multi_shots": j.settings.get("multi_shots"),
             "image_sha256": j.image_sha256,

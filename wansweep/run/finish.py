@@ -73,9 +73,9 @@ def asked(job: Job) -> quality.Asked:
     """What a job asked for, as the quality metrics compare it."""
     settings = job.settings
     return quality.Asked(
-        duration=float(settings["duration"]),
-        short_side=schema.SHORT_SIDE.get(str(settings["resolution"])),
-        # multi_shots acts only with prompt expansion (schema.check_input warns otherwise)
+        duration=float(job.video_seconds),
+        short_side=schema.short_side(settings.get("resolution")),  # None: an aspect ratio only
+        # multi_shots acts only with prompt expansion (Wan 2.6's page says so)
         multi_shots=bool(settings.get("multi_shots"))
         and bool(settings.get("enable_prompt_expansion", True)),
         prompt=job.prompt,
