@@ -57,12 +57,7 @@ def test_the_shared_vocabulary_becomes_each_endpoints_own_field(alias, settings,
         ("standard", {"generate_audio": False}, "standard has no such setting"),
         ("hailuo-02-pro", {"duration": "10"}, "takes 6 s"),
         ("wan-2.1", {"num_frames": 100}, "is held at its default (the price assumes it)"),
-        ("kling-2.5-turbo-pro", {"cfg_scale": 2}, "'cfg_scale'")
-        and (
-            "kling-2.5-turbo-pro",
-            {"cfg_scale": 2},
-            "takes number >= 0 and <= 1",
-        ),
+        ("kling-2.5-turbo-pro", {"cfg_scale": 2}, "takes number >= 0 and <= 1"),
     ],
 )
 def test_a_setting_an_endpoint_cannot_honour_is_refused_saying_what_it_takes(alias, settings, says):

@@ -7,13 +7,9 @@ The budget is decided here and nowhere else: :func:`check_budget` before a run s
 
 from __future__ import annotations
 
-import os
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
-
-import yaml
 
 from wansweep.errors import BudgetExceeded, OverBudget
 from wansweep.store import Store
