@@ -144,7 +144,7 @@ def test_two_runs_with_clocks_ten_minutes_apart_pay_each_job_once(fal, tmp_path,
 
 
 def test_billed_cost_comes_from_fals_units_not_the_price_table(fal, prefect_harness, tmp_path):
-    """fal's prices moved 20% above configs/pricing.yaml: the estimate does not see it, the
+    """fal's prices moved 20% above the endpoint profiles': the estimate does not see it, the
     report (units x fal's unit price, a 1080p arm's units 1.5x a 720p one's) and `wansweep
     spend` agree with fal's usage API."""
     from wansweep.fal import FalConfig, FalQueue

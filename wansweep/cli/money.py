@@ -1,4 +1,4 @@
-"""`wansweep pricing`, `spend` and `reconcile` (what sweeps cost and what fal holds), and the
+"""`wansweep spend` and `reconcile` (what sweeps cost and what fal holds), and the
 one mapping of errors to exit codes; registered on the app in :mod:`wansweep.cli`."""
 
 from __future__ import annotations
@@ -12,56 +12,6 @@ def _fail(console, exc: BaseException) -> typer.Exit:
 
     console.print(str(exc), style="red", markup=False, highlight=False)
     return typer.Exit(exit_code(exc))
-
-
-def pricing(
-    refresh: bool = typer.Option(False, help="Ask fal's pricing API (needs FAL_KEY) and compare."),
-) -> None:
-    """Show the price table (configs/pricing.yaml) and, with --refresh, what fal's API says now."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from wansweep.plan import schema
-    from wansweep.plan.pricing import PriceTable
-
-    console = Console()
-    table = PriceTable.load()
-    live: dict = {}
-    if refresh:
-        from wansweep.fal import FalConfig, FalQueue
-        from wansweep.fal.policy import RETRIES
-
-        try:
-            fal = FalQueue(FalConfig.from_env(), attempts=RETRIES.command_tries)
-        except RuntimeError as exc:
-            console.print(f"[red]{exc}[/red]")
-            raise typer.Exit(2) from None
-        live = fal.prices(list(schema.ENDPOINTS))
-        fal.close()
-    out = Table(title=f"USD per second of video ({table.path})")
-    for col in ("endpoint", "720p", "1080p", "source", "as of") + (
-        ("fal API now",) if refresh else ()
-    ):
-        out.add_column(col)
-    for endpoint in schema.ENDPOINTS:
-        row = table.prices.get(endpoint, {})
-        cells = [
-            endpoint,
-            str(row.get("720p")),
-            str(row.get("1080p")),
-            str(row.get("source", "")),
-            str(row.get("as_of", "")),
-        ]
-        if refresh:
-            p = live.get(endpoint)
-            cells.append(f"{p['unit_price']} per {p['unit']}" if p else "not listed")
-        out.add_row(*cells)
-    console.print(out)
-    if refresh:
-        console.print(
-            "The table is not rewritten: the API gives one unit price per endpoint, the "
-            "table one per resolution. Update configs/pricing.yaml by hand, with source and date."
-        )
 
 
 def spend(

@@ -25,6 +25,8 @@ class FalConfig:
     queue_base: str  # e.g. https://queue.fal.run
     api_base: str  # e.g. https://api.fal.ai/v1
     key: str
+    # an endpoint's OpenAPI document (?endpoint_id=...), as fal's model pages name it
+    openapi_url: str = "https://fal.ai/api/openapi/queue/openapi.json"
 
     @classmethod
     def from_env(cls) -> FalConfig:
@@ -40,7 +42,8 @@ class FalConfig:
         run_host = os.environ.get("FAL_RUN_HOST", "fal.run")
         queue_host = os.environ.get("FAL_QUEUE_RUN_HOST", f"queue.{run_host}")
         api = os.environ.get("WANSWEEP_FAL_API_URL", "https://api.fal.ai/v1")
-        return cls(f"https://{queue_host}", api.rstrip("/"), key)
+        openapi = os.environ.get("WANSWEEP_FAL_OPENAPI_URL", cls.openapi_url)
+        return cls(f"https://{queue_host}", api.rstrip("/"), key, openapi)
 
 
 def detail(response: httpx.Response) -> str:

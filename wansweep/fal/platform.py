@@ -167,6 +167,21 @@ class PlatformMixin:
         params += [("start", _iso(start)), ("end", _iso(end)), ("expand", "summary")]
         return self.api_get("/models/usage", params, "usage API").json().get("summary") or []
 
+    def openapi(self, endpoint: str) -> dict[str, Any]:
+        """fal's OpenAPI document of one endpoint (its input and output schemas)."""
+        response = self.send(
+            "OpenAPI document",
+            lambda: self.http.get(self.config.openapi_url, params={"endpoint_id": endpoint}),
+        )
+        if response.status_code != 200:
+            raise FalError(
+                f"OpenAPI document of {endpoint} answered {response.status_code}: "
+                f"{detail(response)}",
+                FailureKind.REJECTED,
+                response.status_code,
+            )
+        return response.json()
+
     def prices(self, endpoints: list[str]) -> dict[str, dict[str, Any]]:
         """fal's Platform API pricing: {endpoint: {unit_price, unit, currency}}."""
         params = [("endpoint_id", e) for e in endpoints]

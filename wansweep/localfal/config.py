@@ -112,7 +112,7 @@ class ServerConfig:
     cancel_running: str = "complete"  # or "stop": what a cancelled running request does
     clock_offset: float = 0.0  # seconds the server's clock is ahead of this machine's
     status_stream: str = "on"  # "404" or "405": answered instead (a server without streams)
-    price_factor: float = 1.0  # fal's prices against configs/pricing.yaml (a price change)
+    price_factor: float = 1.0  # fal's prices against the endpoint profiles' (a price change)
 
     def __post_init__(self) -> None:
         if not 1 <= self.concurrency <= 10_000:

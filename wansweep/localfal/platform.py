@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from wansweep.localfal.queue import FalRequest, iso
-from wansweep.plan.endpoints import registry
+from wansweep.plan.endpoints import profile, registry
 
 STATUS_FILTERS = {
     "success": range(200, 300),
@@ -94,6 +94,16 @@ class PlatformRoutes:
             )
             item["json_output"] = (j.output if not j.error else j.error["body"]) if stored else None
         return item
+
+    async def openapi(self, request: Request) -> Response:
+        """An endpoint's OpenAPI document, as fal publishes it (public: no key), made from the
+        same profile the server validates requests with."""
+        from wansweep.plan.openapi import document_of
+
+        endpoint = request.query_params.get("endpoint_id", "")
+        if endpoint not in registry().ids:
+            return JSONResponse({"detail": f"Endpoint '{endpoint}' not found"}, 404)
+        return JSONResponse(document_of(profile(endpoint)))
 
     async def pricing(self, request: Request) -> Response:
         if not self._authorized(request):

@@ -38,6 +38,7 @@ def client_env(host: str, port: int, bundle: Path, key: str | None) -> dict[str,
         "FAL_QUEUE_RUN_HOST": netloc,
         "SSL_CERT_FILE": str(bundle),
         "WANSWEEP_FAL_API_URL": f"https://{netloc}/v1",
+        "WANSWEEP_FAL_OPENAPI_URL": f"https://{netloc}/api/openapi/queue/openapi.json",
         "WANSWEEP_FAL_JWKS_URL": f"https://{netloc}/.well-known/jwks.json",
         "WANSWEEP_LOCAL_FAL": f"https://{netloc}",
     }

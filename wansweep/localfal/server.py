@@ -142,6 +142,7 @@ class LocalFal(
             Route("/_local/files/{name}", self._admin(self.files), methods=["GET", "PUT"]),
             Route("/v1/models/requests/by-endpoint", self.list_requests, methods=["GET"]),
             Route("/v1/models/pricing", self.pricing, methods=["GET"]),
+            Route("/api/openapi/queue/openapi.json", self.openapi, methods=["GET"]),
             Route("/v1/models/usage", self.usage, methods=["GET"]),
             Route(base + "/status/stream", self.status_stream, methods=["GET"]),
             Route(base + "/status", self.status, methods=["GET"]),

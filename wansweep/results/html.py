@@ -259,7 +259,13 @@ def _cell(match: pd.DataFrame, strips: dict[str, bytes | None]) -> str:
     if r["status"] != "succeeded" or not strips.get(r["job_key"]):
         return f"<td><div class='fail'>{html.escape(str(r['status']))}: {html.escape(str(r.get('error') or ''))[:160]}</div></td>"
     uri = "data:image/jpeg;base64," + base64.b64encode(strips[r["job_key"]]).decode()
-    cap = f"seed {r['seed']:.0f} · {r['wall_seconds']:.1f}s · sim {r['first_frame_similarity']:.2f}"
+    if pd.notna(r.get("seed")):
+        seed = f"seed {r['seed']:.0f}"
+    else:  # an endpoint that takes no seed: its seeds are replicates
+        seed = f"replicate {r['seed_requested']:.0f}" if pd.notna(r.get("seed_requested")) else ""
+    sim = r.get("first_frame_similarity")
+    parts = [seed, f"{r['wall_seconds']:.1f}s", f"sim {sim:.2f}" if pd.notna(sim) else ""]
+    cap = " · ".join(p for p in parts if p)
     return (
         f"<td><a href='{_video_src(r['job_key'])}'><img src='{uri}' alt='frames'></a>"
         f"<div class='cap'>{cap}</div></td>"

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from wansweep.media.quality import METRICS
+from wansweep.plan.profile_parts import seconds_of
 from wansweep.store import Store
 from wansweep.store.layout import SIDECAR, VIDEO, archived_keys, job_file
 
@@ -48,17 +49,21 @@ def sidecar_row(meta: dict[str, Any]) -> dict[str, Any]:
 def index_row(meta: dict[str, Any], store: Store) -> dict[str, Any]:
     """A dataset index row: what the job was asked and what it produced, loadable without the tool."""
     inp = meta.get("input", {})
+    # in wansweep's words (a sidecar before endpoint profiles: the request was in them)
+    settings = meta.get("settings") or inp
     row = {
         "job_key": meta["job_key"],
         "endpoint": meta.get("endpoint"),
+        "model": meta.get("model"),
         "arm": meta.get("arm"),
         "row_id": meta.get("row", {}).get("id"),
         "prompt": inp.get("prompt"),
-        "negative_prompt": inp.get("negative_prompt"),
-        "resolution": inp.get("resolution"),
-        "duration": int(inp["duration"]) if inp.get("duration") else None,
-        "enable_prompt_expansion": inp.get("enable_prompt_expansion"),
-        "multi_shots": inp.get("multi_shots"),
+        "negative_prompt": settings.get("negative_prompt"),
+        "resolution": settings.get("resolution"),
+        "aspect_ratio": settings.get("aspect_ratio"),
+        "duration": seconds_of(settings.get("duration")),
+        "enable_prompt_expansion": settings.get("enable_prompt_expansion"),
+        "multi_shots": settings.get("multi_shots"),
         "seed_requested": meta.get("seed_requested"),
         "image_uri": inp.get("image", {}).get("uri"),
         "image_sha256": inp.get("image", {}).get("sha256"),

@@ -31,6 +31,7 @@ def markdown_summary(sweep: str, frame: pd.DataFrame, summ: pd.DataFrame) -> str
     counts = frame["status"].value_counts().to_dict()
     cols = [
         "arm",
+        "model",
         "jobs",
         "succeeded",
         "failed",
@@ -47,7 +48,7 @@ def markdown_summary(sweep: str, frame: pd.DataFrame, summ: pd.DataFrame) -> str
     source = (
         f"{from_fal} of {int(billed.sum())} billed jobs priced from fal's billing units "
         "(X-Fal-Billable-Units times its pricing API's unit price), the rest from the "
-        "estimates of configs/pricing.yaml. "
+        "estimates of each endpoint's profile (configs/endpoints). "
     )
     return (
         f"## Sweep `{sweep}`\n\n"
@@ -61,7 +62,21 @@ def markdown_summary(sweep: str, frame: pd.DataFrame, summ: pd.DataFrame) -> str
         + source
         + "`wansweep spend` compares with fal's usage API.\n\n"
         + _lost_note(frame)
+        + _models_note(frame)
         + f"{table}\n"
+    )
+
+
+def _models_note(frame: pd.DataFrame) -> str:
+    """Arms on more than one model: what a pair and a seed mean then."""
+    models = frame["model"].dropna().unique() if "model" in frame else []
+    if len(models) < 2:
+        return ""
+    return (
+        f"Arms on {len(models)} models ({', '.join(sorted(models))}): pairs match the same "
+        "image and prompt; seeds are replicates, not the same noise (a seed means something "
+        "else to each model, and some take none). Prices are each model's own, per second "
+        "or per video as its profile says.\n\n"
     )
 
 

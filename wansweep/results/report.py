@@ -213,17 +213,19 @@ def summary(frame: pd.DataFrame, by: list[str] | None = None) -> pd.DataFrame:
     by = by or ["arm"]
     df = frame[frame["arm"].notna()] if "arm" in by else frame
     done = df["status"] == "succeeded"
+    # the short side a resolution names ("768P" too); none for an endpoint without one
+    short = pd.to_numeric(df["resolution"].astype(str).str.lower().str.rstrip("p"), "coerce")
     df = df.assign(
         _ok=done,
         _failed=df["status"].isin(["failed", "expired", "cancelled"]),
         _duration_ok=(df["video_duration"] - df["duration"]).abs() < 0.5,
-        _resolution_ok=df[["width", "height"]].min(axis=1)
-        == df["resolution"].astype(str).str.rstrip("p").astype(float),
+        _resolution_ok=(df[["width", "height"]].min(axis=1) == short).where(short.notna()),
         _expanded=df["prompt_expanded"].astype(bool),
     )
     g = df.groupby(by, dropna=False)
     archived = df[done].groupby(by, dropna=False)
     columns = {
+        **({"model": g["model"].first()} if "model" in df and "model" not in by else {}),
         "jobs": g.size(),
         "succeeded": g["_ok"].sum(),
         "failed": g["_failed"].sum(),

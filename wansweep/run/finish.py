@@ -14,7 +14,7 @@ from wansweep import __version__
 from wansweep.fal import FalQueue
 from wansweep.media import frames as media
 from wansweep.media import quality
-from wansweep.plan import schema
+from wansweep.plan import endpoints, schema
 from wansweep.plan.media_index import load_media
 from wansweep.plan.spec import Job
 from wansweep.run.ledger import Ledger
@@ -35,7 +35,7 @@ def archive_result(
 ) -> None:
     """Video first, checksum verified by the store, thumbnail and strip, then the sidecar
     last; the ledger says ``archived`` only once the sidecar is written."""
-    video = entry.result["video"]
+    video = entry.result[endpoints.profile(job.endpoint).output]
     video_key = job_file(job.job_key, VIDEO)
     with tempfile.TemporaryDirectory(prefix="wansweep-") as tmp:
         local = Path(tmp) / VIDEO
@@ -144,7 +144,9 @@ def sidecar(
         "job_key": job.job_key,
         "arm": job.arm,
         "endpoint": job.endpoint,
+        "model": endpoints.profile(job.endpoint).alias,
         "row": {"index": job.row_index, "id": job.row_id, **job.extra},
+        "settings": job.settings,  # in wansweep's words; "input" is in the endpoint's
         "input": {
             **job.request_fields(),
             "image": {"uri": public_uri(job.image_uri), "sha256": job.image_sha256},
@@ -160,7 +162,9 @@ def sidecar(
         "seed_requested": job.seed,
         "seed": result.get("seed"),
         "actual_prompt": result.get("actual_prompt"),
-        "fal_video": {k: v for k, v in result["video"].items() if k != "url"},
+        "fal_video": {
+            k: v for k, v in result[endpoints.profile(job.endpoint).output].items() if k != "url"
+        },
         "timings": timings(entry, archived_at),
         "video": {
             "key": job_file(job.job_key, VIDEO),
