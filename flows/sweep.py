@@ -184,6 +184,8 @@ def ended(result: dict[str, Any]) -> dict[str, Any] | State:
 
 def _log_plan(log: Any, checked: Preflight) -> None:
     the_plan, todo = checked.plan, checked.todo
+    for note in the_plan.notes:
+        log.info("note: %s", note)
     for w in the_plan.warnings[:20]:
         log.warning("warning: %s", w)
     log.info(

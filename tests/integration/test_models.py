@@ -51,6 +51,11 @@ def test_a_sweep_across_four_model_families_archives_each_job_once_as_each_profi
     result = run_sweep(str(spec))
     assert result["outcomes"] == {"archived": 8}, result
     assert fal.stats()["submits_accepted"] == 8
+    notes = plan(load_spec(spec), load_spec(spec).manifest).notes
+    assert notes == [
+        "arm kling: kling-2.5-turbo-pro takes no seed, so seeds 1, 2 are replicates "
+        "(2 paid jobs per row, each a different video)"
+    ]
     store = open_store(str(tmp_path / "archive"))
     planned = {j.job_key: j for j in plan(load_spec(spec), load_spec(spec).manifest).jobs}
     assert archived_keys(store) == set(planned)

@@ -186,3 +186,18 @@ def test_retry_numbers_live_in_the_policy_module():
                 if number and isinstance(target, ast.Name) and pattern.search(target.id):
                     wrong.append(f"{path.relative_to(REPO)}:{node.lineno} {target.id}")
     assert not wrong, wrong
+
+
+def test_no_endpoint_is_named_in_code_only_in_its_profile():
+    """Each endpoint's facts (its id, fields, durations, prices) live in its profile under
+    configs/endpoints, read by plan/endpoints.py: no source file names an endpoint id."""
+    import re
+
+    named = re.compile(r"[\"'](wan/v2|fal-ai/)")
+    found = {
+        str(path.relative_to(REPO))
+        for folder in (CORE, REPO / "flows", REPO / "tasks")
+        for path in _files(folder)
+        if named.search(path.read_text())
+    }
+    assert not found, found

@@ -41,6 +41,8 @@ def plan(
         raise _fail(console, exc) from None
     result, done = checked.plan, checked.archived
     _print_problems(console, result.problems)
+    for note in result.notes:
+        console.print(f"note: {note}", markup=False, highlight=False)
     table = Table(title=f"sweep {sweep_spec.name}: {result.rows} rows, {len(result.jobs)} jobs")
     for col in ("arm", "jobs", "video s", "estimated $", "archived", "to run", "to run $"):
         table.add_column(col, justify="left" if col == "arm" else "right")

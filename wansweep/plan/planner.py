@@ -58,6 +58,7 @@ class Plan:
     rows: int = 0
     media_fetched: int = 0  # inputs downloaded and checked by this plan
     media_reused: int = 0  # inputs the media index proved unchanged (not downloaded)
+    notes: list[str] = field(default_factory=list)  # what the spec's arms mean (not a row's)
 
     @property
     def errors(self) -> list[RowProblem]:
@@ -325,6 +326,19 @@ class _Planner:
         return job
 
 
+def _seed_notes(arms: list, seeds: list[int | None]) -> list[str]:
+    """Arms on an endpoint that takes no seed: their seeds are replicates, each a paid job."""
+    if seeds == [None]:
+        return []
+    shown = ", ".join(str(s) for s in seeds[:5]) + (", ..." if len(seeds) > 5 else "")
+    return [
+        f"arm {arm.name}: {prof.alias} takes no seed, so seeds {shown} are replicates "
+        f"({len(seeds)} paid jobs per row, each a different video)"
+        for arm in arms
+        if not (prof := endpoints.profile(arm.endpoint)).takes_seed
+    ]
+
+
 def check_size(spec: SweepSpec, rows: int) -> None:
     """Refuse a sweep of more than ``max_jobs`` jobs before one is built (or an arm expanded),
     saying how many and how to split it: a grid of 1,000 rows x 1,000 values x 1,000 seeds is
@@ -372,6 +386,7 @@ def plan(
         rows=len(df),
         media_fetched=media.fetched,
         media_reused=media.reused,
+        notes=_seed_notes(planner.arms, planner.seeds),
     )
     if skip_invalid:
         result.skipped = result.errors
