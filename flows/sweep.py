@@ -100,7 +100,7 @@ def sweep(
             the workers of its work pool; this run waits for them and writes one report.
         shard_deployment: the deployment that runs one shard (see prefect.yaml).
         global_limits: hold a slot of the Prefect global concurrency limit
-            ``wansweep-<standard|flash>`` for each in-flight fal request (create them with
+            ``wansweep-<endpoint alias>`` (e.g. wansweep-flash) for each in-flight fal request (create them with
             ``prefect gcl create``), so every worker of the fleet stays within the fal account's limit.
     """
     log = get_run_logger()

@@ -24,7 +24,7 @@ from wansweep.run.runtime import Run, services_for
 
 
 def limit_name(endpoint: str) -> str:
-    """The Prefect global concurrency limit of an endpoint: wansweep-standard, wansweep-flash."""
+    """The Prefect global concurrency limit of an endpoint: wansweep-<alias> (wansweep-flash)."""
     return f"wansweep-{endpoint_alias(endpoint)}"
 
 

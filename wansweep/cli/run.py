@@ -206,7 +206,7 @@ def run(
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON (for scripts)."),
     global_limits: bool = typer.Option(
         False,
-        help="Hold Prefect global concurrency limits wansweep-standard / wansweep-flash per request.",
+        help="Hold the Prefect global concurrency limit wansweep-<endpoint alias> per request.",
     ),
 ) -> None:
     """Run a sweep: validate, skip what is archived, generate the rest, archive, report."""
