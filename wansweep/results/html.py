@@ -32,7 +32,7 @@ td:first-child,th:first-child{text-align:left}
 .plots{display:flex;flex-wrap:wrap;gap:12px} .plots img{border:1px solid #dde1e6;background:white;max-width:min(480px,100%);height:auto}
 .sheet td{padding:4px;vertical-align:top;text-align:center} .sheet img{height:72px;display:block}
 .sheet .cap{font-size:11px;color:#5b6472} .sheet td:first-child{min-width:200px;text-align:left}
-.wide{overflow-x:auto;max-width:100%} .fail{color:#b3261e;font-size:11px;max-width:220px}
+.wide{overflow-x:auto;max-width:100%} .wide th,.wide td{overflow-wrap:normal} .wide th{white-space:nowrap} .fail{color:#b3261e;font-size:11px;max-width:220px}
 pre{white-space:pre-wrap;max-width:100%}
 table.pairs td{vertical-align:top;padding:4px} table.pairs caption{text-align:left;font-size:12px;color:#5b6472;padding:8px 0 2px}
 video.paired{max-width:min(360px,44vw);max-height:min(320px,60vh);width:auto;height:auto;background:#000}
