@@ -160,3 +160,11 @@ def test_a_profile_whose_map_names_no_field_of_its_input_is_refused(tmp_path):
         SpecError, match="Value error, map.seed: 'the_seed' is not a field of input"
     ):
         load_profile(tmp_path / "p.yaml")
+
+
+def test_the_unit_price_is_the_cheapest_resolution_at_the_other_defaults():
+    """What the local server's pricing API answers: a silent flash request bills fewer units
+    of the same $0.05, rather than the unit being the silent price."""
+    assert profile(FLASH).base_rate() == 0.05
+    assert profile(STANDARD).base_rate() == 0.10
+    assert profile("veo3").base_rate() == 0.40  # audio on by default

@@ -101,7 +101,7 @@ class SchedulerMixin:
     def _bill(self, job: FalRequest, video_seconds: float) -> None:
         """fal bills a produced video, and a 422 after GPU time (the flagged case); never a 5xx,
         a start timeout or a request cancelled before it ran. As fal does, in units of the
-        pricing API's one price per endpoint (its cheapest rate here), a dearer tier counting
+        pricing API's one price per endpoint (its base rate here), a dearer tier counting
         more units: 5 s at 1080p of a 0.10/0.15 endpoint is 7.5 units of 0.10. The price is
         the profile's (configs/endpoints). A rerouted request is billed as the endpoint that
         served it."""

@@ -66,12 +66,11 @@ class LocalFal(
         return time.time() + self.config.clock_offset
 
     def unit_price(self, endpoint: str) -> float:
-        """The pricing API's one price of an endpoint: its profile's cheapest rate per unit
-        (times ``price_factor``: fal's prices may move away from the profiles')."""
+        """The pricing API's one price of an endpoint (its profile's base rate), times
+        ``price_factor``: fal's prices may move away from the profiles'."""
         from wansweep.plan.endpoints import profile
 
-        cheapest = min(r.usd for r in profile(endpoint).pricing.rates) or 1.0
-        return round(cheapest * self.config.price_factor, 6)
+        return round((profile(endpoint).base_rate() or 1.0) * self.config.price_factor, 6)
 
     def _ssl(self) -> ssl.SSLContext | bool:
         return ssl.create_default_context(cafile=self.ssl_bundle) if self.ssl_bundle else True

@@ -246,6 +246,18 @@ class Profile(BaseModel):
         d = self.duration
         return seconds_of(d.fixed if d.fixed is not None else settings["duration"])
 
+    def base_rate(self) -> float:
+        """The one unit price fal's pricing API gives for the endpoint, as the local server
+        gives it: the cheapest resolution's rate at the endpoint's other defaults (Wan 2.6
+        flash: $0.05, 720p with audio; silent requests then bill fewer units)."""
+        defaults = self.complete({})
+        rates = [
+            r.usd
+            for r in self.pricing.rates
+            if all(same(defaults.get(k), v) for k, v in r.when.items() if k != "resolution")
+        ]
+        return min(rates or [r.usd for r in self.pricing.rates])
+
     def estimate(self, settings: dict[str, Any]) -> float:
         """USD of one request with these (complete) settings, from the profile's prices."""
         p = self.pricing
