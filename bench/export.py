@@ -15,7 +15,7 @@ def _archive(work: Path, n: int, mb: float) -> tuple[Path, int]:
     """A finished sweep's archive: plan, and per job a video of ``mb`` MB, thumbnail, sidecar."""
     from wansweep.plan.planner import plan
     from wansweep.plan.spec import load_spec
-    from wansweep.results.report import save_plan
+    from wansweep.results.saved_plan import save_plan
     from wansweep.store import open_store
     from wansweep.store.layout import job_file
 

@@ -22,7 +22,8 @@ from wansweep.errors import CannotRun, InputError
 from wansweep.plan.preflight import Preflight, preflight
 from wansweep.plan.spec import DEFAULT_STORE, load_spec
 from wansweep.results.notify import notify
-from wansweep.results.report import reuse_report, save_plan
+from wansweep.results.report import reuse_report
+from wansweep.results.saved_plan import save_plan
 from wansweep.run.checks import check_fal, check_store
 from wansweep.run.lifecycle import SUCCEEDED
 from wansweep.run.runtime import Run
@@ -121,7 +122,13 @@ def sweep(
         checked = preflight(sweep_spec, archive, skip_invalid=skip_invalid)
         _log_plan(log, checked)
         checked.raise_if_blocked()
-        save_plan(archive, sweep_spec.name, checked.plan.jobs, checked.plan.skipped)
+        save_plan(
+            archive,
+            sweep_spec.name,
+            checked.plan.jobs,
+            checked.plan.skipped,
+            sweep_spec.primary_measure,
+        )
         run = Run.new(archive.uri, sweep_spec.run_settings())
         todo = checked.todo
         if todo:  # before the first submit, once: every job would meet what fails here

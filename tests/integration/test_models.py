@@ -47,7 +47,16 @@ SHAPES = {  # (width, height, seconds) each arm's request asks for
 def test_a_sweep_across_four_model_families_archives_each_job_once_as_each_profile_says(
     fal, prefect_harness, tmp_path
 ):
-    spec = write_case(tmp_path, rows=1, endpoints=[], grid={}, defaults={}, arms=ARMS, seeds=[1, 2])
+    spec = write_case(
+        tmp_path,
+        rows=1,
+        endpoints=[],
+        grid={},
+        defaults={},
+        arms=ARMS,
+        seeds=[1, 2],
+        primary_measure="cost_usd",
+    )
     result = run_sweep(str(spec))
     assert result["outcomes"] == {"archived": 8}, result
     assert fal.stats()["submits_accepted"] == 8
@@ -87,6 +96,8 @@ def test_a_sweep_across_four_model_families_archives_each_job_once_as_each_profi
     assert "Arms on 4 models" in md and "seeds are replicates" in md
     ab = pd.read_csv(os.path.join(os.path.dirname(result["report"]["jobs_csv"]), "ab.csv"))
     assert len({(a, b) for a, b in zip(ab["arm_a"], ab["arm_b"])}) == 6  # every pair of 4 arms
+    assert set(ab.loc[ab["measure"] == "cost_usd", "role"]) == {"primary"}
+    assert "Primary, cost_usd:" in md
 
     fal.reset()
     again = run_sweep(str(spec))

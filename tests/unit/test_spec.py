@@ -186,3 +186,12 @@ def test_a_spec_is_read_strictly(tmp_path, text, needle):
     path.write_text(text)
     with pytest.raises(SpecError, match=re.escape(needle)):
         load_spec(path)
+
+
+def test_the_primary_measure_must_be_one_the_report_can_judge(tmp_path):
+    spec = tmp_path / "s.yaml"
+    spec.write_text("name: x\nendpoints: [flash]\nprimary_measure: q_flicker\n")
+    assert load_spec(spec).primary_measure == "q_flicker"
+    spec.write_text("name: x\nendpoints: [flash]\nprimary_measure: q_cuts\n")  # no direction
+    with pytest.raises(SpecError, match="primary_measure: Value error, 'q_cuts' is not a measure"):
+        load_spec(spec)

@@ -44,27 +44,46 @@ def row(result, measure):
 def test_differences_intervals_and_verdicts():
     result = abstats.compare(table())
     cost = row(result, "cost_usd")
-    assert cost["pairs"] == 4 and cost["diff"] == 1.0
+    assert cost["pairs"] == 4 and cost["images"] == 4 and cost["diff"] == 1.0
     assert (cost["ci_low"], cost["ci_high"]) == (1.0, 1.0)  # every pair differs by exactly 1
     assert cost["verdict"] == "A" and cost["b_wins"] == 0.0  # lower cost is better
-    wall = row(result, "wall_seconds")  # B - A = 1, 2, 3, 4
-    assert wall["diff"] == 2.5 and 1.0 <= wall["ci_low"] < 2.5 < wall["ci_high"] <= 4.0
+    wall = row(result, "wall_seconds")  # B - A = 1, 2, 3, 4 on four images
+    assert wall["diff"] == 2.5 and 0 < wall["ci_low"] < 1.0 and wall["ci_high"] > 4.0
+    # p 0.025 alone; Holm over the 3 directed measures doubles it: four images do not settle it
+    assert wall["p"] < 0.05 <= wall["p_adjusted"] and wall["verdict"] == "unclear"
+    assert wall["error_rate"] == "5% family-wise over 3 measures (Holm)"
     flicker = row(result, "q_flicker")  # B - A = 0, -0.1, -0.2, -0.3: B wins 3, ties 1
     assert flicker["diff"] == pytest.approx(-0.15)
     assert flicker["b_wins"] == pytest.approx((3 + 0.5) / 4)
     cuts = row(result, "q_cuts")  # no direction: described, never judged
-    assert cuts["verdict"] == "unclear"
+    assert cuts["verdict"] == "unclear" and cuts["role"] == "described"
     assert cuts["b_wins"] is None or math.isnan(cuts["b_wins"])
 
 
-def test_pairs_needed_matches_the_textbook_formula():
-    # n = ((z_0.975 + z_0.8) * sd / delta)^2 = ((1.95996 + 0.84162) * 1 / 0.5)^2 = 31.4 -> 32
-    assert abstats.pairs_needed(1.0, 0.5) == 32
+def test_the_primary_measure_is_judged_alone_and_the_rest_with_holm():
+    result = abstats.compare(table(), primary="wall_seconds")
+    wall = row(result, "wall_seconds")
+    assert wall["role"] == "primary" and wall["error_rate"] == "5% (the primary measure)"
+    assert wall["p_adjusted"] == wall["p"] < 0.05 and wall["verdict"] == "A"
+    flicker = row(result, "q_flicker")
+    assert flicker["error_rate"] == "5% family-wise over 2 measures (Holm)"
+
+
+def test_holm_adjusts_step_down_and_keeps_the_order():
+    assert abstats.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert abstats.holm([0.2, math.nan]) == [0.2, pytest.approx(math.nan, nan_ok=True)]
+
+
+def test_pairs_needed_is_the_t_test_sample_size():
+    # n = ((t_0.975,n-1 + t_0.8,n-1) * sd / delta)^2, solved for n: 34 (the normal's 32
+    # undercounts at small n)
+    assert abstats.pairs_needed(1.0, 0.5) == 34
     assert abstats.pairs_needed(1.0, 0.0) is None
+    assert abstats.pairs_needed(1.0, 0.5, per_image=3) == 102  # images needed x pairs each
     wall = row(abstats.compare(table(), resolve={"wall_seconds": 0.5}), "wall_seconds")
-    sd = pd.Series([1.0, 2.0, 3.0, 4.0]).std()  # 1.29
-    assert wall["pairs_needed"] == abstats.pairs_needed(sd, 0.5) == 53
-    assert wall["more_pairs"] == 49 and wall["more_usd"] == pytest.approx(49 * (1.0 + 2.0))
+    sd = pd.Series([1.0, 2.0, 3.0, 4.0]).std()  # 1.29, between images
+    assert wall["pairs_needed"] == abstats.pairs_needed(sd, 0.5) == 55
+    assert wall["more_pairs"] == 51 and wall["more_usd"] == pytest.approx(51 * (1.0 + 2.0))
 
 
 def test_seed_spread_is_the_mean_sd_across_seeds_per_input():
@@ -117,22 +136,37 @@ def test_bradley_terry_ranks_a_consistent_order():
     assert (ranking["strength"] <= ranking["ci_high"]).all()
 
 
-def test_the_bootstrap_drawn_in_slices_is_the_bootstrap_drawn_at_once():
+def test_pairs_of_one_image_are_resampled_together():
+    """Ten images, five seeds each, images far apart: the interval is as wide as ten
+    observations allow, not as fifty independent ones would."""
     import numpy as np
 
-    diffs = np.random.default_rng(3).exponential(2.0, 3000)  # 3,000 x 2,000 draws: many slices
-    rng = np.random.default_rng(11)
-    means = diffs[rng.integers(0, 3000, (abstats.RESAMPLES, 3000))].mean(axis=1)
-    expected = (np.percentile(means, 2.5), np.percentile(means, 97.5))
-    assert abstats.bootstrap_ci(diffs, seed=11) == pytest.approx(expected, abs=0, rel=1e-12)
+    rng = np.random.default_rng(2)
+    image_effect = np.repeat(rng.normal(0, 1.0, 10), 5)
+    diffs = 0.5 + image_effect + rng.normal(0, 0.1, 50)
+    clusters = np.repeat(np.arange(10), 5)
+    clustered = abstats.clustered_interval(diffs, clusters)
+    naive = abstats.clustered_interval(diffs, np.arange(50))  # each pair its own image
+    assert clustered.images == 10 and naive.images == 50
+    assert (clustered.high - clustered.low) > 1.8 * (naive.high - naive.low)
 
 
-def test_many_pairs_get_the_normal_interval_the_bootstrap_converges_to():
+def test_one_image_gives_no_interval():
     import numpy as np
 
-    diffs = np.random.default_rng(5).exponential(2.0, abstats.NORMAL_FROM) - 1.0
-    half = 1.959964 * diffs.std(ddof=1) / math.sqrt(len(diffs))
-    low, high = abstats.bootstrap_ci(diffs)
-    assert (low, high) == pytest.approx((diffs.mean() - half, diffs.mean() + half), rel=1e-6)
-    one_below = abstats.bootstrap_ci(diffs[:-1])  # resampled: the same interval, nearly
-    assert one_below == pytest.approx((low, high), abs=0.1 * half)
+    found = abstats.clustered_interval(np.array([1.0, 2.0, 3.0]), np.array(["a", "a", "a"]))
+    assert math.isnan(found.low) and math.isnan(found.p) and found.images == 1
+
+
+def test_many_images_get_the_normal_interval_the_bootstrap_t_converges_to():
+    import numpy as np
+
+    n = abstats.NORMAL_FROM
+    diffs = np.random.default_rng(5).exponential(2.0, n) - 1.0
+    half = 1.959964 * diffs.std(ddof=1) / math.sqrt(n)  # one pair per image: the plain SE
+    found = abstats.clustered_interval(diffs, np.arange(n))
+    assert (found.low, found.high) == pytest.approx(
+        (diffs.mean() - half, diffs.mean() + half), rel=1e-6
+    )
+    resampled = abstats.clustered_interval(diffs[:-1], np.arange(n - 1))
+    assert (resampled.low, resampled.high) == pytest.approx((found.low, found.high), abs=0.1 * half)

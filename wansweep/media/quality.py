@@ -79,6 +79,15 @@ METRICS: dict[str, Metric] = {
 }
 
 
+def compared_measures() -> dict[str, str | None]:
+    """Every measure the report compares arms on, as its column is named, with which way is
+    better (None: described, never judged): cost and latency, then each metric above."""
+    found: dict[str, str | None] = {"cost_usd": "lower", "wall_seconds": "lower"}
+    for name, m in METRICS.items():
+        found[name if name == "first_frame_similarity" else f"q_{name}"] = m.better
+    return found
+
+
 @dataclass(frozen=True)
 class Decoded:
     """One pass over a clip: grey copies of every frame, their times, and full frames at

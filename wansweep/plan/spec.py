@@ -163,6 +163,11 @@ class SweepSpec(RunSettings):
     per_endpoint: dict[str, dict[str, Any]] = {}
     arms: list[Arm] = []
     seeds: Seeds | Annotated[list[SeedValue], Field(max_length=MAX_SEEDS)] | None = None
+    primary_measure: str | None = Field(
+        None,
+        description="the one measure the A/B verdict is judged on alone (at 5%); every other "
+        "is judged with Holm's correction across them (see wansweep.results.stats)",
+    )
     # the most jobs one plan may make (rows x arms x seeds): a larger one is refused first
     max_jobs: int = Field(DEFAULT_MAX_JOBS, ge=1)
     trust_http_cache: bool = Field(
@@ -171,6 +176,18 @@ class SweepSpec(RunSettings):
         "its server's Cache-Control max-age (or Expires) says the answer is fresh; only for "
         "origins that never change a file within that time (see wansweep.plan.media_index)",
     )
+
+    @field_validator("primary_measure")
+    @classmethod
+    def _primary(cls, value: str | None) -> str | None:
+        from wansweep.media.quality import compared_measures
+
+        judged = [m for m, better in compared_measures().items() if better]
+        if value is not None and value not in judged:
+            raise ValueError(
+                f"{value!r} is not a measure with a better direction; use one of {judged}"
+            )
+        return value
 
     @field_validator("endpoints")
     @classmethod

@@ -243,10 +243,13 @@ def _ab_html(ab: pd.DataFrame | None) -> str:
         return "<p>(no pairs yet)</p>"
     shown = ab[ab["better"] != ""].drop(columns=["more_usd"])
     return (
-        "<p class='meta'>diff = B - A, mean over pairs, with a bootstrap 95% interval; the "
-        "verdict names the better arm only where the interval excludes 0; b_wins: share of "
-        "pairs B wins (ties half); pairs_needed: pairs to resolve the observed difference "
-        "(alpha 0.05, power 0.8). All rows in ab.csv.</p><div class='wide'>"
+        "<p class='meta'>diff = B - A, mean over pairs, with a 95% interval that resamples "
+        "whole images (their seeds are not independent); p: the chance of so large a "
+        "difference with none. The primary measure is judged alone at 5%; the others with "
+        "Holm's correction (p_adjusted), so any false verdict among them stays at 5% "
+        "(error_rate says which). b_wins: share of pairs B wins (ties half); pairs_needed: "
+        "pairs to resolve the observed difference (t test, alpha 0.05, power 0.8). All rows in "
+        "ab.csv.</p><div class='wide'>"
         + shown.to_html(index=False, float_format=lambda v: f"{v:.3g}", na_rep="")
         + "</div>"
     )

@@ -96,11 +96,17 @@ def _lost_note(frame: pd.DataFrame) -> str:
 
 
 def ab_markdown(ab: pd.DataFrame) -> str:
-    """Per pair of arms: the measures with a direction, the paired difference (B - A) and
-    its 95% interval, who is better, and how many pairs would settle what is unclear."""
+    """Per pair of arms: the primary verdict first, then the measures with a direction, the
+    paired difference (B - A) and its 95% interval, the verdict and the error rate it carries,
+    and how many pairs would settle what is unclear."""
     if ab.empty:
         return "\n### Which arm is better\n\nNo pairs yet (jobs of two arms with the same image, prompt and seed).\n"
-    out = ["\n### Which arm is better (paired: same image, prompt and seed)\n"]
+    out = [
+        "\n### Which arm is better (paired: same image, prompt and seed)\n",
+        "Intervals resample whole images (an image's seeds are not independent). The primary "
+        "measure is judged alone at 5%; the others with Holm's correction, so the chance of "
+        "any false verdict among them stays at 5%.\n",
+    ]
     for (a, b), group in ab.groupby(["arm_a", "arm_b"], sort=False):
         directed = group[group["better"] != ""]
         shown = directed.assign(
@@ -108,22 +114,32 @@ def ab_markdown(ab: pd.DataFrame) -> str:
         )[
             [
                 "measure",
+                "role",
                 "better",
                 "pairs",
-                "mean_a",
-                "mean_b",
+                "images",
                 "diff",
                 "ci",
+                "p_adjusted",
                 "verdict",
+                "error_rate",
                 "b_wins",
                 "pairs_needed",
             ]
         ]
-        clear = directed[directed["verdict"] != "unclear"]
+        primary = directed[directed["role"] == "primary"]
+        head = (
+            f"Primary, {primary['measure'].iloc[0]}: **{primary['verdict'].iloc[0]}** "
+            "(error rate 5%). "
+            if len(primary)
+            else "No primary measure (the spec's `primary_measure`). "
+        )
+        clear = directed[(directed["verdict"] != "unclear") & (directed["role"] == "secondary")]
         said = "; ".join(f"{m}: {v}" for m, v in zip(clear["measure"], clear["verdict"]))
         out.append(
-            f"**{a}** vs **{b}** ({int(group['pairs'].max())} pairs). Better where the "
-            f"interval excludes 0: {said or 'nothing yet'}.\n\n{_md_table(shown)}\n"
+            f"**{a}** vs **{b}** ({int(group['pairs'].max())} pairs on "
+            f"{int(group['images'].max())} images). {head}Secondary, better after Holm's "
+            f"correction: {said or 'nothing yet'}.\n\n{_md_table(shown)}\n"
         )
     return "\n".join(out)
 

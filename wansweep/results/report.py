@@ -7,19 +7,16 @@ import io
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
 from wansweep import __version__
 from wansweep.errors import LedgerDamaged
 from wansweep.plan.pricing import FalPrices, load_prices
-from wansweep.plan.spec import endpoint_alias
 from wansweep.results import stats as abstats
 from wansweep.results.index import (
     get_parquet,
     index_frame,
-    put_parquet,
     read_sidecars,
     sidecar_row,
     write_index,
@@ -29,6 +26,7 @@ from wansweep.run.ledger import Ledger
 from wansweep.run.lifecycle import Billing, billing
 from wansweep.store import Store
 from wansweep.store.layout import (
+    ANALYSIS_FILE,
     INDEX_KEY,
     JOBS,
     PLAN_FILE,
@@ -38,56 +36,11 @@ from wansweep.store.layout import (
     VIDEO,
     job_file,
     list_jobs,
-    public_uri,
     report_file,
     sweep_file,
     sweep_names,
     vote_keys,
 )
-
-
-def save_plan(store: Store, sweep: str, jobs: list[Any], skipped: list[Any] = ()) -> None:
-    rows = [
-        {
-            "job_key": j.job_key,
-            "arm": j.arm,
-            "endpoint": j.endpoint,
-            "row_index": j.row_index,
-            "row_id": j.row_id,
-            "prompt": j.prompt,
-            "seed_requested": j.seed,
-            "model": endpoint_alias(j.endpoint),
-            "resolution": j.settings.get("resolution"),
-            "aspect_ratio": j.settings.get("aspect_ratio"),
-            "duration": j.video_seconds,
-            "enable_prompt_expansion": j.settings.get("enable_prompt_expansion"),
-            "multi_shots": j.settings.get("multi_shots"),
-            "image_sha256": j.image_sha256,
-            "image_uri": public_uri(j.image_uri),
-            "estimated_usd": j.estimated_usd,
-            **{f"extra.{k}": str(v) for k, v in j.extra.items()},
-        }
-        for j in jobs
-    ]
-    put_parquet(store, sweep_file(sweep, PLAN_FILE), pd.DataFrame(rows))
-    if skipped:
-        frame = pd.DataFrame(
-            [
-                {
-                    "row_index": p.row,
-                    "row_id": p.id,
-                    "field": p.field,
-                    "rule": p.rule,
-                    "value": p.value,
-                    "reason": p.msg,
-                }
-                for p in skipped
-            ]
-        )
-        put_parquet(store, sweep_file(sweep, SKIPPED_FILE), frame)
-    else:  # an earlier run's skipped rows are not this plan's
-        store.delete(sweep_file(sweep, SKIPPED_FILE))
-
 
 sweeps = sweep_names  # the report's name for it
 
@@ -279,7 +232,8 @@ def write_report(
     del planned, archived  # the frame holds what the rest needs; 100,000 rows are ~300 MB
     summ = summary(frame, by)
     by_arm = summ if not by or by == ["arm"] else summary(frame)
-    ab = abstats.compare(frame)
+    analysis = store.get_json(sweep_file(sweep, ANALYSIS_FILE)) or {}
+    ab = abstats.compare(frame, primary=analysis.get("primary_measure"))
     from wansweep.results.review import read_votes
 
     votes = read_votes(store, sweep)
@@ -352,9 +306,10 @@ REPORT_STAMP = "stamp.json"
 
 def report_inputs(store: Store, sweep: str) -> str:
     """One digest of what a sweep's report is built from besides its sidecars: the saved
-    plan and skipped rows, the votes, and this wansweep version (the report's code)."""
+    plan, skipped rows and primary measure, the votes, and this wansweep version (the
+    report's code)."""
     digest = hashlib.sha256(__version__.encode())
-    for name in (PLAN_FILE, SKIPPED_FILE):
+    for name in (PLAN_FILE, SKIPPED_FILE, ANALYSIS_FILE):
         digest.update(hashlib.sha256(store.get_bytes(sweep_file(sweep, name)) or b"").digest())
     for key in sorted(vote_keys(store, sweep)):
         digest.update(key.encode() + b"\0")

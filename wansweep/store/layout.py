@@ -31,6 +31,7 @@ MEDIA_INDEX_KEY = "media/index.jsonl.gz"
 FAL_PRICES_KEY = "pricing/fal.json"  # fal's pricing API as last read, with its date
 STORE_PROBE = "pricing/.probe-"  # a run's check that the store takes a write and gives it back
 PLAN_FILE, SKIPPED_FILE, SWEEP_INDEX = "plan.parquet", "skipped.parquet", "index.parquet"
+ANALYSIS_FILE = "analysis.json"  # how the report judges the sweep (its primary measure)
 JOBS, LEDGER, LEASES = "jobs/", "ledger/", "leases/"
 SWEEP_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,99}")
 
