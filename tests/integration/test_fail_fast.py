@@ -121,7 +121,7 @@ def test_an_archive_that_fills_up_stops_submitting_and_the_rerun_pays_each_job_o
     import subprocess
     import sys
 
-    spec = write_case(tmp_path, rows=3, concurrency=2)  # 24 jobs, 2 at a time
+    spec = write_case(tmp_path, rows=2, concurrency=2)  # 16 jobs, 2 at a time
     (tmp_path / "archive").mkdir()
     env = {
         **os.environ,
