@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # TEST_WORKERS=0 runs the suite in one process.
 TEST_WORKERS ?= 2
 
-.PHONY: demo test bench lint clean
+.PHONY: demo test bench lint clean mutate
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,9 +25,15 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
 
+# mutation testing of the money path (not part of `make test`): ~10 minutes on 2 cores
+mutate: $(STAMP)
+	$(BIN)/pip install --quiet "mutmut==3.8.1"
+	$(BIN)/mutmut run; mkdir -p mutation
+	$(BIN)/python tools/mutation_report.py > mutation/REPORT.md
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
 clean:
-	rm -rf archive demo-out .wansweep
+	rm -rf archive demo-out .wansweep mutants
