@@ -19,6 +19,7 @@ four runs, each with its own budget, then checks:
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 import time
 import types
@@ -246,7 +247,8 @@ def _job(tmp: Path, n: int) -> Job:
 
 @given(data=st.data())
 @settings(
-    max_examples=300,
+    # `make mutate` runs this once per mutant: fewer histories there
+    max_examples=int(os.environ.get("WANSWEEP_MONEY_EXAMPLES", "300")),
     deadline=None,
     derandomize=True,  # the same histories on every machine: a failure is reproducible
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
