@@ -18,7 +18,10 @@ def test_every_packaged_profile_loads_and_states_every_default():
     assert len(profiles) == len(list(PACKAGED.glob("*.yaml"))) >= 9
     assert FAMILIES <= {p.family for p in profiles}
     for p in profiles:
-        settings = p.complete({})
+        # what fal leaves without a documented default must be stated (Wan 2.2's resolution)
+        must = {x.field: x.msg.rsplit(": state one of ", 1)[1] for x in p.refusals({})}
+        given = {s: values.split(", ")[0] for s, values in must.items()}
+        settings = p.complete(given)
         assert not p.refusals(settings), p.alias
         fields = p.request_fields("a prompt", settings, 7)
         body = {**fields, p.field_of("image"): "https://x/i.png"}
@@ -168,3 +171,9 @@ def test_the_unit_price_is_the_cheapest_resolution_at_the_other_defaults():
     assert profile(FLASH).base_rate() == 0.05
     assert profile(STANDARD).base_rate() == 0.10
     assert profile("veo3").base_rate() == 0.40  # audio on by default
+
+
+def test_a_setting_fal_gives_no_default_for_must_be_stated():
+    problems = profile("wan-2.2-a14b").refusals({"aspect_ratio": "16:9"})
+    assert [(p.field, p.rule) for p in problems] == [("resolution", "not_stated")]
+    assert "state one of 480p, 580p, 720p" in problems[0].msg

@@ -158,7 +158,12 @@ class Profile(BaseModel):
             )
             out.append(Problem(setting, "not_taken", f"{self.alias} {why}"))
         for setting in self.settable():
+            field = self.input.get(self.field_of(setting) or setting)
             if setting not in settings:
+                if setting in SETTINGS and field and field.enum and not field.has_default:
+                    # fal documents no default: left out, the request would be fal's choice
+                    msg = f"fal documents no default for it at {self.alias}: state one of "
+                    out.append(Problem(setting, "not_stated", msg + field.allowed()))
                 continue
             value = settings[setting]
             if setting == "duration":

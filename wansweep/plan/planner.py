@@ -259,7 +259,7 @@ class _Planner:
                 checked.add(signature)
                 if overrides:  # a row's own setting this endpoint has no field for
                     unknown = {k: v for k, v in overrides.items() if k not in prof.settable()}
-                    for p in prof.refusals(unknown):
+                    for p in (p for p in prof.refusals(unknown) if p.field in unknown):
                         named = schema.Problem(p.field, p.rule, f"arm {arm.name}: {p.msg}")
                         check.report(named, overrides.get(p.field, ""))
                 fields = prof.request_fields(prompt, settings, None)
