@@ -177,3 +177,43 @@ def test_a_setting_fal_gives_no_default_for_must_be_stated():
     problems = profile("wan-2.2-a14b").refusals({"aspect_ratio": "16:9"})
     assert [(p.field, p.rule) for p in problems] == [("resolution", "not_stated")]
     assert "state one of 480p, 580p, 720p" in problems[0].msg
+
+
+def test_the_request_names_the_media_as_the_endpoint_does(tmp_path, monkeypatch):
+    from wansweep.run.steps import request_body
+
+    (tmp_path / "i.png").write_bytes(b"\x89PNG fake")
+    folder = tmp_path / "profiles"
+    folder.mkdir()
+    text = (PACKAGED / "kling-2.5-turbo-pro.yaml").read_text()
+    (folder / "k.yaml").write_text(
+        text.replace("image_url", "start_image_url").replace(
+            "alias: kling-2.5-turbo-pro", "alias: k"
+        )
+    )
+    monkeypatch.setenv("WANSWEEP_ENDPOINTS", str(folder))
+    p = profile("k")
+    job = Job("", "a", p.id, 1, "r", "x", p.complete({}), 1, str(tmp_path / "i.png"), "h")
+    body = request_body(job)
+    assert body["start_image_url"].startswith("data:") and "image_url" not in body
+    assert not [x for x in p.check(body) if x.severity == "error"]
+
+
+def test_audio_for_an_endpoint_that_takes_none_is_refused_by_row_and_arm(tmp_path):
+    from tests.helpers import make_image, make_wav
+    from wansweep.plan.planner import plan
+    from wansweep.plan.spec import load_spec
+
+    (tmp_path / "i.png").write_bytes(make_image(640, 360))
+    (tmp_path / "a.wav").write_bytes(make_wav(5.0))
+    (tmp_path / "m.csv").write_text("id,image,prompt,audio\nr1,i.png,a cat,a.wav\n")
+    (tmp_path / "s.yaml").write_text(
+        "name: x\nmanifest: m.csv\narms:\n"
+        "  - {name: wan, endpoint: flash, settings: {resolution: 720p}}\n"
+        "  - {name: kling, endpoint: kling-2.5-turbo-pro}\n"
+    )
+    spec = load_spec(tmp_path / "s.yaml")
+    found = plan(spec, spec.manifest)
+    assert [(e.field, e.rule) for e in found.errors] == [("audio", "not_taken")]
+    assert "arm kling: kling-2.5-turbo-pro takes no audio file" in str(found.errors[0])
+    assert found.jobs == []  # a row with an error gives no job

@@ -254,6 +254,10 @@ class _Planner:
         for arm in self.arms:
             settings = {**arm.settings, **overrides}
             prof = endpoints.profile(arm.endpoint)
+            if audio is not None and prof.field_of("audio") is None:
+                msg = f"arm {arm.name}: {prof.alias} takes no audio file"
+                check.report(schema.Problem("audio", "not_taken", msg), audio.uri)
+                continue
             signature = repr((arm.endpoint, sorted(settings.items())))
             if signature not in checked:  # arms that send the same fields are checked once
                 checked.add(signature)

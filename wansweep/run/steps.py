@@ -38,6 +38,7 @@ from wansweep.errors import (
 )
 from wansweep.fal import policy
 from wansweep.media.fetch import read_local
+from wansweep.plan import endpoints
 from wansweep.plan.spec import Job, RunSettings
 from wansweep.run.ledger import Ledger
 from wansweep.run.lifecycle import Cause, LedgerEntry, LedgerStatus
@@ -94,10 +95,12 @@ def media_url(uri: str) -> str:
 
 
 def request_body(job: Job) -> dict[str, Any]:
-    """The body fal is sent for a job: its fields plus the media as fal can fetch them."""
-    body = {**job.request_fields(), "image_url": media_url(job.image_uri)}
+    """The body fal is sent for a job: its fields plus the media as fal can fetch them, under
+    the endpoint's own field names (planning refused audio for an endpoint without one)."""
+    prof = endpoints.profile(job.endpoint)
+    body = {**job.request_fields(), prof.field_of("image"): media_url(job.image_uri)}
     if job.audio_uri:
-        body["audio_url"] = media_url(job.audio_uri)
+        body[prof.field_of("audio")] = media_url(job.audio_uri)
     return body
 
 
