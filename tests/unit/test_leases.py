@@ -93,3 +93,76 @@ def test_release_removes_only_ones_own_lease(tmp_path):
     assert b.acquire("job")
     b.close()
     assert not store.exists(lease_key("job"))
+
+
+class Scripted:
+    """A store whose lease answers are scripted (pure logic: the edges a folder cannot hit
+    exactly, such as an age of exactly the takeover limit or a lease that vanishes)."""
+
+    uri = "scripted://"
+
+    def __init__(self, creates=(), reads=(), replaces=()):
+        self.creates, self.reads, self.replaces = list(creates), list(reads), list(replaces)
+        self.calls: list[str] = []
+
+    def create_exclusive(self, key, data):
+        self.calls.append("create")
+        return self.creates.pop(0)
+
+    def read_versioned(self, key):
+        self.calls.append("read")
+        return self.reads.pop(0)
+
+    def replace_if(self, key, data, version):
+        self.calls.append(f"replace {version}")
+        return self.replaces.pop(0)
+
+    def delete(self, key):
+        self.calls.append("delete")
+
+
+OTHER = b'{"owner": "someone else"}'
+LIMIT = 100 * (1 + TAKEOVER_MARGIN)
+
+
+@pytest.mark.parametrize(
+    "age, taken", [(LIMIT, True), (LIMIT - 1e-9, False), (None, False)], ids=["at", "below", "?"]
+)
+def test_the_takeover_limit_is_exact_and_an_unknown_age_is_never_old(age, taken):
+    store = Scripted(creates=[False], reads=[(OTHER, "v1", age)], replaces=["v2"])
+    leases = Leases(store, Owner.new(), ttl=100)
+    assert leases.acquire("job") is taken
+    assert leases.held() == (["job"] if taken else [])
+    assert store.calls[-1] == ("replace v1" if taken else "read")
+    leases._stop.set()
+
+
+def test_a_takeover_lost_to_a_faster_taker_is_not_a_lease():
+    store = Scripted(creates=[False], reads=[(OTHER, "v1", LIMIT + 5)], replaces=[False])
+    leases = Leases(store, Owner.new(), ttl=100)
+    assert leases.acquire("job") is False and leases.held() == []
+
+
+def test_a_lease_that_vanishes_between_create_and_read_is_created_again():
+    store = Scripted(creates=[False, "v9"], reads=[None])
+    leases = Leases(store, Owner.new(), ttl=100)
+    assert leases.acquire("job") is True and leases.held() == ["job"]
+    assert store.calls == ["create", "read", "create"]
+    leases._stop.set()
+
+
+def test_a_lease_that_keeps_vanishing_is_given_up_after_three_tries():
+    store = Scripted(creates=[False] * 3, reads=[None] * 3)
+    assert Leases(store, Owner.new(), ttl=100).acquire("job") is False
+    assert store.calls == ["create", "read"] * 3
+
+
+def test_ones_own_lease_found_on_the_store_is_held_again_under_its_version():
+    owner = Owner.new()
+    mine = owner.payload()
+    store = Scripted(creates=[False], reads=[(mine, "v3", 0.0)], replaces=["v4"])
+    leases = Leases(store, owner, ttl=100)
+    assert leases.acquire("job") and leases.held() == ["job"]
+    leases.prove("job")  # renewed conditionally on the version found
+    assert store.calls[-1] == "replace v3"
+    leases._stop.set()

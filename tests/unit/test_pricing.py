@@ -5,9 +5,9 @@ import threading
 import pytest
 
 from tests.helpers import FLASH, STANDARD
-from wansweep.errors import BudgetExceeded
+from wansweep.errors import BudgetExceeded, OverBudget
 from wansweep.plan.endpoints import profile
-from wansweep.plan.pricing import Budget
+from wansweep.plan.pricing import Budget, FalPrices, check_budget, load_prices
 
 
 def test_budget_refuses_the_submit_that_would_pass_it():
@@ -68,3 +68,45 @@ def test_prices_come_from_each_endpoints_profile():
     kling = profile("kling-2.5-turbo-pro")  # $0.35 for 5 s, $0.07 each second past it
     assert kling.estimate(kling.complete({})) == pytest.approx(0.35)
     assert kling.estimate(kling.complete({"duration": "10"})) == pytest.approx(0.70)
+
+
+def test_a_plan_exactly_at_its_budget_runs_and_one_cent_over_does_not():
+    check_budget(4, 10.0, 10.0)
+    check_budget(4, 99.0, None)  # no budget: nothing to pass
+    with pytest.raises(OverBudget) as err:
+        check_budget(4, 10.01, 10.0)
+    assert str(err.value) == (
+        "the 4 jobs to run are estimated at $10.01, over the budget of $10.00; "
+        "nothing was submitted"
+    )
+
+
+def test_fals_prices_as_a_run_left_them_and_what_is_not_a_price(tmp_path):
+    from wansweep.store import LocalStore
+    from wansweep.store.layout import FAL_PRICES_KEY
+
+    store = LocalStore(tmp_path)
+    assert load_prices(store) is None  # never read
+    store.put_json(
+        FAL_PRICES_KEY,
+        {
+            "fetched_at": 1700000000,
+            "source": "https://api.fal.ai/v1/models/pricing",
+            "prices": {
+                FLASH: {"unit_price": 0.05},
+                STANDARD: {"unit_price": "0.1"},  # as a copy of fal's answers spells it
+                "a": {"unit_price": "about ten cents"},
+                "b": {"unit_price": -1},
+                "c": {"unit_price": True},
+            },
+        },
+    )
+    prices = load_prices(store)
+    assert isinstance(prices, FalPrices) and prices.fetched_at == 1700000000.0
+    assert prices.source == "https://api.fal.ai/v1/models/pricing"
+    assert prices.unit_price(FLASH) == 0.05
+    assert prices.unit_price(STANDARD) == 0.1
+    assert [prices.unit_price(e) for e in ("a", "b", "c", "fal-ai/other")] == [None] * 4
+    for broken in ([], {"fetched_at": "x", "source": "s", "prices": {}}, {"source": "s"}):
+        store.put_json(FAL_PRICES_KEY, broken)
+        assert load_prices(store) is None

@@ -7,6 +7,7 @@ The budget is decided here and nowhere else: :func:`check_budget` before a run s
 
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -25,8 +26,16 @@ class FalPrices:
     prices: dict[str, dict[str, Any]]
 
     def unit_price(self, endpoint: str) -> float | None:
+        """The endpoint's price per billing unit: a number, or a numeric string (fal's schema
+        says a number; a copy of its answers shows "0.1"); None for anything else."""
         price = self.prices.get(endpoint, {}).get("unit_price")
-        return float(price) if isinstance(price, (int, float)) else None
+        if isinstance(price, bool) or not isinstance(price, (int, float, str)):
+            return None
+        try:
+            value = float(price)
+        except ValueError:
+            return None
+        return value if math.isfinite(value) and value >= 0 else None
 
 
 def load_prices(store: Store) -> FalPrices | None:
