@@ -23,6 +23,20 @@ NGINX = "<html><center>nginx</center></html>"
         (422, {}, "{}", SubmitVerdict.INVALID),
         (401, {}, "{}", SubmitVerdict.REJECTED),
         (404, {}, "{}", SubmitVerdict.REJECTED),
+        (201, {}, "{}", SubmitVerdict.ACCEPTED),
+        (299, {}, "{}", SubmitVerdict.ACCEPTED),
+        (300, {}, "{}", SubmitVerdict.REJECTED),  # a redirect did not queue anything
+        (199, {}, "{}", SubmitVerdict.REJECTED),
+        # a conflict: fal may hold the request already (a retried POST reaching it twice)
+        (409, {}, "{}", SubmitVerdict.AMBIGUOUS),
+        (500, {"x-fal-request-id": "r"}, "{}", SubmitVerdict.AMBIGUOUS),
+        (501, {}, NGINX, SubmitVerdict.AMBIGUOUS),  # not one of the ingress codes
+        (502, {}, NGINX, SubmitVerdict.RETRY),  # fal's ingress: the app never saw it
+        (503, {}, NGINX, SubmitVerdict.RETRY),
+        (502, {"X-Fal-Request-Id": "r"}, NGINX, SubmitVerdict.AMBIGUOUS),  # the app answered
+        (503, {}, '{"detail": "busy"}', SubmitVerdict.AMBIGUOUS),
+        (400, {}, "{}", SubmitVerdict.REJECTED),
+        (403, {}, "{}", SubmitVerdict.REJECTED),
     ],
 )
 def test_submit_answers(code, headers, text, verdict):
@@ -99,3 +113,66 @@ def test_backoff_grows_caps_jitters_and_honours_retry_after():
     assert policy.retry_after({"Retry-After": "3"}) == 3.0
     assert policy.retry_after({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}) is None
     assert policy.retry_after(None) is None
+
+
+@pytest.mark.parametrize(
+    "code, exc, wide",
+    [
+        (401, None, True),
+        (403, None, True),
+        (404, None, False),  # one endpoint unknown: not every job's
+        (422, None, False),
+        (429, None, False),
+        (None, httpx.ConnectError("refused"), True),
+        (None, httpx.ConnectTimeout("slow"), True),
+        (None, httpx.ReadTimeout("slow"), False),  # it reached fal
+        (None, None, False),
+    ],
+)
+def test_a_cause_is_every_jobs_only_for_the_key_or_no_route(code, exc, wide):
+    assert policy.run_wide(code, exc) is wide
+
+
+def test_only_transient_answers_are_asked_again():
+    again = {c for c in range(100, 600) if policy.retry_idempotent(c)}
+    assert again == {408, 429, 500, 502, 503, 504}
+
+
+def test_fals_start_timeout_answer_is_a_failure_not_the_gateways():
+    user = {"X-Fal-Request-Timeout-Type": "user"}
+    assert policy.start_timed_out(504, user)
+    assert not policy.start_timed_out(504, {"X-Fal-Request-Timeout-Type": "system"})
+    assert not policy.start_timed_out(503, user) and not policy.start_timed_out(504, {})
+    assert policy.classify_result(504, False, user) is ResultVerdict.FAIL
+    assert policy.classify_result(504, False, {}) is ResultVerdict.RETRY
+    assert policy.classify_result(504, False) is ResultVerdict.RETRY
+    for code in (408, 502):
+        assert policy.classify_result(code, True) is ResultVerdict.RETRY
+    assert policy.classify_result(501, True) is ResultVerdict.FAIL
+    assert policy.classify_result(400, False) is ResultVerdict.FAIL
+
+
+def test_attempts_and_paying_again_are_bounded():
+    assert policy.attempts_allowed(2, ()) == 2
+    assert policy.attempts_allowed(2, ("ambiguous", "expired", "ambiguous")) == 4
+    assert policy.attempts_allowed(2, ("something",)) == 2
+    assert policy.may_try_again(FailureKind.FAILED, 1, 2)
+    assert not policy.may_try_again(FailureKind.FAILED, 2, 2)
+    assert policy.may_try_again(FailureKind.CANCELLED, 0, 1)
+    for kind in (FailureKind.EXPIRED, FailureKind.INVALID, FailureKind.AMBIGUOUS):
+        assert not policy.may_try_again(kind, 0, 9), kind
+    assert policy.may_pay_again("expired", True, ())
+    assert not policy.may_pay_again("expired", False, ())
+    assert not policy.may_pay_again("expired", True, ("expired",))
+    assert not policy.may_pay_again("failed", True, ())
+
+
+def test_prefect_retries_a_task_only_for_trouble_outside_the_job():
+    from wansweep.errors import FalError, FalUnavailable, StoreUnavailable
+
+    assert policy.task_may_retry(FalUnavailable("down"))
+    assert policy.task_may_retry(StoreUnavailable("s3 down"))
+    assert policy.task_may_retry(httpx.ReadError("reset"))
+    assert policy.task_may_retry(ConnectionError()) and policy.task_may_retry(TimeoutError())
+    assert not policy.task_may_retry(FalError("refused", FailureKind.REJECTED))
+    assert not policy.task_may_retry(ValueError("a bug"))
