@@ -433,9 +433,14 @@ def test_budget_refuses_before_any_submit(tmp_path, job):
 def test_a_refused_submit_gives_its_reservation_and_its_attempt_back(tmp_path, job):
     fal = FakeQueue(submits=[NotSent("no such app", FailureKind.REJECTED, 404)])
     rt = runtime(tmp_path, fal)
-    assert run_job(job, rt).outcome is Outcome.FAILED and rt.budget.committed == 0
+    result = run_job(job, rt)
+    assert result.outcome is Outcome.FAILED and rt.budget.committed == 0
+    assert (result.error, result.error_kind) == ("no such app", FailureKind.REJECTED)
     entry = ledger(rt)
     assert entry.status is LedgerStatus.FAILED and entry.attempts == 0
+    assert (entry.error, entry.error_kind) == ("no such app", FailureKind.REJECTED)
+    assert entry.history[-1][0] == "failed" and entry.history[-1][2] == "rejected"
+    assert not rt.halted  # one job's refusal: the others go on
 
 
 def test_a_submit_that_never_reached_fal_uses_no_attempt_and_stays_resumable(tmp_path, job):
@@ -446,7 +451,9 @@ def test_a_submit_that_never_reached_fal_uses_no_attempt_and_stays_resumable(tmp
     assert result.outcome is Outcome.UNSENT and fal.accepted == 0
     entry = ledger(rt)
     assert entry.status is LedgerStatus.RETRYING and entry.attempts == 0
-    assert rt.budget.committed == 0 and rt.halted  # every other job would meet it: halted
+    assert rt.budget.committed == 0  # every other job would meet it: halted, saying why
+    assert rt.halted == "ConnectError: connection refused" == result.error
+    assert result.error_kind is FailureKind.TRANSIENT
     assert fal.halted.is_set()  # and submits still retrying stop at their next try
     second = runtime(tmp_path, fal, max_attempts=1)  # the cause fixed: the next run pays once
     assert run_job(job, second).outcome is Outcome.UNSENT  # (still down: nothing sent)
