@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import time
 from pathlib import Path
 
 import fal_client
@@ -20,7 +21,7 @@ from wansweep.fal.types import FalResult, Handle
 from wansweep.localfal.video import render_clip
 from wansweep.plan.pricing import Budget
 from wansweep.plan.spec import Job, LeaseSpec, ReconcileSpec, RunSettings
-from wansweep.run.execute import run_job
+from wansweep.run.execute import DAMAGED_WINDOW, run_job
 from wansweep.run.ledger import Ledger
 from wansweep.run.lifecycle import SUCCEEDED, LedgerEntry, LedgerStatus, Outcome
 from wansweep.run.runtime import Services
@@ -57,6 +58,7 @@ class FakeQueue:
         self.calls: list[str] = []
         self.accepted = 0
         self.searched_without: list[tuple[str, ...]] = []  # ``earlier`` of each lookup
+        self.windows: list[float | None] = []  # ``window`` of each lookup
         self.deadlines: list[float] = []
         self.units: str | None = None  # X-Fal-Billable-Units of results
 
@@ -78,6 +80,7 @@ class FakeQueue:
 
     def find_submitted(self, endpoint, fields, since, settle_after, window=None, earlier=()):
         self.calls.append("find")
+        self.windows.append(window)
         self.searched_without.append(earlier)
         if self.found.absent and settle_after == float("inf"):
             return UNKNOWN  # as fal's listing: without a start deadline, absence is never proven
@@ -313,9 +316,16 @@ def test_a_damaged_entry_is_kept_aside_and_settled_through_fal(tmp_path, job):
     rt = runtime(tmp_path / "two", fal)
     (tmp_path / "two" / "archive" / "ledger").mkdir(parents=True)
     (tmp_path / "two" / "archive" / "ledger" / "k1.json").write_bytes(b"\x00" * 10)
+    before = time.time()
     result = run_job(job, rt)
     assert result.outcome is Outcome.AMBIGUOUS and fal.accepted == 0
-    assert "damaged" in ledger(rt).ambiguous
+    entry = ledger(rt)
+    assert "damaged" in entry.ambiguous and entry.error == "not listed yet"  # the lookup said
+    # a submit that may have been paid for, looked for in the day before the entry's write
+    assert entry.endpoint == job.endpoint and entry.attempts == 1
+    assert entry.search_window == DAMAGED_WINDOW and fal.windows == [DAMAGED_WINDOW]
+    assert before - 60 < entry.submitted_at <= time.time()
+    assert entry.history[0][0] == "ambiguous" and entry.history[0][2] == "damaged"
 
 
 def test_failed_generation_is_tried_again_and_its_reservation_given_back(tmp_path, job):
