@@ -82,6 +82,46 @@ def test_lost_answers_and_a_lagging_listing_never_pay_twice(fal, prefect_harness
     assert sum(e.reconciled for e in ledger.values()) >= first["outcomes"]["ambiguous"]
 
 
+def test_the_reconcile_command_settles_lost_answers_through_fals_records(
+    fal, prefect_harness, tmp_path
+):
+    """Every submit's answer is lost and fal's listing lags: the run leaves the jobs
+    ambiguous. `wansweep reconcile` then finds each in fal's records, pays nothing, and the
+    next run archives them without a submit."""
+    import subprocess
+    import sys
+
+    fal.configure(media="tiny", faults="drop_after_accept=1.0,listing_lag=3")
+    listed_before = listed(fal)
+    spec = write_case(
+        tmp_path,
+        rows=1,
+        endpoints=["flash"],
+        grid={"resolution": ["720p"]},
+        reconcile={"grace": 1, "settle_after": 600, "start_timeout": 60},
+    )
+    first = run_sweep(str(spec))
+    assert first["outcomes"] == {"ambiguous": 2}
+    wait_for(lambda: listed(fal) - listed_before >= 2, timeout=120, what="the listing")
+    done = subprocess.run(
+        [sys.executable, "-m", "wansweep.cli", "reconcile", str(tmp_path / "archive")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (
+        "found at fal (a run archives them without paying): 2; never accepted (a run submits "
+        "them again): 0; still ambiguous: 0" in " ".join(done.stdout.split())
+    )
+    statuses = {e.status for e in Ledger(open_store(str(tmp_path / "archive"))).all().values()}
+    assert statuses == {"submitted"}  # settled: each names its request at fal
+    fal.configure(faults="")
+    second = run_sweep(str(spec))
+    assert second["outcomes"] == {"resumed": 2}
+    assert set(accepted_per_job(fal, spec).values()) == {1}
+
+
 def test_without_stored_payloads_webhooks_name_the_lost_requests(
     fal, prefect_harness, tmp_path, webhook_env
 ):
