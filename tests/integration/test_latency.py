@@ -78,8 +78,12 @@ def test_report_latencies_match_the_servers_records(fal, prefect_harness, tmp_pa
     server = fal.requests()
     report = pd.read_csv(result["report"]["jobs_csv"])
     assert len(report) == 6
+    # Our figures against the server's own records: never shorter than what the server did
+    # (a completion cannot be seen before it happened), and over it only by the time to see
+    # it. The bound on that is loose on purpose: a loaded 2-core machine takes seconds to
+    # schedule a thread, and a polling fallback (the failure this looks for) takes its 15 s.
     for row in report.itertuples():
         record = server[row.request_id]
         fal_seconds = record["ended_at"] - record["sent_at"]
-        assert abs(row.wall_seconds - fal_seconds) <= 1.0, (row.wall_seconds, fal_seconds)
-        assert row.detected_via == "stream" and row.detection_lag_s <= 1.0
+        assert -0.5 <= row.wall_seconds - fal_seconds <= 5.0, (row.wall_seconds, fal_seconds)
+        assert row.detected_via == "stream" and -0.5 <= row.detection_lag_s <= 5.0

@@ -191,7 +191,7 @@ def test_the_server_clock_can_run_off_this_machines(fal):
     fal.configure(clock_offset=-300)
     r = listing(fal)
     served = parsedate_to_datetime(r.headers["date"]).timestamp()
-    assert served == pytest.approx(time.time() - 300, abs=5)
+    assert served == pytest.approx(time.time() - 300, abs=30)  # 300 off, not a busy second
 
 
 def test_config_is_validated(fal):
