@@ -158,12 +158,12 @@ class Profile(BaseModel):
             )
             out.append(Problem(setting, "not_taken", f"{self.alias} {why}"))
         for setting in self.settable():
-            field = self.input.get(self.field_of(setting) or setting)
             if setting not in settings:
-                if setting in SETTINGS and field and field.enum and not field.has_default:
+                spec = self.input.get(self.field_of(setting) or setting)
+                if setting in SETTINGS and spec and spec.enum and not spec.has_default:
                     # fal documents no default: left out, the request would be fal's choice
                     msg = f"fal documents no default for it at {self.alias}: state one of "
-                    out.append(Problem(setting, "not_stated", msg + field.allowed()))
+                    out.append(Problem(setting, "not_stated", msg + spec.allowed()))
                 continue
             value = settings[setting]
             if setting == "duration":
@@ -303,6 +303,7 @@ class Registry:
 
 
 def load_profile(path: Path) -> Profile:
+    """One profile file, checked; :class:`SpecError` naming the file and each wrong key."""
     try:
         data = yaml.safe_load(path.read_text())
         return Profile.model_validate({**(data or {}), "path": str(path)})

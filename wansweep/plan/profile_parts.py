@@ -33,11 +33,8 @@ class FieldSpec(BaseModel):
     def problems(self, name: str, value: Any) -> list[Problem]:
         """What fal would refuse in ``value`` (its 422 detail), and what it advises against."""
         kinds = {"string": str, "integer": int, "number": (int, float), "boolean": bool}
-        if (
-            isinstance(value, bool)
-            and self.type != "boolean"
-            or not isinstance(value, kinds[self.type])
-        ):
+        a_bool_for_a_number = isinstance(value, bool) and self.type != "boolean"
+        if a_bool_for_a_number or not isinstance(value, kinds[self.type]):
             return [Problem(name, f"{self.type}_type", f"Input should be a valid {self.type}")]
         if self.enum is not None and value not in self.enum:
             opts = ", ".join(repr(v) for v in self.enum)
