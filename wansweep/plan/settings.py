@@ -4,10 +4,10 @@ known, how spreadsheet-ish values are read, and how a setting names an arm."""
 from __future__ import annotations
 
 import hashlib
-import re
 from typing import Any
 
 from wansweep.plan import endpoints
+from wansweep.plan.profile_parts import seconds_of
 
 
 def check_setting_names(settings: dict[str, Any], where: str) -> None:
@@ -26,12 +26,9 @@ def normalise_settings(settings: dict[str, Any]) -> dict[str, Any]:
     """Coerce spreadsheet-ish values (5 or "5s" -> "5" seconds, 720 -> "720p", "true" ->
     True) to wansweep's types; what cannot be read stays as given, for the check to name."""
     out = dict(settings)
-    duration = out.get("duration")
-    if isinstance(duration, (int, float)) and not isinstance(duration, bool):
-        if float(duration).is_integer():
-            out["duration"] = str(int(duration))
-    elif isinstance(duration, str) and re.fullmatch(r"\s*\d+\s*s?\s*", duration):
-        out["duration"] = duration.strip().rstrip("s").strip()
+    seconds = seconds_of(out.get("duration"))
+    if seconds is not None:  # what cannot be read as seconds stays, for the check to name
+        out["duration"] = str(seconds)
     if isinstance(out.get("resolution"), int) and not isinstance(out["resolution"], bool):
         out["resolution"] = f"{out['resolution']}p"
     for key in endpoints.BOOLEAN_SETTINGS:
