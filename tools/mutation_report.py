@@ -37,6 +37,7 @@ def main(root: Path) -> None:
     print("`tests/unit`). A mutant is one small change (a flipped comparison, a constant, a")
     print("dropped call); *killed* means some unit test failed on it. *No tests*: no unit test")
     print("runs the function at all.\n")
+    print(f"Taken {_when_and_what(root)}.\n")
     print("| module | mutants | killed | survived | no tests | score |")
     print("|---|---|---|---|---|---|")
     for module, n, counts, judged in rows:
@@ -61,6 +62,19 @@ def main(root: Path) -> None:
         for (function, status), numbers in sorted(by_function.items()):
             print(f"- `{function}` ({status}): {', '.join(sorted(numbers, key=int))}")
         print()
+
+
+def _when_and_what(root: Path) -> str:
+    """The date of mutmut's records and the commit they were made on, when git can tell."""
+    import datetime
+    import subprocess
+
+    newest = max((p.stat().st_mtime for p in (root / "mutants").rglob("*.py.meta")), default=0)
+    day = datetime.datetime.fromtimestamp(newest, datetime.UTC).strftime("%Y-%m-%d")
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True
+    ).stdout.strip()
+    return f"{day}" + (f" on commit {commit}" if commit else "")
 
 
 if __name__ == "__main__":
