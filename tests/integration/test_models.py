@@ -92,6 +92,7 @@ def test_a_sweep_across_four_model_families_archives_each_job_once_as_each_profi
         "veo3-fast",
         "seedance-v1-lite",
     }
+    assert set(summary["price_unit"]) == {"per second"}
     md = open(result["report"]["markdown"]).read()
     assert "Arms on 4 models" in md and "seeds are replicates" in md
     ab = pd.read_csv(os.path.join(os.path.dirname(result["report"]["jobs_csv"]), "ab.csv"))

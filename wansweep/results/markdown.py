@@ -32,6 +32,7 @@ def markdown_summary(sweep: str, frame: pd.DataFrame, summ: pd.DataFrame) -> str
     cols = [
         "arm",
         "model",
+        "price_unit",
         "jobs",
         "succeeded",
         "failed",

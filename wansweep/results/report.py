@@ -178,7 +178,7 @@ def summary(frame: pd.DataFrame, by: list[str] | None = None) -> pd.DataFrame:
     g = df.groupby(by, dropna=False)
     archived = df[done].groupby(by, dropna=False)
     columns = {
-        **({"model": g["model"].first()} if "model" in df and "model" not in by else {}),
+        **{c: g[c].first() for c in ("model", "price_unit") if c in df and c not in by},
         "jobs": g.size(),
         "succeeded": g["_ok"].sum(),
         "failed": g["_failed"].sum(),

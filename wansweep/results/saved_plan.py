@@ -7,6 +7,7 @@ from typing import Any
 
 import pandas as pd
 
+from wansweep.plan.endpoints import profile
 from wansweep.plan.spec import endpoint_alias
 from wansweep.results.index import put_parquet
 from wansweep.store import Store
@@ -32,6 +33,7 @@ def save_plan(
             "prompt": j.prompt,
             "seed_requested": j.seed,
             "model": endpoint_alias(j.endpoint),
+            "price_unit": f"per {profile(j.endpoint).pricing.unit}",  # fal bills each so
             "resolution": j.settings.get("resolution"),
             "aspect_ratio": j.settings.get("aspect_ratio"),
             "duration": j.video_seconds,
