@@ -217,3 +217,13 @@ def test_audio_for_an_endpoint_that_takes_none_is_refused_by_row_and_arm(tmp_pat
     assert [(e.field, e.rule) for e in found.errors] == [("audio", "not_taken")]
     assert "arm kling: kling-2.5-turbo-pro takes no audio file" in str(found.errors[0])
     assert found.jobs == []  # a row with an error gives no job
+
+
+def test_a_profile_is_read_as_strictly_as_a_spec(tmp_path):
+    text = (PACKAGED / "wan-2.6.yaml").read_text()
+    (tmp_path / "twice.yaml").write_text(text + "alias: other\n")
+    with pytest.raises(SpecError, match="key 'alias' is given twice"):
+        load_profile(tmp_path / "twice.yaml")
+    (tmp_path / "list.yaml").write_text("- id: x\n")
+    with pytest.raises(SpecError, match="expected a mapping at the top level"):
+        load_profile(tmp_path / "list.yaml")

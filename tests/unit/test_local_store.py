@@ -45,7 +45,7 @@ def test_list_gives_every_key_below_a_prefix_and_nothing_else(tmp_path):
         (errno.ENOSPC, "is full"),
         (errno.EDQUOT, "is over its disk quota"),
         (errno.EROFS, "is on a read-only file system"),
-        (errno.EACCES, "is not writable by this user"),
+        (errno.EACCES, "denies this user access"),
     ],
 )
 def test_an_error_every_write_would_meet_names_the_archive(tmp_path, monkeypatch, code, says):

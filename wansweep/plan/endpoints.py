@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from wansweep.errors import SpecError
 from wansweep.plan.profile_parts import DurationMap, FieldSpec, Pricing, same, seconds_of
 from wansweep.plan.schema import Problem
+from wansweep.plan.strict_yaml import invalid, strict_yaml
 
 PACKAGED = Path(__file__).resolve().parents[2] / "configs" / "endpoints"
 USER_FOLDER_ENV = "WANSWEEP_ENDPOINTS"
@@ -305,16 +306,15 @@ class Registry:
 def load_profile(path: Path) -> Profile:
     """One profile file, checked; :class:`SpecError` naming the file and each wrong key."""
     try:
-        data = yaml.safe_load(path.read_text())
-        return Profile.model_validate({**(data or {}), "path": str(path)})
+        data = strict_yaml(path.read_text())  # a key given twice is refused, as in a spec
     except yaml.YAMLError as exc:
         raise SpecError(f"endpoint profile {path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise SpecError(f"endpoint profile {path}: expected a mapping at the top level")
+    try:
+        return Profile.model_validate({**data, "path": str(path)})
     except ValidationError as exc:
-        lines = [f"endpoint profile {path} is invalid:"]
-        for err in exc.errors():
-            key = ".".join(str(p) for p in err["loc"]) or "(top level)"
-            lines.append(f"  - {key}: {err['msg']}")
-        raise SpecError("\n".join(lines)) from None
+        raise invalid("endpoint profile", path, exc) from None
 
 
 @lru_cache(maxsize=8)

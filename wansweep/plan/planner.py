@@ -262,7 +262,8 @@ class _Planner:
             if signature not in checked:  # arms that send the same fields are checked once
                 checked.add(signature)
                 if overrides:  # a row's own setting this endpoint has no field for
-                    unknown = {k: v for k, v in overrides.items() if k not in prof.settable()}
+                    settable = set(prof.settable())
+                    unknown = {k: v for k, v in overrides.items() if k not in settable}
                     for p in (p for p in prof.refusals(unknown) if p.field in unknown):
                         named = schema.Problem(p.field, p.rule, f"arm {arm.name}: {p.msg}")
                         check.report(named, overrides.get(p.field, ""))

@@ -18,7 +18,7 @@ from wansweep.errors import SpecError
 from wansweep.fal.types import PollSpec
 from wansweep.plan import endpoints, schema
 from wansweep.plan.settings import check_setting_names, label, normalise_settings
-from wansweep.plan.strict_yaml import strict_yaml
+from wansweep.plan.strict_yaml import invalid, strict_yaml
 
 DEFAULT_STORE = "./archive"  # the archive when neither the spec nor the command names one
 DEFAULT_MAX_ATTEMPTS = 2
@@ -315,11 +315,7 @@ def load_spec(path: str | Path, **overrides: Any) -> SweepSpec:
     try:
         return SweepSpec.model_validate(data)
     except ValidationError as exc:
-        lines = [f"sweep spec {path} is invalid:"]
-        for err in exc.errors():
-            key = ".".join(str(p) for p in err["loc"]) or "(top level)"
-            lines.append(f"  - {key}: {err['msg']}")
-        raise SpecError("\n".join(lines)) from None
+        raise invalid("sweep spec", path, exc) from None
 
 
 @dataclass

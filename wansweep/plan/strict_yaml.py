@@ -1,11 +1,16 @@
-"""YAML read strictly: a key given twice in one mapping is an error naming both lines."""
+"""YAML read strictly: a key given twice in one mapping is an error naming both lines; and
+what a model refuses in it said key by key (a spec, an endpoint profile)."""
 
 from __future__ import annotations
 
 from collections.abc import Hashable
+from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import ValidationError
+
+from wansweep.errors import SpecError
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -33,3 +38,12 @@ class _StrictLoader(yaml.SafeLoader):
 def strict_yaml(text: str) -> Any:
     """YAML as the safe loader reads it, with a repeated key an error naming both lines."""
     return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 (a SafeLoader)
+
+
+def invalid(what: str, path: str | Path, exc: ValidationError) -> SpecError:
+    """A file's model errors as one :class:`SpecError`, a line per key and what it wants."""
+    lines = [f"{what} {path} is invalid:"]
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        lines.append(f"  - {key}: {err['msg']}")
+    return SpecError("\n".join(lines))

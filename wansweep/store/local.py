@@ -19,8 +19,8 @@ REFUSALS = {
     errno.ENOSPC: "is full",
     errno.EDQUOT: "is over its disk quota",
     errno.EROFS: "is on a read-only file system",
-    errno.EACCES: "is not writable by this user",
-    errno.EPERM: "is not writable by this user",
+    errno.EACCES: "denies this user access",
+    errno.EPERM: "denies this user access",
 }
 
 
