@@ -176,3 +176,12 @@ def test_freshness_is_only_trusted_when_the_spec_says_so(case):
     (case / "spec.yaml").write_text(yaml.safe_dump({**spec, "trust_http_cache": True}))
     warm, _ = planned(case)
     assert (warm.media_fetched, warm.media_reused) == (1, 6)
+
+
+def test_an_index_row_says_which_metric_version_measured_the_clip():
+    from wansweep.results.index import sidecar_row
+
+    base = {"job_key": "k"}
+    assert sidecar_row({**base, "quality": {"version": 2, "cuts": 1}})["quality_version"] == 2
+    assert sidecar_row({**base, "quality": {"cuts": 1}})["quality_version"] == 1  # before versions
+    assert sidecar_row(base)["quality_version"] is None  # not measured

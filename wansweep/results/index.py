@@ -37,6 +37,10 @@ def sidecar_row(meta: dict[str, Any]) -> dict[str, Any]:
         "detection_lag_s": timings.get("detection_lag_s"),
         "detected_via": timings.get("detected_via"),
         "first_frame_similarity": meta.get("first_frame_similarity"),
+        # which definitions measured it (media.quality.QUALITY_VERSION; 1 before versions)
+        "quality_version": (meta.get("quality") or {}).get(
+            "version", 1 if meta.get("quality") else None
+        ),
         # measured quality (wansweep.media.quality.METRICS) as q_<name> columns
         **{
             f"q_{name}": (meta.get("quality") or {}).get(name)

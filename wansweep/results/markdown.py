@@ -64,6 +64,7 @@ def markdown_summary(sweep: str, frame: pd.DataFrame, summ: pd.DataFrame) -> str
         + "`wansweep spend` compares with fal's usage API.\n\n"
         + _lost_note(frame)
         + _models_note(frame)
+        + _versions_note(frame)
         + f"{table}\n"
     )
 
@@ -78,6 +79,22 @@ def _models_note(frame: pd.DataFrame) -> str:
         "image and prompt; seeds are replicates, not the same noise (a seed means something "
         "else to each model, and some take none). Prices are each model's own, per second "
         "or per video as its profile says.\n\n"
+    )
+
+
+def _versions_note(frame: pd.DataFrame) -> str:
+    """Jobs measured under different metric definitions (an archive older than the labelled
+    clip set, :data:`wansweep.media.quality.QUALITY_VERSION`)."""
+    if "quality_version" not in frame:
+        return ""
+    versions = sorted(int(v) for v in frame["quality_version"].dropna().unique())
+    if len(versions) < 2:
+        return ""
+    return (
+        f"**Quality measured by {len(versions)} versions of the metrics** "
+        f"({', '.join(map(str, versions))}): cuts, freezes and first-frame similarity are "
+        "defined differently across them, so quality verdicts between arms measured under "
+        "different versions are not like for like (the `quality_version` column says which).\n\n"
     )
 
 
