@@ -1,6 +1,12 @@
 """Write the mutation-testing report (`make mutate`): per money-path module, how many of
 mutmut's mutants `tests/unit` killed, and each that lived, by function. Reads mutmut's own
-records (mutants/**/*.py.meta), so it needs no second run.
+records (mutants/**/*.py.meta), so it needs no second run. Mutants listed in
+``mutation/equivalent.toml`` are counted apart: the score is killed / (mutants judged -
+equivalent), the usual definition, and each is printed with why no test can tell it from the
+original. An entry names its mutant *and* the change it makes (``change``: the lines removed
+and added, stripped, joined by `` / ``), and is matched by its function and that change, so an
+edit that renumbers mutmut's mutants cannot move a reason onto another mutant. An entry that
+matches no surviving mutant is flagged, so the list cannot hide a test's work.
 
     python tools/mutation_report.py > mutation/REPORT.md
 """
@@ -17,8 +23,50 @@ STATUS = {1: "killed", 3: "killed", 0: "survived", 33: "no tests", 5: "no tests"
 STATUS.update({35: "suspicious", 36: "timeout", 24: "timeout", -24: "timeout", 37: "killed"})
 
 
+def _equivalent(root: Path) -> dict[tuple[str, str], tuple[str, str]]:
+    """(function, change) -> (the name it was listed under, why)."""
+    import tomllib
+
+    path = root / "mutation" / "equivalent.toml"
+    listed = tomllib.loads(path.read_text()).get("equivalent", {}) if path.exists() else {}
+    return {(_function(n), e["change"]): (n, e["why"]) for n, e in listed.items()}
+
+
+def _function(name: str) -> str:
+    return name.rsplit("__mutmut_", 1)[0]
+
+
+_SOURCES: dict[Path, dict[str, str]] = {}
+
+
+def change(root: Path, name: str) -> str:
+    """What a mutant changes: the lines its function loses and gains, stripped."""
+    import ast
+    import difflib
+
+    module = root / "mutants" / (name.split(".x")[0].replace(".", "/") + ".py")
+    if module not in _SOURCES:
+        src = module.read_text()
+        _SOURCES[module] = {
+            node.name: ast.get_source_segment(src, node)
+            for node in ast.walk(ast.parse(src))
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        }
+    functions = _SOURCES[module]
+    local = name.rsplit(".", 1)[1]
+    orig = functions.get(local.rsplit("__mutmut_", 1)[0] + "__mutmut_orig", "")
+    mutant = functions.get(local, "")
+    lines = difflib.unified_diff(orig.splitlines()[1:], mutant.splitlines()[1:], lineterm="", n=0)
+    return " / ".join(
+        line[0] + " " + line[1:].strip()
+        for line in lines
+        if line[:1] in "+-" and not line.startswith(("+++", "---"))
+    )
+
+
 def main(root: Path) -> None:
-    rows, survivors = [], defaultdict(list)
+    equivalent = _equivalent(root)
+    rows, survivors, listed, used = [], defaultdict(list), [], set()
     for meta in sorted((root / "mutants").rglob("*.py.meta")):
         module = str(meta.relative_to(root / "mutants")).removesuffix(".meta")
         codes = json.loads(meta.read_text())["exit_code_by_key"]
@@ -26,32 +74,49 @@ def main(root: Path) -> None:
             STATUS.get(code, "killed") if code is not None else "not run" for code in codes.values()
         )
         for name, code in codes.items():
+            if STATUS.get(code) not in ("survived", "no tests"):
+                continue
+            key = (_function(name), change(root, name)) if equivalent else None
+            if key in equivalent:
+                used.add(key)
+                counts[STATUS[code]] -= 1
+                counts["equivalent"] += 1
+                listed.append((name, key[1], equivalent[key][1]))
+                continue
             if STATUS.get(code) in ("survived", "no tests"):
                 function = name.rsplit("__mutmut_", 1)[0].split(".")[-1].replace("ǁ", ".")
                 survivors[module].append((function.strip(".x"), name, STATUS[code]))
-        judged = sum(counts.values()) - counts["skipped"] - counts["not run"]
+        judged = sum(counts.values()) - counts["skipped"] - counts["not run"] - counts["equivalent"]
         rows.append((module, sum(counts.values()), counts, judged))
     total = Counter()
     print("# Mutation testing of the money path\n")
     print("`make mutate` (mutmut over the modules in pyproject's `[tool.mutmut]`, against")
     print("`tests/unit`). A mutant is one small change (a flipped comparison, a constant, a")
     print("dropped call); *killed* means some unit test failed on it. *No tests*: no unit test")
-    print("runs the function at all.\n")
+    print("runs the function at all. *Equivalent*: no test could tell it from the original (each")
+    print("listed below with why, from `mutation/equivalent.toml`); the score leaves them out.\n")
     print(f"Taken {_when_and_what(root)}.\n")
-    print("| module | mutants | killed | survived | no tests | score |")
-    print("|---|---|---|---|---|---|")
+    print("| module | mutants | killed | survived | no tests | equivalent | score |")
+    print("|---|---|---|---|---|---|---|")
     for module, n, counts, judged in rows:
         total.update(counts)
         score = counts["killed"] / judged if judged else 0.0
         print(
             f"| `{module}` | {n} | {counts['killed']} | {counts['survived']} | "
-            f"{counts['no tests']} | {score:.0%} |"
+            f"{counts['no tests']} | {counts['equivalent']} | {score:.0%} |"
         )
-    judged = sum(total.values()) - total["skipped"] - total["not run"]
+    judged = sum(total.values()) - total["skipped"] - total["not run"] - total["equivalent"]
     print(
         f"| **all** | {sum(total.values())} | {total['killed']} | {total['survived']} | "
-        f"{total['no tests']} | **{total['killed'] / max(1, judged):.0%}** |\n"
+        f"{total['no tests']} | {total['equivalent']} | "
+        f"**{total['killed'] / max(1, judged):.0%}** |\n"
     )
+    stale = [equivalent[k][0] for k in equivalent.keys() - used]
+    if stale:
+        print(
+            "**Listed as equivalent, but no surviving mutant makes that change** (killed now, or "
+            f"the code changed: take them off the list): {', '.join(f'`{n}`' for n in stale)}\n"
+        )
     print("## Mutants that lived, by function\n")
     print("`mutmut show NAME` prints a mutant's change.\n")
     for module, found in survivors.items():
@@ -61,6 +126,11 @@ def main(root: Path) -> None:
         print(f"### `{module}`\n")
         for (function, status), numbers in sorted(by_function.items()):
             print(f"- `{function}` ({status}): {', '.join(sorted(numbers, key=int))}")
+        print()
+    if listed:
+        print("## Equivalent mutants, and why\n")
+        for name, what, why in listed:
+            print(f"- `{name}` (`{what}`): {why}")
         print()
 
 

@@ -171,20 +171,38 @@ def test_prefect_internals_are_used_in_the_fan_out_module_only():
 
 def test_retry_numbers_live_in_the_policy_module():
     """No module of fal's or of a run's keeps its own count of tries or its own backoff: a
-    module-level number whose name says so, anywhere but fal/policy.py, is a second home."""
-    pattern = re.compile(r"(?i)(tries|attempts|retr|backoff|breaks)")
+    number bound to a name that says so (at any depth, tuple assignments included) or handed
+    straight to a ``sleep``, anywhere but fal/policy.py, is a second home."""
+    pattern = re.compile(r"(?i)(tries|attempts|retr|backoff|breaks|pause|delay)")
+
+    def number(node) -> bool:
+        return isinstance(node, ast.Constant) and type(node.value) in (int, float)
+
     wrong = []
     for path in _files(CORE / "fal") + _files(CORE / "run") + _files(REPO / "tasks"):
         if path.name == "policy.py":
             continue
-        for node in ast.parse(path.read_text()).body:
-            targets = node.targets if isinstance(node, ast.Assign) else []
-            number = isinstance(getattr(node, "value", None), ast.Constant) and isinstance(
-                node.value.value, (int, float)
-            )
-            for target in targets:
-                if number and isinstance(target, ast.Name) and pattern.search(target.id):
-                    wrong.append(f"{path.relative_to(REPO)}:{node.lineno} {target.id}")
+        for node in ast.walk(ast.parse(path.read_text())):
+            where = f"{path.relative_to(REPO)}:{getattr(node, 'lineno', 0)}"
+            if isinstance(node, ast.Assign):
+                for target in node.targets:
+                    pairs = (
+                        zip(target.elts, node.value.elts)
+                        if isinstance(target, ast.Tuple) and isinstance(node.value, ast.Tuple)
+                        else [(target, node.value)]
+                    )
+                    for name, value in pairs:
+                        # a counter starting at 0 is no number of tries
+                        if (
+                            isinstance(name, ast.Name)
+                            and pattern.search(name.id)
+                            and number(value)
+                            and value.value
+                        ):
+                            wrong.append(f"{where} {name.id}")
+            elif isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "sleep":
+                if node.args and number(node.args[0]) and node.args[0].value:
+                    wrong.append(f"{where} sleep({node.args[0].value})")
     assert not wrong, wrong
 
 

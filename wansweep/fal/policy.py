@@ -56,6 +56,9 @@ class Retries:
     command_tries: int = 3  # HTTP tries of a command a person waits on (pricing, spend, ...)
     stream_breaks: int = 5  # status-stream breaks in a row (no event between) before polling
     jwks_refetch_s: float = 60.0  # fal's webhook keys fetched again at most this often
+    # a lost answer looked for again in fal's request listing while it may still appear
+    listing_backoff_s: float = 1.0  # first wait; doubles
+    max_listing_backoff_s: float = 10.0
 
 
 RETRIES = Retries()

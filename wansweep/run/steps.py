@@ -203,11 +203,14 @@ def settle(job: Job, services: Services, ledger: Ledger, entry: LedgerEntry) -> 
         return look_up(services.fal, services.store, job.job_key, entry, fields, settle_after)
 
     found = lookup()
-    pause, grace_ends = 1.0, (entry.submitted_at or 0.0) + reconcile.grace
+    pause, grace_ends = (
+        policy.RETRIES.listing_backoff_s,
+        (entry.submitted_at or 0.0) + reconcile.grace,
+    )
     while found.handle is None and not found.absent and time.time() < grace_ends:
         # a fresh loss: fal lists a request once it has finished, so look again a few times
         services.fal.sleep(min(pause, max(0.0, grace_ends - time.time())))
-        pause = min(pause * 2, 10.0)
+        pause = min(pause * 2, policy.RETRIES.max_listing_backoff_s)
         found = lookup()
     if found.absent:
         services.budget.release(job.job_key, entry.attempts)
