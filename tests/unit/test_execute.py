@@ -4,8 +4,10 @@ checks what was paid for (submits), what the ledger says and how the job ended."
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -14,7 +16,15 @@ import fal_client
 import pytest
 
 from tests.helpers import make_image
-from wansweep.errors import AmbiguousSubmit, FailureKind, FalError, NotSent, Stopped
+from wansweep.errors import (
+    AmbiguousSubmit,
+    FailureKind,
+    FalError,
+    FalUnavailable,
+    NotSent,
+    Stopped,
+    StoreRefused,
+)
 from wansweep.fal.platform import Lookup
 from wansweep.fal.stream import Completion
 from wansweep.fal.types import FalResult, Handle
@@ -22,8 +32,10 @@ from wansweep.localfal.video import render_clip
 from wansweep.plan.pricing import Budget
 from wansweep.plan.spec import Job, LeaseSpec, ReconcileSpec, RunSettings
 from wansweep.run.execute import DAMAGED_WINDOW, run_job
+from wansweep.run.leases import Leases, Owner
 from wansweep.run.ledger import Ledger
 from wansweep.run.lifecycle import SUCCEEDED, LedgerEntry, LedgerStatus, Outcome
+from wansweep.run.reconcile import reconcile_store
 from wansweep.run.runtime import Services
 from wansweep.store import LocalStore
 from wansweep.store.layout import job_file, lease_key
@@ -61,6 +73,7 @@ class FakeQueue:
         self.windows: list[float | None] = []  # ``window`` of each lookup
         self.deadlines: list[float] = []
         self.units: str | None = None  # X-Fal-Billable-Units of results
+        self.looked_at_once: list[bool] = []  # ``check_now`` of each wait
 
     def _handle(self, n: int) -> Handle:
         return Handle(
@@ -92,8 +105,9 @@ class FakeQueue:
     def sleep(self, seconds):
         pass
 
-    def wait(self, handle, *args):
+    def wait(self, handle, poll=None, check_now=False):
         self.calls.append("wait")
+        self.looked_at_once.append(check_now)
         if self.stop_on_wait:
             self.stop.set()
             raise Stopped("run cancelled")
@@ -541,3 +555,397 @@ def test_a_refused_key_is_met_by_one_submit_of_an_endpoint_not_by_every_job(tmp_
     assert fal.calls.count("submit") == 1 and rt.halted
     assert {r.outcome for r in results} == {Outcome.UNSENT}
     assert rt.budget.committed == 0
+
+
+def archive_copy(store) -> None:
+    """The job's video and sidecar, as a finished run leaves them."""
+    store.put_bytes(job_file("k1", "video.mp4"), b"v" * 10)
+    store.put_json(job_file("k1", "meta.json"), {"job_key": "k1", "video": {"size": 10}})
+
+
+def test_a_jobs_result_names_it_and_what_it_paid_for(tmp_path, job):
+    fal = FakeQueue()
+    rt = runtime(tmp_path, fal)
+    result = run_job(job, rt)
+    assert (result.job_key, result.arm, result.row_id, result.seed) == ("k1", "flash-720p", "r1", 7)
+    assert result.estimated_usd == 0.25 and result.outcome is Outcome.ARCHIVED
+    assert (result.request_id, result.submits) == ("req-1", 1)
+    assert "job k1 (flash-720p, row r1, seed 7)" in result.line()
+    # found archived by a later run: nothing submitted, no request to name
+    cached = run_job(job, runtime(tmp_path, FakeQueue()))
+    assert cached.outcome is Outcome.CACHED and (cached.request_id, cached.submits) == (None, 0)
+    assert (cached.job_key, cached.arm, cached.row_id, cached.seed) == ("k1", "flash-720p", "r1", 7)
+
+
+def test_a_job_counts_as_in_flight_until_it_returns(tmp_path, job):
+    # Ctrl-C waits while jobs are in flight, so that each records its ledger before exiting.
+    fal = FakeQueue()
+    rt = runtime(tmp_path, fal)
+    seen = []
+    submit = fal.submit
+
+    def submit_counting(*args, **kwargs):
+        seen.append(rt.active)
+        return submit(*args, **kwargs)
+
+    fal.submit = submit_counting
+    run_job(job, rt)
+    assert seen == [1] and rt.active == 0
+
+    fal = FakeQueue()
+    rt = runtime(tmp_path / "two", fal)
+    rt.active = 1  # another job of this process is in flight meanwhile
+    seen.clear()
+    submit = fal.submit
+    fal.submit = submit_counting
+    run_job(job, rt)
+    assert seen == [2] and rt.active == 1
+
+
+class RefusingArchive(LocalStore):
+    """An archive whose disk filled up just as the video was uploaded."""
+
+    def put_verified(self, key, path, sha256, content_type=None):
+        raise StoreRefused(f"the archive {self.uri} is full: No space left on device")
+
+
+def test_an_archive_that_refuses_writes_halts_the_run_and_keeps_what_fal_made(tmp_path, job):
+    fal = FakeQueue()
+    rt = runtime(tmp_path, fal)
+    rt.store = RefusingArchive(tmp_path / "archive")
+    result = run_job(job, rt)
+    assert result.outcome is Outcome.UNARCHIVED and result.job_key == "k1"
+    assert "is full" in result.error and rt.halted == result.error  # no more submits
+    assert fal.halted.is_set() and rt.active == 0
+    assert ledger(rt).status is LedgerStatus.COMPLETED  # what fal made stays recorded
+    # the archive fixed, the next run fetches the video: not paid again
+    again = runtime(tmp_path, fal)
+    assert run_job(job, again).outcome is Outcome.RESUMED and fal.accepted == 1
+
+
+def test_an_archived_video_the_archive_lost_is_fetched_again_not_paid_again(tmp_path, job):
+    fal = FakeQueue()
+    rt = runtime(tmp_path, fal)
+    result = {"video": {"url": "https://cdn/v.mp4", "file_size": len(CLIP.data)}, "seed": 7}
+    seed_ledger(
+        rt, status="archived", handle=HANDLE, request_id="req-old", result=result, submits=1
+    )
+    repaired = run_job(job, rt)
+    assert repaired.outcome is Outcome.REPAIRED and fal.calls == ["download"]
+    assert (repaired.request_id, repaired.submits) == ("req-old", 1)
+    assert rt.store.exists(job_file("k1", "meta.json"))
+
+
+# An entry an earlier run left: one submit accepted, its generation failed, one attempt used.
+EARLIER = dict(
+    status="failed", request_id="req-old", submits=1, attempts=1, error="boom", error_kind="failed"
+)
+
+
+def _lease_taken_over_at_submit(rt):
+    rt.leases = Leases(rt.store, Owner.new())
+    real_acquire = rt.leases.acquire
+
+    def acquire_then_stall(job_key):
+        assert real_acquire(job_key)
+        current = rt.store.read_versioned(lease_key(job_key))
+        assert rt.store.replace_if(lease_key(job_key), Owner.new().payload(), current[1])
+        return True
+
+    rt.leases.acquire = acquire_then_stall
+
+
+BOOM = FalError("boom", FailureKind.FAILED, 500)
+GONE = FalError("gone", FailureKind.EXPIRED, 410)
+REFUSED = NotSent("no such app", FailureKind.REJECTED, 404)
+DOWN = NotSent("ConnectError: connection refused", FailureKind.TRANSIENT, run_wide=True)
+
+
+@pytest.mark.parametrize(
+    "queue, budget, leased, outcome, submits",
+    [
+        (dict(), 10.0, False, Outcome.ARCHIVED, 2),
+        (dict(results=[BOOM]), 10.0, False, Outcome.FAILED, 2),
+        (dict(results=[GONE]), 10.0, False, Outcome.EXPIRED, 2),
+        (dict(stop_on_wait=True), 10.0, False, Outcome.CANCELLED, 2),
+        (dict(submits=["lost"]), 10.0, False, Outcome.AMBIGUOUS, 1),
+        (dict(submits=[REFUSED]), 10.0, False, Outcome.FAILED, 1),
+        (dict(submits=[DOWN]), 10.0, False, Outcome.UNSENT, 1),
+        (dict(), 0.1, False, Outcome.SKIPPED, 1),
+        (dict(), 10.0, True, Outcome.BUSY, 1),
+    ],
+    ids=lambda v: str(v) if isinstance(v, Outcome) else None,
+)
+def test_a_jobs_result_reports_the_submits_its_ledger_holds_however_it_ends(
+    tmp_path, job, queue, budget, leased, outcome, submits
+):
+    # The user raised max_attempts: the failed job is tried again, from its ledger.
+    fal = FakeQueue(**queue)
+    rt = runtime(tmp_path, fal, budget=budget)
+    seed_ledger(rt, **EARLIER)
+    if leased:
+        _lease_taken_over_at_submit(rt)
+    result = run_job(job, rt)
+    entry = ledger(rt)
+    assert result.outcome is outcome and entry.submits == submits == result.submits
+    assert result.request_id == entry.request_id
+    assert rt.budget.committed <= budget
+
+
+def test_a_retried_job_keeps_its_earlier_requests_whatever_ends_it(tmp_path, job):
+    # A later lookup must not adopt the earlier, failed request as the new submit's.
+    fal = FakeQueue(submits=[REFUSED])
+    rt = runtime(tmp_path, fal)
+    seed_ledger(rt, **EARLIER)
+    result = run_job(job, rt)
+    assert result.outcome is Outcome.FAILED and result.error_kind is FailureKind.REJECTED
+    entry = ledger(rt)
+    assert entry.earlier_requests == ("req-old",) and entry.attempts == 1
+    assert entry.status is LedgerStatus.FAILED and entry.history[-1][2] == "rejected"
+
+
+def test_a_failed_generation_is_recorded_with_its_error_and_cause(tmp_path, job):
+    fal = FakeQueue(submits=["ok", "ok"], results=[BOOM, BOOM])
+    rt = runtime(tmp_path, fal)
+    result = run_job(job, rt)
+    assert result.outcome is Outcome.FAILED and result.error == "boom"
+    entry = ledger(rt)
+    assert (entry.error, entry.error_kind) == ("boom", FailureKind.FAILED)
+    assert entry.history[-1][0] == "failed" and entry.history[-1][2] == "failed"
+
+
+def test_an_unsettled_lost_answer_tells_the_user_how_it_is_settled(tmp_path, job):
+    fal = FakeQueue(submits=["lost"], found=UNKNOWN)
+    rt = runtime(tmp_path, fal)
+    result = run_job(job, rt)
+    assert result.outcome is Outcome.AMBIGUOUS and result.error_kind is FailureKind.AMBIGUOUS
+    assert "wansweep reconcile" in result.error and "not listed yet" in result.error
+
+
+@pytest.mark.parametrize(
+    "queue, outcome, kind",
+    [
+        (dict(results=[FalError("flagged", FailureKind.INVALID, 422)]), Outcome.FAILED, "invalid"),
+        (dict(results=[GONE]), Outcome.EXPIRED, "expired"),
+    ],
+)
+def test_an_ended_job_is_reported_the_same_by_later_runs_its_ledger_untouched(
+    tmp_path, job, queue, outcome, kind
+):
+    fal = FakeQueue(**queue)
+    first = run_job(job, runtime(tmp_path, fal))
+    assert first.outcome is outcome and fal.accepted == 1
+    before = ledger(runtime(tmp_path, fal))
+    fal = FakeQueue()
+    later = run_job(job, runtime(tmp_path, fal))
+    assert (later.outcome, later.error, later.error_kind) == (outcome, first.error, kind)
+    assert fal.calls == [] and ledger(runtime(tmp_path, fal)) == before
+
+
+def test_a_job_with_no_attempts_left_says_so_and_pays_nothing(tmp_path, job):
+    fal = FakeQueue()
+    rt = runtime(tmp_path, fal)
+    seed_ledger(rt, status="retrying", attempts=2)  # max_attempts is 2
+    result = run_job(job, rt)
+    assert result.outcome is Outcome.FAILED and result.error == "no attempts left"
+    assert fal.calls == [] and ledger(rt).status is LedgerStatus.FAILED
+
+
+def test_a_request_from_an_earlier_run_is_looked_at_at_once_a_fresh_one_is_not(tmp_path, job):
+    # A request taken over may be long done; one submitted just now is not.
+    fal = FakeQueue(submits=["ok", "ok"], results=[BOOM, "ok"])
+    assert run_job(job, runtime(tmp_path / "fresh", fal)).outcome is Outcome.ARCHIVED
+    assert fal.looked_at_once == [False, False]
+
+    fal = FakeQueue()
+    rt = runtime(tmp_path / "resumed", fal)
+    seed_ledger(rt, status="submitted", handle=HANDLE, request_id="req-old", attempts=1)
+    assert run_job(job, rt).outcome is Outcome.RESUMED and fal.looked_at_once == [True]
+
+    fal = FakeQueue(found=FOUND)
+    rt = runtime(tmp_path / "settled", fal)
+    seed_ledger(rt, status="submitting", submitted_at=1.0, attempts=1)
+    assert run_job(job, rt).outcome is Outcome.RESUMED and fal.looked_at_once == [True]
+
+
+def _video_gone_once(fal, times=1):
+    download, left = fal.download, [times]
+
+    def gone_then_ok(*args, **kwargs):
+        fal.calls.append("download")
+        if left[0]:
+            left[0] -= 1
+            raise FalError("video gone from fal's CDN (404)", FailureKind.EXPIRED, 404)
+        return download(*args, **kwargs)
+
+    fal.download = gone_then_ok
+
+
+def test_a_video_gone_before_it_was_archived_is_paid_again_only_if_allowed_once(tmp_path, job):
+    fal = FakeQueue(submits=["ok", "ok"], results=["ok", "ok"])
+    _video_gone_once(fal)
+    rt = runtime(tmp_path / "no", fal)
+    assert run_job(job, rt).outcome is Outcome.EXPIRED and fal.accepted == 1
+    assert ledger(rt).status is LedgerStatus.EXPIRED
+
+    fal = FakeQueue(submits=["ok", "ok"], results=["ok", "ok"])
+    _video_gone_once(fal)
+    rt = runtime(tmp_path / "yes", fal, resubmit_expired=True, max_attempts=1)
+    assert run_job(job, rt).outcome is Outcome.ARCHIVED and fal.accepted == 2
+    entry = ledger(rt)
+    assert entry.repaid == ("expired",) and entry.retries("expired") == 1
+    assert rt.budget.committed == pytest.approx(0.5)  # the lost video was billed too
+
+    fal = FakeQueue(submits=["ok"] * 3, results=["ok"] * 3)
+    _video_gone_once(fal, times=3)
+    rt = runtime(tmp_path / "twice", fal, resubmit_expired=True, max_attempts=1)
+    assert run_job(job, rt).outcome is Outcome.EXPIRED and fal.accepted == 2  # once, no more
+
+
+def test_paying_again_for_a_gone_video_waits_for_budget_and_the_ledger_says_why(tmp_path, job):
+    fal = FakeQueue(submits=["ok", "ok"], results=["ok", "ok"])
+    _video_gone_once(fal)
+    rt = runtime(tmp_path, fal, budget=0.25, resubmit_expired=True, max_attempts=1)
+    assert run_job(job, rt).outcome is Outcome.SKIPPED and fal.accepted == 1
+    entry = ledger(rt)
+    assert entry.status is LedgerStatus.RETRYING and "video gone" in entry.error
+    assert entry.repaid == ("expired",)
+    again = runtime(tmp_path, fal, budget=1.0, resubmit_expired=True, max_attempts=1)
+    assert run_job(job, again).outcome is Outcome.ARCHIVED and fal.accepted == 2
+
+
+def test_a_job_holds_its_endpoints_fleet_wide_slot_from_submit_to_result(tmp_path, job):
+    fal = FakeQueue()
+    rt = runtime(tmp_path, fal)
+    events = []
+
+    @contextlib.contextmanager
+    def guard(endpoint):
+        events.append(("enter", endpoint, list(fal.calls)))
+        yield
+        events.append(("exit", endpoint, list(fal.calls)))
+
+    rt.guard = guard
+    assert run_job(job, rt).outcome is Outcome.ARCHIVED
+    assert events == [
+        ("enter", job.endpoint, []),
+        ("exit", job.endpoint, ["submit", "wait", "result"]),
+    ]
+
+
+class Polls:
+    """``fal.stop`` as a job waiting for another process sees it: each wait is one lease poll,
+    during which the other process does what ``meanwhile`` says; then the run is cancelled."""
+
+    def __init__(self, *meanwhile):
+        self.meanwhile, self.timeouts = list(meanwhile), []
+
+    def wait(self, timeout):
+        self.timeouts.append(timeout)
+        if not self.meanwhile:
+            return True
+        self.meanwhile.pop(0)()
+        return False
+
+    def is_set(self):
+        return False
+
+
+def _held_elsewhere(tmp_path, meanwhile):
+    fal = FakeQueue()
+    rt = runtime(tmp_path, fal)
+    rt.leases = Leases(rt.store, Owner.new())
+    other = Leases(rt.store, Owner.new())
+    assert other.acquire("k1")
+    fal.stop = Polls(*meanwhile(rt, other))
+    return fal, rt, other
+
+
+def test_a_job_the_other_holder_archives_is_not_paid_again(tmp_path, job):
+    fal, rt, other = _held_elsewhere(
+        tmp_path, lambda rt, other: [lambda: None, lambda: archive_copy(rt.store)]
+    )
+    result = run_job(job, rt)
+    assert result.outcome is Outcome.CACHED and fal.calls == []
+    assert fal.stop.timeouts == [0.01, 0.01]  # looked again every lease poll
+    other.close()
+
+
+def test_a_job_its_holder_gives_up_is_taken_over_at_the_next_poll(tmp_path, job):
+    fal, rt, other = _held_elsewhere(
+        tmp_path, lambda rt, other: [lambda: None, lambda: other.release("k1")]
+    )
+    owners = []
+    submit = fal.submit
+
+    def submit_checking_the_lease(*args, **kwargs):
+        owners.append(json.loads(rt.store.get_bytes(lease_key("k1")))["owner"])
+        return submit(*args, **kwargs)
+
+    fal.submit = submit_checking_the_lease
+    assert run_job(job, rt).outcome is Outcome.ARCHIVED and fal.accepted == 1
+    assert owners == [rt.leases.owner.token] and len(fal.stop.timeouts) == 2
+    other.close()
+
+
+def test_a_job_archived_just_as_its_lease_came_free_is_not_paid_again(tmp_path, job):
+    # The holder archived it and released the lease between our look and our take.
+    fal, rt, other = _held_elsewhere(tmp_path, lambda rt, other: [lambda: None])
+    acquire = rt.leases.acquire
+    tries = []
+
+    def acquire_after_the_holder_finished(job_key):
+        tries.append(job_key)
+        if len(tries) == 2:
+            archive_copy(rt.store)
+            other.release(job_key)
+        return acquire(job_key)
+
+    rt.leases.acquire = acquire_after_the_holder_finished
+    result = run_job(job, rt)
+    assert result.outcome is Outcome.CACHED and fal.calls == [] and result.submits == 0
+    assert tries == ["k1", "k1"] and not rt.store.exists(lease_key("k1"))
+    other.close()
+
+
+def _damaged(tmp_path, age_s: float = 0.0) -> None:
+    folder = tmp_path / "archive" / "ledger"
+    folder.mkdir(parents=True)
+    (folder / "k1.json").write_text('{"job_key": "k1", "stat')
+    if age_s:
+        then = time.time() - age_s
+        os.utime(folder / "k1.json", (then, then))
+
+
+def test_a_damaged_entrys_submit_is_looked_for_from_its_last_write_and_can_be_reconciled(
+    tmp_path, job
+):
+    fal = FakeQueue(found=UNKNOWN)
+    rt = runtime(tmp_path, fal)
+    _damaged(tmp_path, age_s=7200)  # last written two hours ago
+    before = time.time()
+    assert run_job(job, rt).outcome is Outcome.AMBIGUOUS and fal.accepted == 0
+    entry = ledger(rt)
+    assert before - 7400 < entry.submitted_at < before - 7000
+    assert "not valid JSON" in entry.ambiguous and ".damaged" in entry.ambiguous
+    # the job's request fields are recorded, so `wansweep reconcile` can settle it
+    assert entry.fields == job.request_fields()
+    assert reconcile_store(rt.store, FakeQueue(found=FOUND), 5000)["found"] == 1
+    assert ledger(rt).status is LedgerStatus.SUBMITTED and ledger(rt).request_id == "req-old"
+
+
+def test_a_damaged_entry_is_replaced_before_fal_is_asked_saying_why(tmp_path, job):
+    fal = FakeQueue(found=UNKNOWN)
+
+    def unreachable(*args, **kwargs):
+        raise FalUnavailable("fal's records unreachable")
+
+    fal.find_submitted = unreachable
+    rt = runtime(tmp_path, fal)
+    _damaged(tmp_path)
+    with pytest.raises(FalUnavailable):  # retried as a whole; the ledger resumes it
+        run_job(job, rt)
+    entry = ledger(rt)
+    assert entry.status is LedgerStatus.AMBIGUOUS and entry.attempts == 1
+    assert entry.error == "ledger entry of k1 is not valid JSON"
+    assert (tmp_path / "archive" / "ledger" / "k1.json.damaged").exists()

@@ -113,3 +113,18 @@ def test_failure_kinds_and_causes_share_their_names():
     for kind in FailureKind:
         if kind is not FailureKind.AMBIGUOUS:
             assert Cause(kind.value)
+
+
+def test_a_refused_move_names_the_job_the_move_and_the_statuses_it_is_allowed_from():
+    """What a maintainer reads when a hand-edited ledger or a bug asks for a forbidden move."""
+    with pytest.raises(IllegalMove) as refused:
+        apply(entry_in(None), Move.ACCEPT)
+    assert str(refused.value) == (
+        "job k: accept from (none) is not allowed (only from submitting); "
+        "the ledger entry is left as it was"
+    )
+    with pytest.raises(IllegalMove) as refused:
+        apply(entry_in(LedgerStatus.EXPIRED), Move.SUBMIT)
+    assert "job k: submit from expired is not allowed (only from (none), retrying)" in str(
+        refused.value
+    )

@@ -69,7 +69,7 @@ class PlatformRoutes:
             for j in rows
             if (not endpoints or j.endpoint in endpoints) and (not ids or j.request_id in ids)
         ]
-        expand = "payloads" in q.get("expand", "")
+        expand = "payloads" in q.getlist("expand")  # the exact value, as fal reads it
         page = [self._listed(j, expand, cooperative) for j in rows[offset : offset + limit]]
         more = offset + limit < len(rows)
         cursor = base64.urlsafe_b64encode(str(offset + limit).encode()).decode() if more else None
