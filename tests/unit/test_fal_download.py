@@ -29,7 +29,8 @@ def queue(monkeypatch):
 
 
 def cdn(queue, *answers):
-    """The CDN answers these, in turn (bytes: a 200 with that body; int: that status)."""
+    """The CDN answers these, in turn (bytes: a 200 with that body; int: that status; a
+    Response or an exception as it is)."""
     seen, script = [], list(answers)
 
     def answer(request: httpx.Request) -> httpx.Response:
@@ -37,6 +38,8 @@ def cdn(queue, *answers):
         step = script.pop(0)
         if isinstance(step, Exception):
             raise step
+        if isinstance(step, httpx.Response):
+            return step
         return httpx.Response(step) if isinstance(step, int) else httpx.Response(200, content=step)
 
     queue.cdn = httpx.Client(transport=httpx.MockTransport(answer))
@@ -84,3 +87,61 @@ def test_busy_answers_and_broken_connections_are_tried_again_then_given_up(queue
     with pytest.raises(FalUnavailable, match="answer 503"):
         queue.download("https://cdn/x.mp4", tmp_path / "v.mp4")
     assert len(seen) == tries
+
+
+@pytest.fixture
+def waits(queue, monkeypatch):
+    """The pauses the download takes between tries (backoff 0: only what fal asks for)."""
+    paused: list[float] = []
+    monkeypatch.setattr(queue, "sleep", paused.append)
+    return paused
+
+
+def test_a_video_is_fetched_with_a_plain_get(queue, tmp_path):
+    seen = cdn(queue, VIDEO)
+    queue.download("https://cdn/x.mp4", tmp_path / "v.mp4")
+    assert seen[0].method == "GET"
+
+
+def test_a_video_of_many_chunks_is_counted_and_hashed_whole(queue, tmp_path):
+    big = VIDEO * 200  # over a MiB: streamed in more than one chunk
+    cdn(queue, big)
+    assert queue.download("https://cdn/x.mp4", tmp_path / "v.mp4") == (
+        len(big),
+        hashlib.sha256(big).hexdigest(),
+    )
+    assert (tmp_path / "v.mp4").read_bytes() == big
+    cdn(queue, big)  # and with its size known, it is not taken for a short body
+    assert queue.download("https://cdn/x.mp4", tmp_path / "v.mp4", len(big))[0] == len(big)
+
+
+def test_a_busy_cdns_retry_after_is_waited_out_before_the_next_try(queue, waits, tmp_path):
+    seen = cdn(queue, httpx.Response(429, headers={"Retry-After": "7"}), VIDEO)
+    assert queue.download("https://cdn/x.mp4", tmp_path / "v.mp4")[0] == len(VIDEO)
+    assert waits == [7.0] and len(seen) == 2
+
+
+def test_every_try_but_the_first_is_waited_for_and_the_last_is_not_followed_by_a_wait(
+    queue, waits, tmp_path
+):
+    tries = queue.attempts
+    cdn(queue, *[503] * tries)
+    with pytest.raises(FalUnavailable):
+        queue.download("https://cdn/x.mp4", tmp_path / "v.mp4")
+    assert len(waits) == tries - 1
+
+
+def test_a_refused_download_names_its_status_and_url(queue, tmp_path):
+    cdn(queue, 404)
+    with pytest.raises(FalError, match=r"video download failed \(404\) from https://cdn/x.mp4"):
+        queue.download("https://cdn/x.mp4", tmp_path / "v.mp4")
+
+
+def test_giving_up_says_what_the_last_try_met(queue, tmp_path):
+    tries = queue.attempts
+    cdn(queue, *[VIDEO[:100]] * tries)
+    with pytest.raises(FalUnavailable, match=f"got 100 bytes, expected {len(VIDEO)}"):
+        queue.download("https://cdn/x.mp4", tmp_path / "v.mp4", len(VIDEO))
+    cdn(queue, *[httpx.ConnectError("reset")] * tries)
+    with pytest.raises(FalUnavailable, match="ConnectError: reset"):
+        queue.download("https://cdn/x.mp4", tmp_path / "v.mp4")

@@ -176,3 +176,23 @@ def test_prefect_retries_a_task_only_for_trouble_outside_the_job():
     assert policy.task_may_retry(ConnectionError()) and policy.task_may_retry(TimeoutError())
     assert not policy.task_may_retry(FalError("refused", FailureKind.REJECTED))
     assert not policy.task_may_retry(ValueError("a bug"))
+
+
+def test_only_502_503_and_504_can_be_the_ingress_so_a_505_from_nginx_is_never_resent():
+    # a 505 page from nginx is not one of the ingress answers fal-client retries: fal's app
+    # may have taken the submit, and re-sending it could pay twice
+    assert policy.is_ingress_error(504, {}, NGINX)
+    assert not policy.is_ingress_error(505, {}, NGINX)
+    assert policy.classify_submit_answer(505, {}, NGINX) is SubmitVerdict.AMBIGUOUS
+
+
+def test_a_gateway_timeout_on_a_result_is_asked_again_even_after_a_failed_status():
+    # the 504 is the gateway's answer, not the job's result; a 505 is the job's
+    assert policy.classify_result(504, True) is ResultVerdict.RETRY
+    assert policy.classify_result(505, True) is ResultVerdict.FAIL
+
+
+def test_a_retry_after_of_zero_or_less_means_no_wait():
+    assert policy.retry_after({"Retry-After": "0"}) == 0.0
+    assert policy.retry_after({"Retry-After": "-3"}) == 0.0
+    assert policy.retry_after({"Retry-After": "0.25"}) == 0.25

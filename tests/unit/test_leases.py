@@ -115,7 +115,10 @@ class Scripted:
 
     def replace_if(self, key, data, version):
         self.calls.append(f"replace {version}")
-        return self.replaces.pop(0)
+        answer = self.replaces.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
 
     def delete(self, key):
         self.calls.append("delete")
@@ -166,3 +169,136 @@ def test_ones_own_lease_found_on_the_store_is_held_again_under_its_version():
     leases.prove("job")  # renewed conditionally on the version found
     assert store.calls[-1] == "replace v3"
     leases._stop.set()
+
+
+def test_a_lease_taken_over_is_renewed_under_the_version_the_takeover_wrote():
+    store = Scripted(creates=[False], reads=[(OTHER, "v1", LIMIT + 5)], replaces=["v2", "v3"])
+    leases = Leases(store, Owner.new(), ttl=100)
+    assert leases.acquire("job")
+    leases.prove("job")  # the taker may pay: the lease is its own
+    assert store.calls[-1] == "replace v2"
+    leases._stop.set()
+
+
+def test_each_proof_renews_under_the_version_the_last_one_wrote():
+    owner = Owner.new()
+    store = Scripted(creates=["v1"], replaces=["v2", "v3"])
+    leases = Leases(store, owner, ttl=100)
+    assert leases.acquire("job")
+    leases.prove("job")
+    leases.prove("job")  # submits of later attempts prove it again
+    assert store.calls == ["create", "replace v1", "replace v2"]
+    leases._stop.set()
+
+
+def test_a_lost_lease_stays_lost_and_is_never_written_again():
+    # taken over while this process stalled: no later proof may pass, nor overwrite the taker's
+    store = Scripted(creates=["v1"], replaces=[False])
+    leases = Leases(store, Owner.new(), ttl=100)
+    assert leases.acquire("job")
+    with pytest.raises(LeaseHeld, match="taken over"):
+        leases.prove("job")
+    with pytest.raises(LeaseHeld) as err:
+        leases.prove("job")
+    assert str(err.value) == (  # what the user reads of the job this process gave up
+        "job job: its lease was taken over (this process stalled past its ttl); "
+        "the run holding it runs it"
+    )
+    assert store.calls == ["create", "replace v1"]
+    leases._stop.set()
+
+
+def test_a_job_whose_lease_was_released_or_never_taken_cannot_be_proven():
+    store = Scripted(creates=["v1"], reads=[None], replaces=[])
+    leases = Leases(store, Owner.new(), ttl=100)
+    with pytest.raises(LeaseHeld):
+        leases.prove("never-taken")
+    assert leases.acquire("job")
+    leases.release("job")
+    assert leases.held() == []
+    with pytest.raises(LeaseHeld):
+        leases.prove("job")
+    assert "replace v1" not in store.calls
+    leases._stop.set()
+
+
+class Ticks:
+    """The renewal thread's clock, moved by the test: each period ends when the test ticks
+    (no sleeping), and the test learns when the round it started is done."""
+
+    def __init__(self):
+        self.periods: list[float] = []
+        self._tick = threading.Semaphore(0)
+        self._idle = threading.Semaphore(0)
+        self._stopped = False
+
+    def wait(self, timeout):  # as threading.Event.wait: True once stopped
+        self.periods.append(timeout)
+        self._idle.release()
+        self._tick.acquire()
+        return self._stopped
+
+    def started(self) -> bool:
+        """The thread started and waits out its first period."""
+        return self._idle.acquire(timeout=10)
+
+    def tick(self) -> None:
+        """One period passes; returns when the thread has done its round and waits again."""
+        self._tick.release()
+        assert self._idle.acquire(timeout=10), "the renewal thread did not come back"
+
+    def set(self) -> None:
+        self._stopped = True
+        self._tick.release()
+
+
+def renewing(store, ttl=90.0) -> tuple[Leases, Ticks]:
+    leases = Leases(store, Owner.new(), ttl=ttl)
+    leases._stop = ticks = Ticks()
+    return leases, ticks
+
+
+def test_held_leases_are_renewed_every_third_of_the_ttl_by_one_thread():
+    store = Scripted(creates=["a1", "b1"], replaces=["a2", "b2", "a3", "b3"])
+    leases, ticks = renewing(store, ttl=90.0)
+    assert leases.acquire("a") and leases.acquire("b")
+    assert ticks.started()
+    ticks.tick()
+    ticks.tick()
+    assert store.calls[2:] == ["replace a1", "replace b1", "replace a2", "replace b2"]
+    assert ticks.periods == [30.0] * 3  # as documented: ttl / 3, three chances before the ttl
+    leases.close()
+
+
+def test_a_store_hiccup_renewing_one_lease_does_not_skip_the_others():
+    store = Scripted(creates=["a1", "b1"], replaces=[OSError("s3 hiccup"), "b2", "a2", "b3"])
+    leases, ticks = renewing(store)
+    assert leases.acquire("a") and leases.acquire("b")
+    assert ticks.started()
+    ticks.tick()
+    ticks.tick()  # and the next round tries the first again
+    assert store.calls[2:] == ["replace a1", "replace b1", "replace a1", "replace b2"]
+    leases._stop.set()
+
+
+def test_a_released_lease_is_no_longer_renewed():
+    store = Scripted(creates=["a1", "b1"], reads=[None], replaces=["b2"])
+    leases, ticks = renewing(store)
+    assert leases.acquire("a") and leases.acquire("b")
+    assert ticks.started()
+    leases.release("a")
+    ticks.tick()
+    assert store.calls[2:] == ["read", "replace b1"]
+    leases._stop.set()
+
+
+def test_the_renewal_thread_never_keeps_a_dead_run_alive():
+    # a run that dies without close() must exit: its leases then lapse and are taken over
+    store = Scripted(creates=["a1"])
+    leases, ticks = renewing(store)
+    assert leases.acquire("a")
+    try:
+        assert ticks.started()
+        assert leases._thread.daemon
+    finally:
+        leases._stop.set()

@@ -110,3 +110,17 @@ def test_fals_prices_as_a_run_left_them_and_what_is_not_a_price(tmp_path):
     for broken in ([], {"fetched_at": "x", "source": "s", "prices": {}}, {"source": "s"}):
         store.put_json(FAL_PRICES_KEY, broken)
         assert load_prices(store) is None
+
+
+def test_a_refused_submit_says_what_it_would_have_committed():
+    budget = Budget(1.0)
+    budget.reserve("a", 1, 0.75, "a")
+    with pytest.raises(BudgetExceeded) as err:
+        budget.reserve("b", 1, 0.5, "job b")
+    assert str(err.value).startswith("job b: submitting would commit $1.25, past the budget")
+
+
+def test_a_free_endpoints_price_is_zero_not_unknown():
+    # billed as 0 dollars, not left blank in the report
+    prices = FalPrices(0.0, "s", {"free": {"unit_price": 0}, "also": {"unit_price": "0.0"}})
+    assert prices.unit_price("free") == 0.0 and prices.unit_price("also") == 0.0

@@ -181,8 +181,8 @@ def retry_after(headers: Mapping[str, str] | None) -> float | None:
 def backoff(
     attempt: int,
     hinted: float | None = None,
-    base: float = 0.5,
-    cap: float = 30.0,
+    base: float = RETRIES.backoff_s,
+    cap: float = RETRIES.max_backoff_s,
     jitter: float | None = None,
 ) -> float:
     """Seconds to wait before try ``attempt + 1``: exponential with +-50% jitter, capped,
