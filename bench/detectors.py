@@ -229,20 +229,6 @@ def compare_cuts(clips: list[clipset.Labelled], folder: Path) -> list[dict]:
     return rows
 
 
-def ssim(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean structural similarity of two grey images (Wang et al. 2004: an 11-tap Gaussian
-    window of sigma 1.5, K1 0.01, K2 0.03, values 0-255)."""
-    from scipy.ndimage import gaussian_filter
-
-    x, y = a.astype(np.float64), b.astype(np.float64)
-    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
-    blur = lambda z: gaussian_filter(z, 1.5, truncate=3.5)  # noqa: E731
-    mx, my = blur(x), blur(y)
-    sxx, syy, sxy = blur(x * x) - mx * mx, blur(y * y) - my * my, blur(x * y) - mx * my
-    s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
-    return float(s.mean())
-
-
 def fidelity_measures() -> dict[str, Callable]:
     def grey(img, size):
         return np.asarray(img.convert("L").resize(size), dtype=np.uint8)
@@ -253,7 +239,7 @@ def fidelity_measures() -> dict[str, Callable]:
             - float(np.abs(grey(i, (64, 64)).astype(np.float32) - grey(f, (64, 64))).mean()) / 255
         ),
         "SSIM, 64x64 grey (now: media.similarity)": lambda i, f: frames.similarity(i, f),
-        "SSIM, 128x72 grey": lambda i, f: ssim(grey(i, (128, 72)), grey(f, (128, 72))),
+        "SSIM, 128x72 grey": lambda i, f: frames.ssim(grey(i, (128, 72)), grey(f, (128, 72))),
     }
 
 

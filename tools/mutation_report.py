@@ -93,23 +93,24 @@ def main(root: Path) -> None:
     print("`make mutate` (mutmut over the modules in pyproject's `[tool.mutmut]`, against")
     print("`tests/unit`). A mutant is one small change (a flipped comparison, a constant, a")
     print("dropped call); *killed* means some unit test failed on it. *No tests*: no unit test")
-    print("runs the function at all. *Equivalent*: no test could tell it from the original (each")
+    print("runs the function at all. *Timeout*: the tests hung under it (caught, as mutmut counts")
+    print("it). *Equivalent*: no test could tell it from the original (each")
     print("listed below with why, from `mutation/equivalent.toml`); the score leaves them out.\n")
     print(f"Taken {_when_and_what(root)}.\n")
-    print("| module | mutants | killed | survived | no tests | equivalent | score |")
-    print("|---|---|---|---|---|---|---|")
+    print("| module | mutants | killed | timeout | survived | no tests | equivalent | score |")
+    print("|---|---|---|---|---|---|---|---|")
     for module, n, counts, judged in rows:
         total.update(counts)
-        score = counts["killed"] / judged if judged else 0.0
+        score = (counts["killed"] + counts["timeout"]) / judged if judged else 0.0
         print(
-            f"| `{module}` | {n} | {counts['killed']} | {counts['survived']} | "
+            f"| `{module}` | {n} | {counts['killed']} | {counts['timeout']} | {counts['survived']} | "
             f"{counts['no tests']} | {counts['equivalent']} | {score:.0%} |"
         )
     judged = sum(total.values()) - total["skipped"] - total["not run"] - total["equivalent"]
     print(
-        f"| **all** | {sum(total.values())} | {total['killed']} | {total['survived']} | "
-        f"{total['no tests']} | {total['equivalent']} | "
-        f"**{total['killed'] / max(1, judged):.0%}** |\n"
+        f"| **all** | {sum(total.values())} | {total['killed']} | {total['timeout']} | "
+        f"{total['survived']} | {total['no tests']} | {total['equivalent']} | "
+        f"**{(total['killed'] + total['timeout']) / max(1, judged):.0%}** |\n"
     )
     stale = [equivalent[k][0] for k in equivalent.keys() - used]
     if stale:
@@ -117,7 +118,14 @@ def main(root: Path) -> None:
             "**Listed as equivalent, but no surviving mutant makes that change** (killed now, or "
             f"the code changed: take them off the list): {', '.join(f'`{n}`' for n in stale)}\n"
         )
+    caught = total["killed"] + total["timeout"]
+    print(
+        f"Counting the equivalent mutants as lived instead: {caught} of {judged + total['equivalent']} "
+        f"caught ({caught / max(1, judged + total['equivalent']):.1%}).\n"
+    )
     print("## Mutants that lived, by function\n")
+    if not survivors:
+        print("None: every mutant is killed or listed as equivalent below.\n")
     print("`mutmut show NAME` prints a mutant's change.\n")
     for module, found in survivors.items():
         by_function = defaultdict(list)

@@ -127,3 +127,12 @@ def test_without_a_start_deadline_not_being_listed_never_proves_absence(queue, m
     found = queue.find_submitted(FLASH, FIELDS, SENT - 86400, math.inf)
     assert found.handle is None and not found.absent
     assert found.why == "not listed, and no start deadline is on record: never provably absent"
+
+
+def test_a_request_received_long_after_ours_is_not_ours(queue, monkeypatch):
+    # the same fields, sent again much later (another run, another sweep): never this submit
+    late = listed("late", sent_at=SENT + 2 * MATCH_WINDOW)
+    found = look(queue, monkeypatch, [late])
+    assert found.handle is None and found.absent
+    found = look(queue, monkeypatch, [late, listed("r1")])
+    assert found.handle.request_id == "r1" and found.why == "found"

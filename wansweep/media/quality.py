@@ -48,7 +48,7 @@ BLACK_LUMA, BLACK_STD = 0.1, 0.02  # decoded black is luma 16/255 ~ 0.063 (limit
 # A cut is a step far above the steps around it, in the picture (mean absolute difference) or
 # in the brightness histogram (which a fast pan hardly changes), that holds: the frames after
 # it differ from the frames before it, which a one- or two-frame flash does not.
-CUT_RATIO = 3.0  # a cut's step is at least this many times the median of the 8 around it
+CUT_RATIO = 3.0  # a cut's step is at least this many times the median of the 4 on each side
 CUT_MIN_D = 0.012  # and at least this large (codec noise in a still picture: ~0.002)
 CUT_MIN_H = 0.15  # a histogram step (half the L1 distance of 32-bin histograms, 0-1)
 CUT_HOLD = 0.5  # frames 1-3 after differ from frames 0-2 before by half the step or more
