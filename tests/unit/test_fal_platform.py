@@ -350,3 +350,21 @@ def test_fal_out_of_reach_is_unavailable_and_says_which_call(fake, queue, name, 
         call(queue)
     assert unreachable.value.status_code is None  # no answer at all: no route to fal
     assert str(unreachable.value).startswith(f"{name}: ConnectError")
+
+
+def test_a_request_with_our_fields_outranks_others_that_only_echo_our_seed(fake, queue):
+    # payload storage was off for an earlier run's requests of the same seed: their results
+    # echo it, but only the one whose stored input has our fields is this submit
+    fake.add("ours")
+    fake.add("stranger", sent_at=SENT + 1, stored=False, prompt="another job's")
+    fake.results.update({"stranger": {"seed": 7, "video": {}}})
+    found = lookup(queue)
+    assert found.handle.request_id == "ours" and found.why == "found"
+
+
+def test_two_requests_that_only_echo_our_seed_prove_nothing(fake, queue):
+    fake.add("one", stored=False)
+    fake.add("two", sent_at=SENT + 1, stored=False)
+    fake.results.update({"one": {"seed": 7}, "two": {"seed": 7}})
+    found = lookup(queue)
+    assert found.handle is None and not found.absent and "2 listed" in found.why

@@ -82,7 +82,7 @@ class PlatformMixin:
         job's earlier attempts' requests, never this submit (same fields, minutes before)."""
         sent = self.fal_time(submitted_at)
         earliest = sent - (window or MATCH_WINDOW)
-        matches, failed, unknown = [], [], 0
+        matches, echoes, failed, unknown = [], [], [], 0
         for item in self._listing(endpoint, earliest):
             item_sent = _parse_time(item.get("sent_at"))
             if item_sent is not None and not earliest <= item_sent <= sent + MATCH_WINDOW:
@@ -93,8 +93,14 @@ class PlatformMixin:
             verdict = self._is_ours(endpoint, item, fields)
             if verdict is None:
                 unknown += 0 if unbilled else 1  # whoever's it was, it cost nothing
+            elif verdict and unbilled:
+                failed.append(item)
             elif verdict:
-                (failed if unbilled else matches).append(item)
+                # our fields in its stored input, or (no payload) only our seed in its result
+                (matches if isinstance(item.get("json_input"), dict) else echoes).append(item)
+        # A seed is shared by every request that asked for it (another job, run or user): a
+        # request whose stored input has our fields outranks any that only echo our seed.
+        matches = matches or echoes
         if len(matches) == 1:
             return Lookup(self.handle_for(endpoint, matches[0]["request_id"]), False, "found")
         if matches:
